@@ -1,0 +1,71 @@
+//! `kata-agent`: the in-guest agent of a Kata Containers sandbox.
+//!
+//! The binary is thin: it reads the configuration ([`config`]), installs the
+//! JSON logger ([`logging`]), then runs the ttrpc server ([`server`]) on a
+//! single-threaded tokio runtime. Requests flow one way: [`rpc`] converts wire
+//! messages and calls into the sandbox state and `rustjail`.
+
+mod config;
+mod logging;
+mod rpc;
+mod server;
+mod version;
+
+use std::process::ExitCode;
+
+use config::{Command, ConfigError};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kata-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("logger: {0}")]
+    Logger(#[from] log::SetLoggerError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Server(#[from] server::ServerError),
+}
+
+fn run(args: Vec<String>) -> Result<(), StartError> {
+    let flags = match config::parse_args(args)? {
+        Command::Help => {
+            print!("{}", config::USAGE);
+            return Ok(());
+        }
+        Command::Version => {
+            println!(
+                "kata-agent {} (protocol {})",
+                version::AGENT_VERSION,
+                version::API_VERSION
+            );
+            return Ok(());
+        }
+        Command::Serve(flags) => flags,
+    };
+    let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;
+    logging::init(cfg.log_level, Box::new(std::io::stderr()))?;
+    for p in &notes.unknown_params {
+        log::debug!("ignoring unknown parameter {p:?}");
+    }
+    log::debug!("configuration: {cfg:?}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(StartError::Runtime)?;
+    rt.block_on(server::serve(&cfg))?;
+    Ok(())
+}

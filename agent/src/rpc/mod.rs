@@ -1,0 +1,124 @@
+//! The ttrpc services. `grpc.AgentService` is declared here as one table:
+//! every method of the wire API, each either routed to its handler or
+//! answered with `UNIMPLEMENTED` naming the method. The table also feeds
+//! [`METHODS`], which tests and the README's status table read.
+
+pub mod health;
+
+use async_trait::async_trait;
+use protocols::agent::*;
+use protocols::agent_ttrpc::AgentService;
+use protocols::csi::VolumeStatsResponse;
+use protocols::empty::Empty;
+use protocols::types::Interface;
+use ttrpc::asynchronous::TtrpcContext;
+
+/// State shared by all requests.
+pub struct AgentImpl {}
+
+impl AgentImpl {
+    pub fn new() -> Self {
+        AgentImpl {}
+    }
+}
+
+/// The status for a method this agent does not provide.
+pub fn unimplemented_status(method: &str) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(
+        ttrpc::Code::UNIMPLEMENTED,
+        format!("/grpc.AgentService/{method}: not implemented by this agent"),
+    ))
+}
+
+/// Whether a method is served or answers `UNIMPLEMENTED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Implemented,
+    Unimplemented,
+}
+
+macro_rules! agent_service {
+    ($( $wire:literal $method:ident ( $req:ty ) -> $resp:ty => $handler:ident ; )*) => {
+        #[async_trait]
+        impl AgentService for AgentImpl {
+            $(
+                async fn $method(&self, ctx: &TtrpcContext, req: $req) -> ttrpc::Result<$resp> {
+                    agent_service!(@call self, ctx, req, $wire, $handler)
+                }
+            )*
+        }
+
+        /// Every `grpc.AgentService` method with its status, in wire order.
+        pub const METHODS: &[(&str, Status)] = &[
+            $( ($wire, agent_service!(@status $handler)), )*
+        ];
+    };
+    (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented) => {{
+        let _ = ($s, $ctx, $req);
+        Err(unimplemented_status($wire))
+    }};
+    (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, $handler:ident) => {
+        $s.$handler($ctx, $req).await
+    };
+    (@status unimplemented) => { Status::Unimplemented };
+    (@status $handler:ident) => { Status::Implemented };
+}
+
+agent_service! {
+    "CreateContainer" create_container(CreateContainerRequest) -> Empty => unimplemented;
+    "StartContainer" start_container(StartContainerRequest) -> Empty => unimplemented;
+    "RemoveContainer" remove_container(RemoveContainerRequest) -> Empty => unimplemented;
+    "ExecProcess" exec_process(ExecProcessRequest) -> Empty => unimplemented;
+    "SignalProcess" signal_process(SignalProcessRequest) -> Empty => unimplemented;
+    "WaitProcess" wait_process(WaitProcessRequest) -> WaitProcessResponse => unimplemented;
+    "UpdateContainer" update_container(UpdateContainerRequest) -> Empty => unimplemented;
+    "UpdateEphemeralMounts" update_ephemeral_mounts(UpdateEphemeralMountsRequest) -> Empty => unimplemented;
+    "StatsContainer" stats_container(StatsContainerRequest) -> StatsContainerResponse => unimplemented;
+    "PauseContainer" pause_container(PauseContainerRequest) -> Empty => unimplemented;
+    "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => unimplemented;
+    "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => unimplemented;
+    "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => unimplemented;
+    "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
+    "ReadStderr" read_stderr(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
+    "CloseStdin" close_stdin(CloseStdinRequest) -> Empty => unimplemented;
+    "TtyWinResize" tty_win_resize(TtyWinResizeRequest) -> Empty => unimplemented;
+    "UpdateInterface" update_interface(UpdateInterfaceRequest) -> Interface => unimplemented;
+    "UpdateRoutes" update_routes(UpdateRoutesRequest) -> Routes => unimplemented;
+    "ListInterfaces" list_interfaces(ListInterfacesRequest) -> Interfaces => unimplemented;
+    "ListRoutes" list_routes(ListRoutesRequest) -> Routes => unimplemented;
+    "AddARPNeighbors" add_arp_neighbors(AddARPNeighborsRequest) -> Empty => unimplemented;
+    "GetIPTables" get_ip_tables(GetIPTablesRequest) -> GetIPTablesResponse => unimplemented;
+    "SetIPTables" set_ip_tables(SetIPTablesRequest) -> SetIPTablesResponse => unimplemented;
+    "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => unimplemented;
+    "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented;
+    "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;
+    "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => unimplemented;
+    "DestroySandbox" destroy_sandbox(DestroySandboxRequest) -> Empty => unimplemented;
+    "OnlineCPUMem" online_cpu_mem(OnlineCPUMemRequest) -> Empty => unimplemented;
+    "ReseedRandomDev" reseed_random_dev(ReseedRandomDevRequest) -> Empty => unimplemented;
+    "GetGuestDetails" get_guest_details(GuestDetailsRequest) -> GuestDetailsResponse => unimplemented;
+    "MemHotplugByProbe" mem_hotplug_by_probe(MemHotplugByProbeRequest) -> Empty => unimplemented;
+    "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => unimplemented;
+    "CopyFile" copy_file(CopyFileRequest) -> Empty => unimplemented;
+    "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => unimplemented;
+    "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
+    "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => unimplemented;
+    "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => unimplemented;
+    "SetPolicy" set_policy(SetPolicyRequest) -> Empty => unimplemented;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_the_wire_descriptor() {
+        let wire: Vec<String> = protocols::services()
+            .into_iter()
+            .find(|s| s.name == "grpc.AgentService")
+            .map(|s| s.methods.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default();
+        let ours: Vec<String> = METHODS.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(ours, wire);
+    }
+}

@@ -11,8 +11,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Default ttrpc listen address: any CID, port 1024.
-pub const DEFAULT_SERVER_ADDR: &str = "vsock://-1:1024";
 /// Default time to wait for a hot-plugged device.
 pub const DEFAULT_HOTPLUG_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default kernel command line location.
@@ -441,6 +439,8 @@ pub enum Command {
     Serve(Flags),
     Help,
     Version,
+    /// Print every wire method with its status.
+    Methods,
 }
 
 /// Command-line flags, the highest-precedence source.
@@ -463,6 +463,7 @@ Options:
   --log-level <LEVEL>   critical, error, warn, info (default), debug or trace
   --cmdline <FILE>      read kernel parameters from FILE instead of /proc/cmdline
   --config <FILE>       read settings from a flat key = value file
+  --methods             list every wire method and whether this agent serves it
   -V, --version         print the agent and protocol versions and exit
   -h, --help            print this help and exit
 
@@ -492,6 +493,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--methods" => return Ok(Command::Methods),
             "--server-addr" => flags.server_addr = Some(value("--server-addr")?),
             "--log-level" => flags.log_level = Some(value("--log-level")?),
             "--cmdline" => flags.cmdline_file = Some(PathBuf::from(value("--cmdline")?)),
@@ -579,7 +581,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = Config::default();
-        assert_eq!(c.server_addr.to_uri(), DEFAULT_SERVER_ADDR);
+        assert_eq!(c.server_addr.to_uri(), "vsock://-1:1024");
         assert_eq!(c.log_level, Level::Info);
         assert!(!c.dev_mode && !c.debug_console && !c.trace && !c.unified_cgroup_hierarchy);
         assert_eq!(c.debug_console_vport, 0);

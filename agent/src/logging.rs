@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
         let t = UNIX_EPOCH + Duration::new(951_782_400, 5); // 2000-02-29
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000000005Z");
-        let t = UNIX_EPOCH + Duration::new(1_795_838_507, 123_456_789);
+        let t = UNIX_EPOCH + Duration::new(1_795_831_307, 123_456_789);
         assert_eq!(rfc3339(t), "2026-11-28T02:01:47.123456789Z");
     }
 

@@ -52,6 +52,15 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
             );
             return Ok(());
         }
+        Command::Methods => {
+            for (name, status) in rpc::METHODS {
+                println!("grpc.AgentService/{name}\t{status}");
+            }
+            for name in ["Check", "Version"] {
+                println!("grpc.Health/{name}\t{}", rpc::Status::Implemented);
+            }
+            return Ok(());
+        }
         Command::Serve(flags) => flags,
     };
     let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;

@@ -37,6 +37,15 @@ pub enum Status {
     Unimplemented,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Implemented => "implemented",
+            Status::Unimplemented => "unimplemented",
+        })
+    }
+}
+
 macro_rules! agent_service {
     ($( $wire:literal $method:ident ( $req:ty ) -> $resp:ty => $handler:ident ; )*) => {
         #[async_trait]
@@ -77,6 +86,7 @@ agent_service! {
     "PauseContainer" pause_container(PauseContainerRequest) -> Empty => unimplemented;
     "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => unimplemented;
     "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => unimplemented;
+    "GetDiagnosticData" get_diagnostic_data(GetDiagnosticDataRequest) -> GetDiagnosticDataResponse => unimplemented;
     "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => unimplemented;
     "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
     "ReadStderr" read_stderr(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
@@ -102,6 +112,7 @@ agent_service! {
     "CopyFile" copy_file(CopyFileRequest) -> Empty => unimplemented;
     "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => unimplemented;
     "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
+    "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => unimplemented;
     "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => unimplemented;
     "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => unimplemented;
     "SetPolicy" set_policy(SetPolicyRequest) -> Empty => unimplemented;

@@ -1,0 +1,305 @@
+//! Container cgroups through `cgroups-rs`: creation with the spec's
+//! `linux.resources`, membership, freeze/thaw, stats, update and removal.
+//!
+//! `cgroups-rs` detects the layout: one hierarchy per controller (v1) or the
+//! unified hierarchy (v2) at `/sys/fs/cgroup`. Paths are relative to the
+//! hierarchy roots, the same path under every v1 controller.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::manager::{FsManager, Manager};
+use cgroups_rs::{CgroupPid, FreezerState};
+use oci_spec::runtime::LinuxResources;
+
+pub use cgroups_rs::CgroupStats;
+
+/// Errors of cgroup operations, naming the cgroup path and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cgroup {path}: invalid path: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("cgroup {path}: {op}: {cause}")]
+    Op {
+        path: String,
+        op: &'static str,
+        cause: String,
+    },
+    #[error("cgroup {path}: {op}: timed out after {ms} ms")]
+    Timeout {
+        path: String,
+        op: &'static str,
+        ms: u128,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The cgroup layout of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One hierarchy per controller (cgroup v1, possibly hybrid).
+    V1,
+    /// The unified hierarchy (cgroup v2).
+    V2,
+}
+
+/// Layout of the cgroup filesystem mounted at `/sys/fs/cgroup`.
+pub fn layout() -> Layout {
+    if hierarchies::is_cgroup2_unified_mode() {
+        Layout::V2
+    } else {
+        Layout::V1
+    }
+}
+
+/// Layout from the filesystem type mounted at `<root>` in a mountinfo text;
+/// `cgroups-rs` uses statfs, this form is testable against a fake tree.
+pub fn layout_from_mountinfo(mountinfo: &str, root: &Path) -> Option<Layout> {
+    let root = root.to_str()?;
+    mountinfo.lines().rev().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mount_point = pre.split(' ').nth(4)?;
+        if mount_point != root {
+            return None;
+        }
+        match post.split(' ').next()? {
+            "cgroup2" => Some(Layout::V2),
+            "tmpfs" => Some(Layout::V1),
+            _ => None,
+        }
+    })
+}
+
+/// Normalizes an OCI `cgroupsPath` to a path relative to the hierarchy roots.
+pub fn normalize_path(path: &str) -> Result<String> {
+    let invalid = |reason| Error::InvalidPath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.contains(':') {
+        return Err(invalid("systemd cgroup paths are not supported"));
+    }
+    let mut out = PathBuf::new();
+    for comp in Path::new(path).components() {
+        match comp {
+            std::path::Component::Normal(c) => out.push(c),
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return Err(invalid("'..' is not allowed")),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(invalid("empty path"));
+    }
+    out.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| invalid("not valid utf-8"))
+}
+
+/// One container's cgroup.
+pub struct CgroupManager {
+    path: String,
+    fs: FsManager,
+}
+
+impl std::fmt::Debug for CgroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CgroupManager")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl CgroupManager {
+    /// Creates the cgroup at `path` (see [`normalize_path`]) and applies
+    /// `resources`. On error nothing is left behind.
+    pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self> {
+        let path = normalize_path(path)?;
+        let err = |op: &'static str| {
+            let path = path.clone();
+            move |e: cgroups_rs::manager::Error| Error::Op {
+                path,
+                op,
+                cause: e.to_string(),
+            }
+        };
+        let cg = Cgroup::new(hierarchies::auto(), &path).map_err(|e| Error::Op {
+            path: path.clone(),
+            op: "create",
+            cause: e.to_string(),
+        })?;
+        let fs = match FsManager::new(&path) {
+            Ok(fs) => fs,
+            Err(e) => {
+                let _ = cg.delete();
+                return Err(err("load")(e));
+            }
+        };
+        let mut mgr = CgroupManager { path, fs };
+        if let Some(res) = resources {
+            if let Err(e) = mgr.fs.set(res) {
+                let _ = mgr.fs.destroy();
+                return Err(err("apply resources")(e));
+            }
+        }
+        Ok(mgr)
+    }
+
+    /// The cgroup path, relative to the hierarchy roots.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether this is the unified (v2) hierarchy.
+    pub fn is_v2(&self) -> bool {
+        self.fs.v2()
+    }
+
+    fn op_err(&self, op: &'static str) -> impl Fn(cgroups_rs::manager::Error) -> Error + '_ {
+        move |e| Error::Op {
+            path: self.path.clone(),
+            op,
+            cause: e.to_string(),
+        }
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup.
+    pub fn add_process(&mut self, pid: i32) -> Result<()> {
+        let path = self.path.clone();
+        self.fs
+            .add_proc(CgroupPid::from(pid as u64))
+            .map_err(|e| Error::Op {
+                path,
+                op: "add process",
+                cause: e.to_string(),
+            })
+    }
+
+    /// Task ids in the cgroup (threads on v1, processes on v2).
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let pids = self.fs.pids().map_err(self.op_err("list processes"))?;
+        Ok(pids.into_iter().map(|p| p.pid as i32).collect())
+    }
+
+    /// Freezes every process and waits until the kernel reports it frozen.
+    pub fn freeze(&self) -> Result<()> {
+        self.fs
+            .freeze(FreezerState::Frozen)
+            .map_err(self.op_err("freeze"))?;
+        self.wait_freezer("FROZEN", "1")
+    }
+
+    /// Thaws the cgroup.
+    pub fn thaw(&self) -> Result<()> {
+        self.fs
+            .freeze(FreezerState::Thawed)
+            .map_err(self.op_err("thaw"))
+    }
+
+    fn wait_freezer(&self, v1: &str, v2: &str) -> Result<()> {
+        let (file, want) = if self.is_v2() {
+            (self.file(None, "cgroup.events"), format!("frozen {v2}"))
+        } else {
+            (self.file(Some("freezer"), "freezer.state"), v1.to_string())
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::read_to_string(&file) {
+                Ok(s) if s.lines().any(|l| l.trim() == want) => return Ok(()),
+                Ok(_) => {}
+                // No freezer file to watch: trust the write.
+                Err(_) => return Ok(()),
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    path: self.path.clone(),
+                    op: "freeze",
+                    ms: 5000,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Path of a control file: `/sys/fs/cgroup/<controller>/<path>/<name>`
+    /// on v1, `/sys/fs/cgroup/<path>/<name>` on v2.
+    pub fn file(&self, controller: Option<&str>, name: &str) -> PathBuf {
+        let mut p = PathBuf::from("/sys/fs/cgroup");
+        if !self.is_v2() {
+            if let Some(c) = controller {
+                p.push(c);
+            }
+        }
+        p.push(&self.path);
+        p.push(name);
+        p
+    }
+
+    /// Applies new resource limits.
+    pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let path = self.path.clone();
+        self.fs.set(resources).map_err(|e| Error::Op {
+            path,
+            op: "update resources",
+            cause: e.to_string(),
+        })
+    }
+
+    /// Current usage figures.
+    pub fn stats(&self) -> CgroupStats {
+        self.fs.stats()
+    }
+
+    /// Removes the cgroup; it must hold no process. Waits up to `timeout`
+    /// for exiting processes to leave.
+    pub fn destroy(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.pids().unwrap_or_default().is_empty() {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    path: self.path.clone(),
+                    op: "wait for processes to exit",
+                    ms: timeout.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let path = self.path.clone();
+        self.fs.destroy().map_err(|e| Error::Op {
+            path,
+            op: "remove",
+            cause: e.to_string(),
+        })
+    }
+
+    /// Whether the cgroup directory still exists.
+    pub fn exists(&self) -> bool {
+        self.fs.exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_path("/a/b").unwrap(), "a/b");
+        assert_eq!(normalize_path("a/./b/").unwrap(), "a/b");
+        assert!(normalize_path("/a/../b").is_err());
+        assert!(normalize_path("/").is_err());
+        assert!(normalize_path("system.slice:kata:abc").is_err());
+    }
+
+    #[test]
+    fn layout_detection() {
+        let v1 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                  32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+        let v2 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(layout_from_mountinfo(v1, root), Some(Layout::V1));
+        assert_eq!(layout_from_mountinfo(v2, root), Some(Layout::V2));
+        assert_eq!(layout_from_mountinfo("", root), None);
+    }
+}

@@ -1,0 +1,458 @@
+//! The re-exec'd side: the init helper and the container init.
+//!
+//! The caller (a multi-threaded agent) never runs Rust code after fork. It
+//! spawns its own executable with [`INIT_ARG`]; that fresh, single-threaded
+//! process is the *init helper*. Its stdin is a socket to the caller, which
+//! sends the stdio descriptors (`SCM_RIGHTS`) and a JSON [`Request`].
+//!
+//! * Create: the helper joins the namespaces the spec names by path, clones
+//!   the container init into the new ones (so it is PID 1 of a new pid
+//!   namespace), writes its uid/gid maps, reports its pid and exits. The
+//!   init sets up the rootfs and the process, reports `Created`, then blocks
+//!   until the caller sends `Start`, and execs. Exec closes the socket
+//!   (close-on-exec): end of stream tells the caller that exec succeeded.
+//! * Exec: the helper joins every namespace of the running container, forks
+//!   the process, reports its pid and exits; the child finalizes and execs.
+//!
+//! Errors travel back as text (`Msg::Error`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::waitpid;
+use nix::unistd::{chdir, dup2, execve, fork, pipe2, read, setresgid, setresuid, setsid, write};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, SetupError, SetupResult};
+use crate::process;
+use crate::rootfs::{self, RootfsConfig};
+use crate::sync::{self, Msg};
+
+/// The first argument that makes an executable act as the init helper.
+pub const INIT_ARG: &str = "init";
+
+/// What the caller asks the helper to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Create(CreateRequest),
+    Exec(ExecRequest),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CreateRequest {
+    pub spec: Spec,
+    /// Absolute, resolved rootfs path.
+    pub rootfs: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExecRequest {
+    /// Host pid of the container init, whose namespaces we join.
+    pub init_pid: i32,
+    /// Namespace types the container has (joined from the init).
+    pub namespaces: Vec<LinuxNamespaceType>,
+    pub process: Process,
+}
+
+/// Runs the init helper and exits if the first argument is [`INIT_ARG`];
+/// returns otherwise. Call it first thing in `main`, before any thread or
+/// async runtime starts:
+///
+/// ```no_run
+/// fn main() {
+///     rustjail::init::run_if_requested();
+///     // ... the program proper
+/// }
+/// ```
+pub fn run_if_requested() {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(INIT_ARG)) {
+        std::process::exit(main());
+    }
+}
+
+/// The init helper's main: returns the exit code.
+pub fn main() -> i32 {
+    let sock = match take_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rustjail init: {e}");
+            return 1;
+        }
+    };
+    match helper(&sock) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = sync::send(&sock, &Msg::Error(e.to_string()));
+            1
+        }
+    }
+}
+
+/// Moves the socket from fd 0 to a close-on-exec descriptor and puts
+/// /dev/null on fd 0.
+fn take_socket() -> SetupResult<UnixStream> {
+    let fd = fcntl(0, FcntlArg::F_DUPFD_CLOEXEC(3)).ctx(|| "duplicate the sync socket")?;
+    // SAFETY: fcntl just returned this new descriptor; we are its only owner.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(|| "open /dev/null")?;
+    dup2(null, 0).ctx(|| "replace stdin")?;
+    let _ = nix::unistd::close(null);
+    Ok(UnixStream::from(owned))
+}
+
+fn helper(sock: &UnixStream) -> SetupResult<()> {
+    let fds = sync::recv_fds(sock).ctx(|| "receive stdio")?;
+    let req: Request = sync::recv(sock)
+        .ctx(|| "receive request")?
+        .ok_or_else(|| SetupError::new("receive request", "connection closed"))?;
+    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+        .try_into()
+        .map_err(|_| SetupError::new("receive stdio", "expected 3 descriptors"))?;
+    let stdio = [stdin, stdout, stderr];
+    match req {
+        Request::Create(c) => create_helper(sock, c, stdio),
+        Request::Exec(e) => exec_helper(sock, e, stdio),
+    }
+}
+
+/// Order in which namespaces are joined: the user namespace first, so the
+/// others are joined with its privileges; mount last, as it changes root.
+const JOIN_ORDER: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Time,
+    LinuxNamespaceType::Mount,
+];
+
+pub(crate) fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME, not in nix's CloneFlags.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+    }
+}
+
+/// Name of a namespace under /proc/<pid>/ns/.
+pub(crate) fn ns_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn join_ns(t: LinuxNamespaceType, path: &std::path::Path) -> SetupResult<()> {
+    let what = || format!("join {} namespace {}", ns_name(t), path.display());
+    let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ctx(what)?;
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    setns(fd.as_fd(), ns_flag(t)).ctx(what)
+}
+
+/// fork(2) with namespace flags: the child starts in the new namespaces.
+fn clone_fork(flags: CloneFlags) -> nix::Result<Pid> {
+    // SAFETY: clone without CLONE_VM and with a NULL stack behaves like
+    // fork(2): the child runs on a copy of the address space and stack.
+    // The helper is single threaded, so no other thread holds a lock the
+    // child could need. The extra arguments are unused without the
+    // CLONE_*TID/SETTLS flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    Errno::result(ret).map(|pid| Pid::from_raw(pid as i32))
+}
+
+fn create_helper(sock: &UnixStream, req: CreateRequest, stdio: [OwnedFd; 3]) -> SetupResult<()> {
+    let linux = req
+        .spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| SetupError::new("spec", "no linux section"))?;
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let by_type: HashMap<LinuxNamespaceType, Option<PathBuf>> = namespaces
+        .iter()
+        .map(|n| (n.typ(), n.path().clone()))
+        .collect();
+    let mut flags = CloneFlags::empty();
+    for t in JOIN_ORDER {
+        match by_type.get(&t) {
+            Some(Some(path)) => join_ns(t, path)?,
+            Some(None) => flags |= ns_flag(t),
+            None => {}
+        }
+    }
+    let new_userns = flags.contains(CloneFlags::CLONE_NEWUSER);
+    let in_userns = by_type.contains_key(&LinuxNamespaceType::User);
+
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "create pipe")?;
+    let child = clone_fork(flags).ctx(|| "clone container init")?;
+    if child.as_raw() == 0 {
+        drop(go_w);
+        let mut b = [0u8; 1];
+        if !matches!(read(go_r.as_raw_fd(), &mut b), Ok(1)) {
+            // The helper failed and said so; nothing to add.
+            // SAFETY: _exit is always safe to call; it ends this process.
+            unsafe { libc::_exit(1) };
+        }
+        drop(go_r);
+        let ctx = InitCtx {
+            in_userns,
+            cgroupns: by_type.contains_key(&LinuxNamespaceType::Cgroup),
+            new_uts: by_type.contains_key(&LinuxNamespaceType::Uts),
+        };
+        let err = match container_init(sock, &req, &ctx, stdio) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let _ = sync::send(sock, &Msg::Error(err.to_string()));
+        // SAFETY: _exit is always safe to call; it ends this process
+        // without running the parent's atexit handlers twice.
+        unsafe { libc::_exit(1) };
+    }
+    drop(go_r);
+    let result = (|| {
+        if new_userns {
+            write_id_map(child, "uid_map", linux.uid_mappings().as_deref())?;
+            write_id_map(child, "gid_map", linux.gid_mappings().as_deref())?;
+        }
+        sync::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")?;
+        write(&go_w, &[1]).ctx(|| "release container init")?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+    result
+}
+
+fn write_id_map(pid: Pid, file: &str, map: Option<&[LinuxIdMapping]>) -> SetupResult<()> {
+    let map = map.unwrap_or_default();
+    if map.is_empty() {
+        return Err(SetupError::new(
+            format!("user namespace {file}"),
+            "a new user namespace needs uid and gid mappings",
+        ));
+    }
+    let text: String = map
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    fs::write(format!("/proc/{pid}/{file}"), text).ctx(|| format!("write {file}"))
+}
+
+struct InitCtx {
+    in_userns: bool,
+    cgroupns: bool,
+    new_uts: bool,
+}
+
+/// Becomes root of a user namespace we just entered.
+fn become_ns_root() -> SetupResult<()> {
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .ctx(|| "set gid 0 in the user namespace")?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .ctx(|| "set uid 0 in the user namespace")
+}
+
+fn container_init(
+    sock: &UnixStream,
+    req: &CreateRequest,
+    ctx: &InitCtx,
+    stdio: [OwnedFd; 3],
+) -> SetupResult<Infallible> {
+    let spec = &req.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SetupError::new("spec", "no process"))?;
+    if ctx.in_userns {
+        become_ns_root()?;
+    }
+    setsid().ctx(|| "setsid")?;
+    umask(Mode::empty());
+
+    if ctx.new_uts {
+        if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
+        }
+        if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            set_domainname(d)?;
+        }
+    }
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            fs::write(&path, v).ctx(|| format!("sysctl {k}={v}"))?;
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| format!("set oom_score_adj {adj}"))?;
+    }
+
+    rootfs::setup(&RootfsConfig {
+        rootfs: &req.rootfs,
+        spec,
+        in_userns: ctx.in_userns,
+        cgroupns: ctx.cgroupns,
+    })?;
+
+    let target = finalize(process, stdio)?;
+    sync::send(sock, &Msg::Created).ctx(|| "report created")?;
+    match sync::recv::<Msg>(sock) {
+        Ok(Some(Msg::Start)) => {}
+        // The caller went away or sent junk: do not run the process.
+        // SAFETY: _exit is always safe to call; it ends this process.
+        _ => unsafe { libc::_exit(1) },
+    }
+    exec(&target)
+}
+
+fn set_domainname(name: &str) -> SetupResult<()> {
+    // SAFETY: the pointer and length describe `name`, valid for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).ctx(|| format!("set domainname {name:?}"))?;
+    Ok(())
+}
+
+/// Steps shared by the container init and exec'd processes, after the
+/// rootfs is in place: cwd, lookup, rlimits, user, capabilities,
+/// no_new_privs, umask and stdio.
+fn finalize(process: &Process, stdio: [OwnedFd; 3]) -> SetupResult<process::ExecTarget> {
+    let cwd = process.cwd();
+    chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
+    let target = process::exec_target(process)?;
+    process::set_rlimits(process)?;
+    process::set_user_and_caps(process)?;
+    process::set_no_new_privs(process)?;
+    let mask = process.user().umask().unwrap_or(0o022);
+    umask(Mode::from_bits_truncate(mask));
+    for (i, fd) in stdio.iter().enumerate() {
+        dup2(fd.as_raw_fd(), i as RawFd).ctx(|| format!("set up stdio fd {i}"))?;
+    }
+    drop(stdio);
+    close_other_fds_on_exec();
+    Ok(target)
+}
+
+/// Marks every descriptor above stderr close-on-exec, so nothing the
+/// caller leaked reaches the container.
+fn close_other_fds_on_exec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOEXEC only changes descriptor flags; it
+    // takes no pointers. Old kernels answer ENOSYS, which we ignore.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+fn exec(target: &process::ExecTarget) -> SetupResult<Infallible> {
+    let err = execve(&target.path, &target.args, &target.env)
+        .map(|never| match never {})
+        .unwrap_or_else(|e| e);
+    Err(SetupError::new(
+        format!("exec {}", target.path.to_string_lossy()),
+        crate::utils::errno_text(err),
+    ))
+}
+
+fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> SetupResult<()> {
+    let pid = req.init_pid;
+    let mut fds = Vec::new();
+    let mut joined_user = false;
+    for t in JOIN_ORDER {
+        if !req.namespaces.contains(&t) {
+            continue;
+        }
+        let path = format!("/proc/{pid}/ns/{}", ns_name(t));
+        let self_path = format!("/proc/self/ns/{}", ns_name(t));
+        let (theirs, ours) = match (fs::metadata(&path), fs::metadata(&self_path)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) => return Err(e).ctx(|| format!("container namespace {path}")),
+            // The kernel lacks this namespace type: nothing to join.
+            (_, Err(_)) => continue,
+        };
+        use std::os::unix::fs::MetadataExt;
+        if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
+            continue;
+        }
+        let fd = open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .ctx(|| format!("open {path}"))?;
+        // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        fds.push((t, fd));
+    }
+    for (t, fd) in &fds {
+        setns(fd.as_fd(), ns_flag(*t)).ctx(|| format!("join {} namespace", ns_name(*t)))?;
+        if *t == LinuxNamespaceType::User {
+            joined_user = true;
+        }
+    }
+    drop(fds);
+    // SAFETY: the helper is single threaded, so the child may run any code.
+    match unsafe { fork() }.ctx(|| "fork exec process")? {
+        ForkResult::Child => {
+            let err = match exec_child(&req.process, joined_user, stdio) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = sync::send(sock, &Msg::Error(err.to_string()));
+            // SAFETY: _exit is always safe to call; it ends this process.
+            unsafe { libc::_exit(1) };
+        }
+        ForkResult::Parent { child } => {
+            drop(stdio);
+            sync::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")
+        }
+    }
+}
+
+fn exec_child(process: &Process, joined_user: bool, stdio: [OwnedFd; 3]) -> SetupResult<Infallible> {
+    if joined_user {
+        become_ns_root()?;
+    }
+    setsid().ctx(|| "setsid")?;
+    let target = finalize(process, stdio)?;
+    exec(&target)
+}

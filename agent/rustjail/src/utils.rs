@@ -1,0 +1,182 @@
+//! Small helpers shared by the caller side and the init side.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::wait::WaitStatus;
+
+/// Lower-case text for an errno, as our messages print it
+/// (`no such file or directory`).
+pub(crate) fn errno_text(errno: Errno) -> String {
+    lower_first(errno.desc())
+}
+
+/// Lower-case text for an io error, without the `(os error N)` suffix.
+pub(crate) fn io_text(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => errno_text(Errno::from_raw(code)),
+        None => lower_first(&err.to_string()),
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Exit code of a process as a shell reports it: the exit status, or
+/// 128 + n when it was killed by signal n. `None` while the process is
+/// alive (stopped, continued, still running).
+pub fn wait_status_to_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Joins `unsafe_path` under `root`, resolving symlinks as if `root` were
+/// `/`, so that neither `..` nor a symlink can lead outside `root`.
+/// Components that do not exist are appended as they are.
+pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> io::Result<PathBuf> {
+    let mut pending: Vec<PathBuf> = vec![unsafe_path.to_path_buf()];
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(next) = pending.pop() {
+        let mut comps: Vec<Component> = next.components().collect();
+        comps.reverse();
+        while let Some(comp) = comps.pop() {
+            match comp {
+                Component::RootDir | Component::Prefix(_) => resolved.clear(),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    let candidate = resolved.join(name);
+                    let full = root.join(&candidate);
+                    match std::fs::symlink_metadata(&full) {
+                        Ok(meta) if meta.file_type().is_symlink() => {
+                            links += 1;
+                            if links > 255 {
+                                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                            }
+                            let target = std::fs::read_link(&full)?;
+                            // Resolve the link target first, then what was left.
+                            let rest: PathBuf = comps.iter().rev().collect();
+                            pending.push(rest);
+                            if target.is_absolute() {
+                                resolved.clear();
+                            }
+                            pending.push(target);
+                            comps.clear();
+                        }
+                        _ => resolved = candidate,
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Checks a container id: non-empty, at most 255 bytes, made of
+/// `[A-Za-z0-9_.-]` and neither `.` nor `..`, so it can name a directory.
+pub(crate) fn validate_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty id");
+    }
+    if id.len() > 255 {
+        return Err("id longer than 255 bytes");
+    }
+    if id == "." || id == ".." {
+        return Err("id must not be . or ..");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err("id may only contain letters, digits, '_', '-' and '.'");
+    }
+    Ok(())
+}
+
+/// `a=b` environment entries: the value of `key`, if set.
+pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// The bytes of a path, for C strings.
+pub(crate) fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// A path from bytes.
+#[allow(dead_code)]
+pub(crate) fn bytes_path(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn exit_codes() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(wait_status_to_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(
+            wait_status_to_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(wait_status_to_code(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn errno_messages_are_lower_case() {
+        assert_eq!(errno_text(Errno::ENOENT), "no such file or directory");
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(io_text(&e), "operation not permitted");
+    }
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1.2_3").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secure_join_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("b", root.join("a/rel")).unwrap();
+        assert_eq!(secure_join(root, Path::new("/a/b")).unwrap(), root.join("a/b"));
+        assert_eq!(secure_join(root, Path::new("../../x")).unwrap(), root.join("x"));
+        assert_eq!(secure_join(root, Path::new("/abs/passwd")).unwrap(), root.join("etc/passwd"));
+        assert_eq!(secure_join(root, Path::new("/a/b/up/y")).unwrap(), root.join("y"));
+        assert_eq!(secure_join(root, Path::new("/a/rel/z")).unwrap(), root.join("a/b/z"));
+    }
+
+    #[test]
+    fn env_lookup() {
+        let env = vec!["PATH=/bin".to_string(), "HOME=/root".to_string()];
+        assert_eq!(env_get(&env, "HOME"), Some("/root"));
+        assert_eq!(env_get(&env, "USER"), None);
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts kata-agent on a Unix socket in a temporary directory and drives it
+# with agent-ctl: the methods it lists, Check, Version, and an unimplemented
+# method's status. Inputs: BIN_DIR (default target/debug).
+set -euo pipefail
+
+BIN_DIR=${BIN_DIR:-target/debug}
+AGENT="$BIN_DIR/kata-agent"
+CTL="$BIN_DIR/agent-ctl"
+WORK=$(mktemp -d)
+SOCK="$WORK/agent.sock"
+AGENT_PID=""
+
+cleanup() {
+    if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+        kill -TERM "$AGENT_PID"
+        wait "$AGENT_PID" || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+: >"$WORK/cmdline"
+"$AGENT" --server-addr "unix://$SOCK" --cmdline "$WORK/cmdline" --log-level debug 2>"$WORK/agent.log" &
+AGENT_PID=$!
+
+ADDR="unix://$SOCK"
+echo "== agent-ctl list (first lines)"
+"$CTL" list | head -n 5
+echo "== Check"
+"$CTL" --addr "$ADDR" --timeout 10s call Check
+echo "== Version"
+"$CTL" --addr "$ADDR" call Version
+echo "== CopyFile (not implemented yet: expect an UNIMPLEMENTED status)"
+if "$CTL" --addr "$ADDR" call CopyFile '{"path": "/tmp/x"}'; then
+    echo "unexpected success" >&2
+    exit 1
+fi
+echo "== 1000 Checks over 4 connections"
+"$CTL" --addr "$ADDR" repeat -n 250 -c 4 Check
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID"
+AGENT_PID=""
+echo "== agent log"
+cat "$WORK/agent.log"

@@ -1,0 +1,267 @@
+//! Harness for host integration tests and benchmarks: finds the built
+//! `kata-agent` and `agent-ctl` binaries, runs the agent on a Unix socket in
+//! a temporary directory, and speaks raw ttrpc frames for the tests that
+//! must send what no well-behaved client would.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use protobuf::Message;
+
+/// ttrpc frame types.
+pub const MESSAGE_TYPE_REQUEST: u8 = 1;
+pub const MESSAGE_TYPE_RESPONSE: u8 = 2;
+
+/// Directory holding the workspace's built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GUEST_AGENT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test executables live in target/<profile>/deps, binaries one level up.
+    let exe = std::env::current_exe().expect("current test executable");
+    let mut dir = exe.parent().expect("executable directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a workspace binary; fails with the command that builds it.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --bins` first (or set GUEST_AGENT_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// A kata-agent process on a Unix socket in its own temporary directory.
+/// Dropping it stops the agent (SIGTERM, then SIGKILL) and removes the dir.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with an empty kernel command line and waits until it
+    /// accepts connections.
+    pub fn start() -> Agent {
+        Agent::start_with(&bin("kata-agent"), "", &[])
+    }
+
+    pub fn start_with(exe: &Path, cmdline: &str, extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("agent.sock");
+        let log = dir.path().join("agent.log");
+        let cmdline_file = dir.path().join("cmdline");
+        std::fs::write(&cmdline_file, cmdline).expect("write cmdline");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(exe)
+            .arg("--server-addr")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--cmdline")
+            .arg(&cmdline_file)
+            .args(extra)
+            .env_remove("KATA_AGENT_SERVER_ADDR")
+            .env_remove("KATA_AGENT_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn kata-agent");
+        let mut agent = Agent {
+            child: Some(child),
+            dir,
+            socket,
+            log,
+        };
+        agent.wait_ready(Duration::from_secs(20));
+        agent
+    }
+
+    pub fn uri(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Polls until the socket accepts a connection; panics with the agent's
+    /// log if it exits or the deadline passes.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("kata-agent exited early ({status}):\n{}", self.log_text());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kata-agent not ready after {limit:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends `sig` and waits up to `limit` for the exit; returns the status.
+    pub fn stop_with(&mut self, sig: i32, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(15));
+    }
+}
+
+/// Encodes a ttrpc request frame for `service`/`method` with a raw payload.
+pub fn request_frame(stream_id: u32, service: &str, method: &str, payload: &[u8]) -> Vec<u8> {
+    let req = ttrpc::Request {
+        service: service.to_string(),
+        method: method.to_string(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    };
+    let body = req.write_to_bytes().expect("encode request");
+    frame(stream_id, MESSAGE_TYPE_REQUEST, 0, &body)
+}
+
+/// A raw frame: 10-byte header then the body.
+pub fn frame(stream_id: u32, typ: u8, flags: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = header(body.len() as u32, stream_id, typ, flags).to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn header(len: u32, stream_id: u32, typ: u8, flags: u8) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0..4].copy_from_slice(&len.to_be_bytes());
+    h[4..8].copy_from_slice(&stream_id.to_be_bytes());
+    h[8] = typ;
+    h[9] = flags;
+    h
+}
+
+/// One decoded response frame.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub stream_id: u32,
+    pub typ: u8,
+    pub response: ttrpc::Response,
+}
+
+impl RawResponse {
+    pub fn code(&self) -> ttrpc::Code {
+        self.response.status.code.enum_value_or_default()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.response.status.message
+    }
+}
+
+/// Reads one frame from a blocking stream and decodes it as a ttrpc response.
+pub fn read_response(s: &mut UnixStream) -> std::io::Result<RawResponse> {
+    let mut h = [0u8; 10];
+    s.read_exact(&mut h)?;
+    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let stream_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    let response = ttrpc::Response::parse_from_bytes(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(RawResponse {
+        stream_id,
+        typ: h[8],
+        response,
+    })
+}
+
+/// Connects a blocking raw stream with a read timeout.
+pub fn raw_connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set read timeout");
+    s
+}
+
+/// Sends a raw Check on a fresh connection and expects SERVING.
+pub fn raw_check(path: &Path) {
+    let mut s = raw_connect(path);
+    let payload = protocols::health::CheckRequest::new()
+        .write_to_bytes()
+        .expect("encode");
+    s.write_all(&request_frame(1, "grpc.Health", "Check", &payload))
+        .expect("send Check");
+    let r = read_response(&mut s).expect("Check response");
+    assert_eq!(r.code(), ttrpc::Code::OK, "Check failed: {}", r.message());
+    let resp = protocols::health::HealthCheckResponse::parse_from_bytes(&r.response.payload)
+        .expect("decode HealthCheckResponse");
+    assert_eq!(
+        resp.status.enum_value_or_default(),
+        protocols::health::health_check_response::ServingStatus::SERVING
+    );
+}
+
+/// Resident set size of a process in KiB, from /proc/<pid>/status.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "VmRSS:")
+}
+
+/// A numeric field of /proc/<pid>/status (first number after the name).
+pub fn proc_status_field(pid: u32, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Percentile (0..=100) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

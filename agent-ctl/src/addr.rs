@@ -55,7 +55,7 @@ impl Address {
                 let port = parse_u32(port).map_err(|e| bad(&format!("port {port:?}: {e}")))?;
                 Ok(Self::Vsock { cid, port })
             }
-            "hvsock" | "hybrid-vsock" => {
+            "hvsock" => {
                 let Some((path, port)) = rest.rsplit_once(':') else {
                     return Err(bad("expected hvsock:///PATH:PORT"));
                 };
@@ -68,9 +68,7 @@ impl Address {
                     port,
                 })
             }
-            other => Err(bad(&format!(
-                "unknown scheme {other:?}; expected {FORMS}"
-            ))),
+            other => Err(bad(&format!("unknown scheme {other:?}; expected {FORMS}"))),
         }
     }
 
@@ -130,10 +128,7 @@ mod tests {
     fn vsock() {
         assert_eq!(
             Address::parse("vsock://3:1024"),
-            Ok(Address::Vsock {
-                cid: 3,
-                port: 1024
-            })
+            Ok(Address::Vsock { cid: 3, port: 1024 })
         );
         assert_eq!(
             Address::parse("vsock://4294967295:1"),
@@ -162,8 +157,7 @@ mod tests {
             })
         );
         assert_eq!(
-            Address::parse("unix:///run/clh.sock")
-                .and_then(|a| a.into_hybrid(DEFAULT_AGENT_PORT)),
+            Address::parse("unix:///run/clh.sock").and_then(|a| a.into_hybrid(DEFAULT_AGENT_PORT)),
             Ok(Address::HybridVsock {
                 path: "/run/clh.sock".into(),
                 port: 1024
@@ -193,7 +187,10 @@ mod tests {
             Ok(a) => panic!("{s:?} parsed as {a:?}"),
             Err(e) => {
                 assert!(e.contains(needle), "{s:?}: error {e:?} lacks {needle:?}");
-                assert!(e.contains(&format!("{s:?}")), "{e:?} does not name the input");
+                assert!(
+                    e.contains(&format!("{s:?}")),
+                    "{e:?} does not name the input"
+                );
             }
         }
     }

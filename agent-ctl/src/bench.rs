@@ -105,7 +105,7 @@ pub async fn run(
     for client in clients {
         let req = req.clone();
         tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_connection as usize);
+            let mut latencies = Vec::with_capacity(per_connection.min(1 << 20) as usize);
             let mut errors = 0u64;
             let mut first_error: Option<CallError> = None;
             for _ in 0..per_connection {

@@ -217,6 +217,17 @@ impl Catalog {
             );
         }
         let _ = writeln!(out, "}}");
+        if let Some(nested) = fields.iter().find_map(|f| match f.runtime_field_type() {
+            RuntimeFieldType::Singular(RuntimeType::Message(m))
+            | RuntimeFieldType::Repeated(RuntimeType::Message(m)) => Some(m),
+            _ => None,
+        }) {
+            let _ = writeln!(
+                out,
+                "(agent-ctl describe {} shows a nested message's fields)",
+                nested.full_name()
+            );
+        }
         Ok(out)
     }
 }
@@ -290,7 +301,10 @@ mod tests {
     #[test]
     fn every_method_is_listed() {
         let c = Catalog::load();
-        let agent = c.methods.iter().filter(|m| m.service == "grpc.AgentService");
+        let agent = c
+            .methods
+            .iter()
+            .filter(|m| m.service == "grpc.AgentService");
         assert_eq!(agent.count(), 42);
         let health: Vec<String> = c
             .methods
@@ -301,8 +315,13 @@ mod tests {
         assert_eq!(health, ["Check", "Version"]);
         let list = c.list();
         assert_eq!(list.lines().count(), 44);
-        assert!(list.contains(
-            "grpc.AgentService/CreateContainer  grpc.CreateContainerRequest -> google.protobuf.Empty"
+        let squeezed: Vec<String> = list
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert!(squeezed.contains(
+            &"grpc.AgentService/CreateContainer grpc.CreateContainerRequest -> google.protobuf.Empty"
+                .to_string()
         ));
         assert!(list.contains("grpc.Health/Check"));
     }
@@ -321,8 +340,14 @@ mod tests {
             assert_eq!(path(&c, spec), want, "{spec}");
         }
         assert_eq!(path(&c, "Check"), Ok("grpc.Health/Check".to_string()));
-        assert_eq!(path(&c, "grpc.Health/Check"), Ok("grpc.Health/Check".to_string()));
-        assert_eq!(path(&c, "Health/Version"), Ok("grpc.Health/Version".to_string()));
+        assert_eq!(
+            path(&c, "grpc.Health/Check"),
+            Ok("grpc.Health/Check".to_string())
+        );
+        assert_eq!(
+            path(&c, "Health/Version"),
+            Ok("grpc.Health/Version".to_string())
+        );
     }
 
     #[test]
@@ -340,7 +365,12 @@ mod tests {
     #[test]
     fn messages_by_full_or_short_name() {
         let c = Catalog::load();
-        for name in ["grpc.Spec", "Spec", "types.Interface", "google.protobuf.Empty"] {
+        for name in [
+            "grpc.Spec",
+            "Spec",
+            "types.Interface",
+            "google.protobuf.Empty",
+        ] {
             assert!(c.message(name).is_some(), "{name}");
         }
         assert!(c.message("grpc.HealthCheckResponse").is_some());
@@ -354,15 +384,24 @@ mod tests {
         assert!(text.starts_with(
             "grpc.AgentService/CreateContainer: grpc.CreateContainerRequest -> google.protobuf.Empty\n"
         ));
-        assert!(text.contains("message grpc.CreateContainerRequest {"), "{text}");
+        assert!(
+            text.contains("message grpc.CreateContainerRequest {"),
+            "{text}"
+        );
         let line = |name: &str| {
             text.lines()
                 .find(|l| l.trim_start().starts_with(&format!("{name} ")))
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         };
-        assert_eq!(line("container_id").as_deref(), Some("container_id = 1 string (json: containerId)"));
+        assert_eq!(
+            line("container_id").as_deref(),
+            Some("container_id = 1 string (json: containerId)")
+        );
         assert_eq!(line("OCI").as_deref(), Some("OCI = 6 grpc.Spec"));
-        assert_eq!(line("storages").as_deref(), Some("storages = 5 repeated grpc.Storage"));
+        assert_eq!(
+            line("storages").as_deref(),
+            Some("storages = 5 repeated grpc.Storage")
+        );
 
         let spec = c.describe("grpc.Spec").unwrap();
         assert!(spec.contains("map<string, string>"), "{spec}");

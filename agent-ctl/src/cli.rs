@@ -154,11 +154,10 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
             }
             "-n" | "--count" => {
                 let v = value("a request count")?;
-                let n = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| usage(format!("{name} {v:?}: expected a count of 1 or more")))?;
+                let n =
+                    v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        usage(format!("{name} {v:?}: expected a count of 1 or more"))
+                    })?;
                 count = Some(n);
             }
             "-c" | "--connections" => {
@@ -167,7 +166,9 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
                     .parse::<u32>()
                     .ok()
                     .filter(|&n| (1..=4096).contains(&n))
-                    .ok_or_else(|| usage(format!("{name} {v:?}: expected 1 to 4096 connections")))?;
+                    .ok_or_else(|| {
+                        usage(format!("{name} {v:?}: expected 1 to 4096 connections"))
+                    })?;
                 connections = Some(n);
             }
             "--json" => flag(&mut json)?,
@@ -349,7 +350,13 @@ mod tests {
                 emit_defaults: false
             }
         );
-        let cli = p(&["call", "CreateContainer", "{\"container_id\":\"a\"}", "-t=500ms"]).unwrap();
+        let cli = p(&[
+            "call",
+            "CreateContainer",
+            "{\"container_id\":\"a\"}",
+            "--timeout=500ms",
+        ])
+        .unwrap();
         assert_eq!(cli.timeout, Some(Duration::from_millis(500)));
         assert_eq!(
             cli.command,
@@ -361,7 +368,9 @@ mod tests {
         );
         let cli = p(&["call", "Check", "-", "--timeout", "0", "--emit-defaults"]).unwrap();
         assert_eq!(cli.timeout, None);
-        assert!(matches!(cli.command, Command::Call { input: Some(ref i), emit_defaults: true, .. } if i == "-"));
+        assert!(
+            matches!(cli.command, Command::Call { input: Some(ref i), emit_defaults: true, .. } if i == "-")
+        );
     }
 
     #[test]
@@ -378,7 +387,15 @@ mod tests {
             }
         );
         let cli = p(&["repeat", "--count=3", "grpc.Health/Check", "{}"]).unwrap();
-        assert!(matches!(cli.command, Command::Repeat { count: 3, connections: 1, json: false, .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Repeat {
+                count: 3,
+                connections: 1,
+                json: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -437,7 +454,13 @@ mod tests {
             cli.address(Some("vsock://3:1024".into())),
             Ok(Address::Unix("/x.sock".into()))
         );
-        let cli = p(&["--server-address", "unix:///clh.sock", "--hybrid-vsock", "list"]).unwrap();
+        let cli = p(&[
+            "--server-address",
+            "unix:///clh.sock",
+            "--hybrid-vsock",
+            "list",
+        ])
+        .unwrap();
         assert_eq!(
             cli.address(None),
             Ok(Address::HybridVsock {
@@ -460,9 +483,20 @@ mod tests {
                 port: 2000
             })
         );
-        let cli = p(&["--addr", "unix:///x.sock", "--hybrid-vsock-port", "2", "list"]).unwrap();
+        let cli = p(&[
+            "--addr",
+            "unix:///x.sock",
+            "--hybrid-vsock-port",
+            "2",
+            "list",
+        ])
+        .unwrap();
         assert!(cli.address(None).is_err());
         let cli = p(&["--addr", "nope", "list"]).unwrap();
-        assert!(cli.address(None).unwrap_err().0.contains("invalid address \"nope\""));
+        assert!(cli
+            .address(None)
+            .unwrap_err()
+            .0
+            .contains("invalid address \"nope\""));
     }
 }

@@ -97,7 +97,10 @@ mod tests {
     fn input_sources() {
         assert_eq!(Input::from_arg(None), Input::Empty);
         assert_eq!(Input::from_arg(Some("-")), Input::Stdin);
-        assert_eq!(Input::from_arg(Some("@/tmp/x.json")), Input::File("/tmp/x.json".into()));
+        assert_eq!(
+            Input::from_arg(Some("@/tmp/x.json")),
+            Input::File("/tmp/x.json".into())
+        );
         assert_eq!(
             Input::from_arg(Some("file:///tmp/x.json")),
             Input::File("/tmp/x.json".into())
@@ -112,12 +115,129 @@ mod tests {
 
     #[test]
     fn file_input_reads_and_missing_file_is_named() {
-        let path = std::env::temp_dir().join(format!("agent-ctl-input-{}.json", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("agent-ctl-input-{}.json", std::process::id()));
         std::fs::write(&path, "{\"x\": 1}").unwrap();
         let arg = format!("@{}", path.display());
         assert_eq!(Input::from_arg(Some(&arg)).read().unwrap(), "{\"x\": 1}");
         std::fs::remove_file(&path).unwrap();
         let err = Input::from_arg(Some(&arg)).read().unwrap_err();
-        assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
+    }
+
+    use protobuf::{Message as _, MessageFull as _};
+    use protocols::agent::CreateContainerRequest;
+
+    fn create_container() -> MessageDescriptor {
+        CreateContainerRequest::descriptor()
+    }
+
+    const CREATE: &str = r#"{
+        "container_id": "c1",
+        "exec_id": "c1",
+        "OCI": {
+            "Version": "1.0.2",
+            "Process": {
+                "User": {"UID": 1000, "GID": 1000, "AdditionalGids": [10, 20]},
+                "Args": ["/bin/sh", "-c", "echo hi"],
+                "Env": ["PATH=/bin"],
+                "Cwd": "/",
+                "OOMScoreAdj": "-500"
+            },
+            "Root": {"Path": "/run/kata-containers/shared/containers/c1/rootfs"},
+            "Hostname": "box",
+            "Annotations": {"io.katacontainers.pkg.oci.container_type": "pod_container"},
+            "Linux": {"Namespaces": [{"Type": "pid"}, {"Type": "mount"}]}
+        },
+        "storages": [{
+            "driver": "virtio-fs",
+            "source": "kataShared",
+            "fstype": "virtiofs",
+            "options": ["nodev"],
+            "mount_point": "/run/kata-containers/shared/containers/"
+        }],
+        "sandbox_pidns": true
+    }"#;
+
+    /// JSON -> dynamic message -> wire bytes -> the generated type, and
+    /// back to JSON -> the same message.
+    #[test]
+    fn nested_request_round_trips() {
+        let desc = create_container();
+        let msg = parse_json(&desc, CREATE).unwrap();
+        let bytes = encode(&*msg).unwrap();
+
+        let typed = CreateContainerRequest::parse_from_bytes(&bytes).unwrap();
+        assert_eq!(typed.container_id, "c1");
+        assert!(typed.sandbox_pidns);
+        let spec = typed.OCI.as_ref().unwrap();
+        assert_eq!(spec.Hostname, "box");
+        let process = spec.Process.as_ref().unwrap();
+        assert_eq!(process.Args, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(process.OOMScoreAdj, -500);
+        let user = process.User.as_ref().unwrap();
+        assert_eq!((user.UID, user.GID), (1000, 1000));
+        assert_eq!(user.AdditionalGids, [10, 20]);
+        assert_eq!(
+            spec.Annotations
+                .get("io.katacontainers.pkg.oci.container_type")
+                .map(String::as_str),
+            Some("pod_container")
+        );
+        assert_eq!(spec.Linux.as_ref().unwrap().Namespaces.len(), 2);
+        assert_eq!(
+            typed.storages[0].mount_point,
+            "/run/kata-containers/shared/containers/"
+        );
+
+        let decoded = decode(&desc, &bytes).unwrap();
+        let json = to_json(&*decoded, false).unwrap();
+        assert!(json.contains("\"container_id\": \"c1\""), "{json}");
+        assert!(json.contains("\"mount_point\": "), "{json}");
+        assert!(!json.contains("stdin_port"), "{json}");
+        let again = parse_json(&desc, &json).unwrap();
+        assert!(desc.eq(&*msg, &*again), "{json}");
+        assert_eq!(encode(&*again).unwrap(), bytes);
+    }
+
+    #[test]
+    fn camel_case_names_and_defaults() {
+        let desc = create_container();
+        let msg = parse_json(&desc, r#"{"containerId": "a", "sandboxPidns": true}"#).unwrap();
+        let typed = CreateContainerRequest::parse_from_bytes(&encode(&*msg).unwrap()).unwrap();
+        assert_eq!(typed.container_id, "a");
+        assert!(typed.sandbox_pidns);
+
+        for empty in ["", "  ", "{}"] {
+            let msg = parse_json(&desc, empty).unwrap();
+            assert!(encode(&*msg).unwrap().is_empty());
+            assert_eq!(to_json(&*msg, false).unwrap(), "{}");
+        }
+        let all = to_json(&*desc.new_instance(), true).unwrap();
+        assert!(all.contains("\"stdin_port\": 0"), "{all}");
+    }
+
+    #[test]
+    fn bad_json_names_the_message_and_place() {
+        let desc = create_container();
+        let err = parse_json(&desc, r#"{"container_idd": "a"}"#).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("grpc.CreateContainerRequest"), "{msg}");
+        assert!(msg.contains("container_idd"), "{msg}");
+        assert!(parse_json(&desc, "{\"container_id\": 5}").is_err());
+        assert!(parse_json(&desc, "{").is_err());
+        assert!(parse_json(&desc, "[]").is_err());
+    }
+
+    #[test]
+    fn enums_print_by_name() {
+        let desc = protocols::health::HealthCheckResponse::descriptor();
+        let msg = parse_json(&desc, r#"{"status": "SERVING"}"#).unwrap();
+        assert_eq!(to_json(&*msg, false).unwrap(), "{\"status\": \"SERVING\"}");
+        let by_number = parse_json(&desc, r#"{"status": 1}"#).unwrap();
+        assert!(desc.eq(&*msg, &*by_number));
     }
 }

@@ -96,7 +96,10 @@ mod tests {
                 Ok(d) => panic!("{input:?} parsed as {d:?}"),
                 Err(e) => {
                     assert!(e.contains(needle), "{input:?}: {e:?} lacks {needle:?}");
-                    assert!(e.contains(&format!("{input:?}")), "{e:?} does not name the input");
+                    assert!(
+                        e.contains(&format!("{input:?}")),
+                        "{e:?} does not name the input"
+                    );
                 }
             }
         }

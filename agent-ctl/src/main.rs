@@ -21,6 +21,7 @@ mod duration;
 mod rpc;
 mod transport;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
@@ -56,19 +57,19 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let catalog = Catalog::load();
     match &cli.command {
         Command::Help => {
-            print!("{}", cli::help(&catalog.list()));
+            out(&cli::help(&catalog.list()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
-            println!("agent-ctl {}", env!("CARGO_PKG_VERSION"));
+            out(&format!("agent-ctl {}\n", env!("CARGO_PKG_VERSION")))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
-            print!("{}", catalog.list());
+            out(&catalog.list())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Describe { name } => {
-            print!("{}", catalog.describe(name).map_err(UsageError)?);
+            out(&catalog.describe(name).map_err(UsageError)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call {
@@ -94,6 +95,21 @@ fn run(args: &[String]) -> Result<ExitCode> {
     }
 }
 
+/// Writes to stdout; a reader that went away (`agent-ctl list | head`) is
+/// not an error.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!("write to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Looks the method up and turns the JSON argument into the request payload;
 /// every failure here is the user's input, so a usage error.
 fn prepare<'a>(
@@ -103,11 +119,16 @@ fn prepare<'a>(
 ) -> Result<(&'a catalog::Method, Vec<u8>)> {
     let method = catalog.find(method).map_err(UsageError)?;
     if method.streaming {
-        return Err(UsageError(format!("{} is a streaming method; agent-ctl sends unary requests only", method.path())).into());
+        return Err(UsageError(format!(
+            "{} is a streaming method; agent-ctl sends unary requests only",
+            method.path()
+        ))
+        .into());
     }
-    let json = Input::from_arg(input).read()?;
-    let msg = codec::parse_json(&method.input, &json)
+    let json = Input::from_arg(input)
+        .read()
         .map_err(|e| UsageError(format!("{e:#}")))?;
+    let msg = codec::parse_json(&method.input, &json).map_err(|e| UsageError(format!("{e:#}")))?;
     Ok((method, codec::encode(&*msg)?))
 }
 
@@ -136,7 +157,7 @@ fn call(
     match reply {
         Ok(bytes) => {
             let msg = codec::decode(&method.output, &bytes)?;
-            println!("{}", codec::to_json(&*msg, emit_defaults)?);
+            out(&format!("{}\n", codec::to_json(&*msg, emit_defaults)?))?;
             Ok(ExitCode::SUCCESS)
         }
         // Printed as is, so the line reads `error: <CODE>: <message>`.
@@ -165,9 +186,9 @@ fn repeat(
         connections,
     ))?;
     if json {
-        println!("{}", report.json());
+        out(&format!("{}\n", report.json()))?;
     } else {
-        print!("{}", report.text());
+        out(&report.text())?;
     }
     if report.errors > 0 {
         eprintln!(

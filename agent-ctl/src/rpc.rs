@@ -52,12 +52,10 @@ pub async fn call(client: &Client, req: ttrpc::Request) -> Result<Vec<u8>, CallE
             message: status.message,
         }),
         // ttrpc's own client deadline.
-        Err(ttrpc::Error::Others(m)) if m == "Request deadline elapsed" => {
-            Err(CallError::Status {
-                code: "DEADLINE_EXCEEDED".into(),
-                message: format!("no response to {path} within {timeout:?}"),
-            })
-        }
+        Err(ttrpc::Error::Others(m)) if m == "Request deadline elapsed" => Err(CallError::Status {
+            code: "DEADLINE_EXCEEDED".into(),
+            message: format!("no response to {path} within {timeout:?}"),
+        }),
         Err(ttrpc::Error::RemoteClosed) | Err(ttrpc::Error::LocalClosed) => Err(
             CallError::Transport(format!("{path}: connection closed before the response")),
         ),

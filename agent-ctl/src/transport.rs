@@ -37,15 +37,17 @@ pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Re
     let started = Instant::now();
     let mut pause = RETRY_FIRST;
     let mut attempts = 0u32;
+    let mut last_err: Option<io::Error> = None;
     loop {
         attempts += 1;
         let attempt = match deadline {
             Some(d) => match tokio::time::timeout_at(d, connect_once(addr)).await {
                 Ok(result) => result,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no answer before the deadline",
-                )),
+                // An attempt cut short by the deadline says less than the
+                // failure before it, if there was one.
+                Err(_) => Err(last_err.take().unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer before the deadline")
+                })),
             },
             None => connect_once(addr).await,
         };
@@ -60,8 +62,8 @@ pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Re
         if let Some(d) = deadline {
             if now >= d {
                 return Err(anyhow!(
-                    "connect {addr}: {err} (gave up after {:?}, {attempts} attempt{})",
-                    now.duration_since(started),
+                    "connect {addr}: {err} (gave up after {}, {attempts} attempt{})",
+                    short(now.duration_since(started)),
                     if attempts == 1 { "" } else { "s" }
                 ));
             }
@@ -70,6 +72,16 @@ pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Re
             tokio::time::sleep(pause).await;
         }
         pause = (pause * 2).min(RETRY_MAX);
+        last_err = Some(err);
+    }
+}
+
+/// `250ms`, `5.0s`: enough precision for a message.
+fn short(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -174,10 +186,8 @@ mod tests {
         fn new(tag: &str) -> Self {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!(
-                "agent-ctl-{tag}-{}-{n}.sock",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir()
+                .join(format!("agent-ctl-{tag}-{}-{n}.sock", std::process::id()));
             let _ = std::fs::remove_file(&path);
             Self(path)
         }
@@ -224,7 +234,11 @@ mod tests {
             server.write_all(b"ERR no listener\n").await.unwrap();
         });
         let err = hybrid_handshake(&mut client, 5).await.unwrap_err();
-        assert!(err.to_string().contains("unexpected reply \"ERR no listener\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unexpected reply \"ERR no listener\""),
+            "{err}"
+        );
         assert!(!is_permanent(&err));
     }
 
@@ -331,9 +345,11 @@ mod tests {
         let sock = TempSock::new("plain");
         let _listener = UnixListener::bind(&sock.0).unwrap();
         let addr = Address::Unix(sock.0.clone());
-        assert!(connect_with_retry(&addr, Some(Instant::now() + Duration::from_secs(2)))
-            .await
-            .is_ok());
+        assert!(
+            connect_with_retry(&addr, Some(Instant::now() + Duration::from_secs(2)))
+                .await
+                .is_ok()
+        );
 
         use std::os::linux::net::SocketAddrExt;
         let name = format!("agent-ctl-test-{}", std::process::id());
@@ -342,8 +358,10 @@ mod tests {
         std_listener.set_nonblocking(true).unwrap();
         let _listener = UnixListener::from_std(std_listener).unwrap();
         let addr = Address::UnixAbstract(name);
-        assert!(connect_with_retry(&addr, Some(Instant::now() + Duration::from_secs(2)))
-            .await
-            .is_ok());
+        assert!(
+            connect_with_retry(&addr, Some(Instant::now() + Duration::from_secs(2)))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -140,7 +140,11 @@ impl CgroupManager {
         if let Some(res) = resources {
             if let Err(e) = mgr.fs.set(res) {
                 let _ = mgr.fs.destroy();
-                return Err(err("apply resources")(e));
+                return Err(Error::Op {
+                    path: mgr.path,
+                    op: "apply resources",
+                    cause: e.to_string(),
+                });
             }
         }
         Ok(mgr)

@@ -20,7 +20,7 @@ const NONE: Option<&str> = None;
 
 /// Parsed mount options: flags to set, propagation flags to apply after the
 /// mount, and the filesystem-specific data.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct MountOptions {
     pub flags: MsFlags,
     pub propagation: Vec<MsFlags>,
@@ -29,7 +29,11 @@ pub(crate) struct MountOptions {
 
 /// Splits OCI mount options into flags and data, as mount(8) reads them.
 pub(crate) fn parse_options(options: &[String]) -> MountOptions {
-    let mut out = MountOptions::default();
+    let mut out = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: Vec::new(),
+    };
     for opt in options {
         let (clear, flag) = match opt.as_str() {
             "defaults" => (false, MsFlags::empty()),
@@ -298,7 +302,12 @@ fn mount_cgroup(cfg: &RootfsConfig, dest: &Path, options: &MountOptions) -> Setu
         let Some(point) = pre.split(' ').nth(4) else {
             continue;
         };
-        let Some(name) = Path::new(point).file_name() else {
+        // Only the host's hierarchies, not mounts made under a rootfs.
+        let point = Path::new(point);
+        if point.parent() != Some(Path::new("/sys/fs/cgroup")) {
+            continue;
+        }
+        let Some(name) = point.file_name() else {
             continue;
         };
         let super_opts = post.nth(1).unwrap_or_default();

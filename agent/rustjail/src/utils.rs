@@ -1,8 +1,6 @@
 //! Small helpers shared by the caller side and the init side.
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -113,17 +111,6 @@ pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=')?;
         (k == key).then_some(v)
     })
-}
-
-/// The bytes of a path, for C strings.
-pub(crate) fn path_bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
-}
-
-/// A path from bytes.
-#[allow(dead_code)]
-pub(crate) fn bytes_path(b: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(b))
 }
 
 #[cfg(test)]

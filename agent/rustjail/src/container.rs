@@ -1,0 +1,556 @@
+//! The caller's side: [`Container`] creates, starts, execs into, signals,
+//! measures and destroys one container. Every call is synchronous and
+//! spawns no thread; the caller reaps the container's processes (see
+//! [`crate::wait_status_to_code`]).
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as StdStdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+
+use crate::cgroups::{self, CgroupManager, CgroupStats};
+use crate::init::{CreateRequest, ExecRequest, Request, INIT_ARG};
+use crate::sync::{self, Msg};
+use crate::utils::{errno_text, io_text, validate_id};
+
+/// Errors of container operations; each names the container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container {id:?}: invalid id: {reason}")]
+    InvalidId { id: String, reason: &'static str },
+    #[error("container {id:?}: invalid spec: {reason}")]
+    InvalidSpec { id: String, reason: String },
+    #[error("container {id:?}: rootfs {path}: {cause}")]
+    Rootfs {
+        id: String,
+        path: PathBuf,
+        cause: String,
+    },
+    /// A step on the caller's side failed.
+    #[error("container {id:?}: {what}: {cause}")]
+    Op {
+        id: String,
+        what: String,
+        cause: String,
+    },
+    /// The init helper or the container process reported a failure.
+    #[error("container {id:?}: {msg}")]
+    Setup { id: String, msg: String },
+    #[error("container {id:?}: {source}")]
+    Cgroup {
+        id: String,
+        #[source]
+        source: cgroups::Error,
+    },
+    #[error("container {id:?}: {what}: the container is {state}")]
+    State {
+        id: String,
+        what: &'static str,
+        state: &'static str,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Standard streams for a container process. `None` means /dev/null.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Options of [`Container::create`].
+#[derive(Debug)]
+pub struct CreateOpts {
+    /// Executable that runs [`crate::init::run_if_requested`] first thing:
+    /// the agent's own binary, `/proc/self/exe` by default.
+    pub launcher: PathBuf,
+    /// Streams of the container's init process.
+    pub stdio: Stdio,
+    /// Cgroup path used when the spec has no `linux.cgroupsPath`;
+    /// `None` means `/rustjail/<id>`.
+    pub default_cgroup_path: Option<String>,
+}
+
+impl Default for CreateOpts {
+    fn default() -> Self {
+        CreateOpts {
+            launcher: PathBuf::from("/proc/self/exe"),
+            stdio: Stdio::default(),
+            default_cgroup_path: None,
+        }
+    }
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Set up; the init waits for [`Container::start`].
+    Created,
+    /// The init has exec'd the container process.
+    Running,
+    /// The container's processes are frozen.
+    Paused,
+    /// [`Container::destroy`] has run.
+    Destroyed,
+}
+
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// A container: its init process, its cgroup and its namespaces.
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    launcher: PathBuf,
+    init_pid: Pid,
+    namespaces: Vec<LinuxNamespaceType>,
+    cgroup: CgroupManager,
+    /// Socket to the init until it exec's.
+    sync: Option<UnixStream>,
+    status: Status,
+}
+
+/// A spawned init helper and our end of its socket.
+struct Helper {
+    child: std::process::Child,
+    sock: UnixStream,
+}
+
+impl Container {
+    /// Creates the container: cgroup with `linux.resources`, namespaces,
+    /// rootfs, process setup. The init then waits for [`Container::start`].
+    /// On error nothing is left: no process, no cgroup.
+    pub fn create(id: &str, spec: &Spec, bundle: &Path, opts: CreateOpts) -> Result<Container> {
+        validate_id(id).map_err(|reason| Error::InvalidId {
+            id: id.to_string(),
+            reason,
+        })?;
+        let invalid = |reason: &str| Error::InvalidSpec {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        };
+        let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
+        let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
+        if process.args().as_deref().unwrap_or_default().is_empty() {
+            return Err(invalid("process.args is empty"));
+        }
+        if process.terminal() == Some(true) {
+            return Err(invalid("terminal is not supported yet"));
+        }
+        let linux = spec.linux().as_ref().ok_or_else(|| invalid("no linux section"))?;
+        let namespaces: Vec<LinuxNamespaceType> = linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        if !linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_none())
+        {
+            return Err(invalid("a new mount namespace is required"));
+        }
+        let rootfs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            bundle.join(root.path())
+        };
+        let rootfs = match rootfs.canonicalize() {
+            Ok(p) if p.is_dir() => p,
+            Ok(_) => {
+                return Err(Error::Rootfs {
+                    id: id.to_string(),
+                    path: rootfs,
+                    cause: "not a directory".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Error::Rootfs {
+                    id: id.to_string(),
+                    path: rootfs,
+                    cause: io_text(&e),
+                })
+            }
+        };
+
+        let cg_path = match linux.cgroups_path() {
+            Some(p) => p.to_string_lossy().into_owned(),
+            None => opts
+                .default_cgroup_path
+                .clone()
+                .unwrap_or_else(|| format!("/rustjail/{id}")),
+        };
+        let cgroup = CgroupManager::create(&cg_path, linux.resources().as_ref()).map_err(|e| {
+            Error::Cgroup {
+                id: id.to_string(),
+                source: e,
+            }
+        })?;
+        let mut c = Container {
+            id: id.to_string(),
+            launcher: opts.launcher,
+            init_pid: Pid::from_raw(0),
+            namespaces,
+            cgroup,
+            sync: None,
+            status: Status::Created,
+        };
+        let req = Request::Create(CreateRequest {
+            spec: spec.clone(),
+            rootfs,
+        });
+        match c.run_create(req, opts.stdio) {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                c.cleanup_failed();
+                Err(e)
+            }
+        }
+    }
+
+    fn op_err(&self, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        let what = what.into();
+        move |e| Error::Op {
+            id: self.id.clone(),
+            what,
+            cause: io_text(&e),
+        }
+    }
+
+    /// Spawns the helper inside our cgroup and sends it the stdio and the
+    /// request.
+    fn spawn_helper(&mut self, req: &Request, stdio: Stdio) -> Result<Helper> {
+        let fds = self.stdio_fds(stdio)?;
+        let (ours, theirs) = UnixStream::pair().map_err(self.op_err("create socket pair"))?;
+        let child = Command::new(&self.launcher)
+            .arg(INIT_ARG)
+            .env_clear()
+            .stdin(StdStdio::from(OwnedFd::from(theirs)))
+            .stdout(StdStdio::null())
+            .stderr(StdStdio::inherit())
+            .spawn()
+            .map_err(self.op_err(format!("spawn init helper {}", self.launcher.display())))?;
+        let mut helper = Helper { child, sock: ours };
+        let result = (|| {
+            self.cgroup
+                .add_process(helper.child.id() as i32)
+                .map_err(|e| Error::Cgroup {
+                    id: self.id.clone(),
+                    source: e,
+                })?;
+            let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            sync::send_fds(&helper.sock, &raw).map_err(self.op_err("send stdio to init helper"))?;
+            sync::send(&helper.sock, req).map_err(self.op_err("send request to init helper"))
+        })();
+        if let Err(e) = result {
+            let _ = helper.child.kill();
+            let _ = helper.child.wait();
+            return Err(e);
+        }
+        Ok(helper)
+    }
+
+    fn stdio_fds(&self, stdio: Stdio) -> Result<[OwnedFd; 3]> {
+        let null = || -> Result<OwnedFd> {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(self.op_err("open /dev/null"))
+        };
+        Ok([
+            stdio.stdin.map_or_else(null, Ok)?,
+            stdio.stdout.map_or_else(null, Ok)?,
+            stdio.stderr.map_or_else(null, Ok)?,
+        ])
+    }
+
+    fn setup_err(&self, msg: String) -> Error {
+        Error::Setup {
+            id: self.id.clone(),
+            msg,
+        }
+    }
+
+    fn run_create(&mut self, req: Request, stdio: Stdio) -> Result<()> {
+        let mut helper = self.spawn_helper(&req, stdio)?;
+        let result = loop {
+            match sync::recv::<Msg>(&helper.sock) {
+                Ok(Some(Msg::Pid(pid))) => self.init_pid = Pid::from_raw(pid),
+                Ok(Some(Msg::Created)) => break Ok(()),
+                Ok(Some(Msg::Error(msg))) => break Err(self.setup_err(msg)),
+                Ok(Some(Msg::Start)) => {
+                    break Err(self.setup_err("init helper: unexpected message".into()))
+                }
+                Ok(None) => break Err(self.helper_died(&mut helper)),
+                Err(e) => break Err(self.op_err("read from init helper")(e)),
+            }
+        };
+        // The helper exits once it has reported the pid.
+        let _ = helper.child.wait();
+        result?;
+        self.sync = Some(helper.sock);
+        Ok(())
+    }
+
+    fn helper_died(&self, helper: &mut Helper) -> Error {
+        let status = helper
+            .child
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| io_text(&e));
+        self.setup_err(format!("init helper exited early ({status})"))
+    }
+
+    /// Kills whatever a failed create left and removes the cgroup.
+    fn cleanup_failed(&mut self) {
+        let _ = self.kill_all(Signal::SIGKILL);
+        let _ = self.cgroup.destroy(Duration::from_secs(5));
+        if self.init_pid.as_raw() > 0 {
+            let _ = kill(self.init_pid, Signal::SIGKILL);
+            reap(self.init_pid);
+        }
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of the container's init process.
+    pub fn pid(&self) -> i32 {
+        self.init_pid.as_raw()
+    }
+
+    /// Current status as rustjail last set it (process exits are seen by
+    /// the caller, which reaps).
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The container's cgroup.
+    pub fn cgroup(&self) -> &CgroupManager {
+        &self.cgroup
+    }
+
+    /// Lets the init exec the container process. Returns once it has
+    /// exec'd, or with the exec error (`exec /bin/x: permission denied`).
+    pub fn start(&mut self) -> Result<()> {
+        let sock = match (&self.status, self.sync.take()) {
+            (Status::Created, Some(sock)) => sock,
+            (s, _) => {
+                return Err(Error::State {
+                    id: self.id.clone(),
+                    what: "start",
+                    state: s.name(),
+                })
+            }
+        };
+        sync::send(&sock, &Msg::Start).map_err(self.op_err("start"))?;
+        match sync::recv::<Msg>(&sock) {
+            Ok(None) => {
+                self.status = Status::Running;
+                Ok(())
+            }
+            Ok(Some(Msg::Error(msg))) => Err(self.setup_err(msg)),
+            Ok(Some(other)) => Err(self.setup_err(format!("start: unexpected message {other:?}"))),
+            Err(e) => Err(self.op_err("start")(e)),
+        }
+    }
+
+    /// Runs another process in the container's namespaces and cgroup;
+    /// returns its host pid once it has exec'd.
+    pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<i32> {
+        if !matches!(self.status, Status::Created | Status::Running) {
+            return Err(Error::State {
+                id: self.id.clone(),
+                what: "exec",
+                state: self.status.name(),
+            });
+        }
+        if process.terminal() == Some(true) {
+            return Err(Error::InvalidSpec {
+                id: self.id.clone(),
+                reason: "terminal is not supported yet".into(),
+            });
+        }
+        if kill(self.init_pid, None).is_err() {
+            return Err(self.setup_err("exec: the container's init is not running".into()));
+        }
+        let req = Request::Exec(ExecRequest {
+            init_pid: self.init_pid.as_raw(),
+            namespaces: self.namespaces.clone(),
+            process: process.clone(),
+        });
+        let mut helper = self.spawn_helper(&req, stdio)?;
+        let mut pid = None;
+        let result = loop {
+            match sync::recv::<Msg>(&helper.sock) {
+                Ok(Some(Msg::Pid(p))) => pid = Some(p),
+                Ok(Some(Msg::Error(msg))) => break Err(self.setup_err(msg)),
+                Ok(Some(other)) => {
+                    break Err(self.setup_err(format!("exec: unexpected message {other:?}")))
+                }
+                Ok(None) => match pid {
+                    Some(p) => break Ok(p),
+                    None => break Err(self.helper_died(&mut helper)),
+                },
+                Err(e) => break Err(self.op_err("read from init helper")(e)),
+            }
+        };
+        let _ = helper.child.wait();
+        if let (Err(_), Some(p)) = (&result, pid) {
+            // The process reported its error and exits; it was re-parented
+            // to us when the helper exited.
+            reap(Pid::from_raw(p));
+        }
+        result
+    }
+
+    /// Sends `sig` to the init, or with `all` to every process of the
+    /// container (frozen first, so none escapes by forking).
+    pub fn kill(&self, sig: Signal, all: bool) -> Result<()> {
+        if all {
+            return self.kill_all(sig);
+        }
+        kill(self.init_pid, sig).map_err(|e| Error::Op {
+            id: self.id.clone(),
+            what: format!("signal {sig} to init {}", self.init_pid),
+            cause: errno_text(e),
+        })
+    }
+
+    fn kill_all(&self, sig: Signal) -> Result<()> {
+        let cg_err = |e| Error::Cgroup {
+            id: self.id.clone(),
+            source: e,
+        };
+        let frozen = self.status != Status::Paused && self.cgroup.freeze().is_ok();
+        let result = self.cgroup.pids().map_err(cg_err).map(|pids| {
+            for pid in pids {
+                // A process may exit meanwhile: ESRCH is fine.
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+        });
+        if frozen || self.status == Status::Paused && sig == Signal::SIGKILL {
+            self.cgroup.thaw().map_err(cg_err)?;
+        }
+        result
+    }
+
+    /// Resource usage of the container's cgroup.
+    pub fn stats(&self) -> CgroupStats {
+        self.cgroup.stats()
+    }
+
+    /// Freezes every process of the container.
+    pub fn pause(&mut self) -> Result<()> {
+        if self.status != Status::Running {
+            return Err(Error::State {
+                id: self.id.clone(),
+                what: "pause",
+                state: self.status.name(),
+            });
+        }
+        self.cgroup.freeze().map_err(|e| Error::Cgroup {
+            id: self.id.clone(),
+            source: e,
+        })?;
+        self.status = Status::Paused;
+        Ok(())
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&mut self) -> Result<()> {
+        if self.status != Status::Paused {
+            return Err(Error::State {
+                id: self.id.clone(),
+                what: "resume",
+                state: self.status.name(),
+            });
+        }
+        self.cgroup.thaw().map_err(|e| Error::Cgroup {
+            id: self.id.clone(),
+            source: e,
+        })?;
+        self.status = Status::Running;
+        Ok(())
+    }
+
+    /// Applies new resource limits.
+    pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let id = self.id.clone();
+        self.cgroup
+            .update(resources)
+            .map_err(|e| Error::Cgroup { id, source: e })
+    }
+
+    /// Kills every process and removes the cgroup. The mounts live in the
+    /// container's mount namespace and go with its last process. Waits up
+    /// to `timeout` for the processes to leave the cgroup; the caller
+    /// still reaps them.
+    pub fn destroy(&mut self, timeout: Duration) -> Result<()> {
+        if self.status == Status::Destroyed {
+            return Ok(());
+        }
+        self.sync = None;
+        if self.cgroup.exists() {
+            self.kill_all(Signal::SIGKILL)?;
+            let id = self.id.clone();
+            self.cgroup
+                .destroy(timeout)
+                .map_err(|e| Error::Cgroup { id, source: e })?;
+        } else if let Err(e) = kill(self.init_pid, Signal::SIGKILL) {
+            if e != Errno::ESRCH {
+                return Err(Error::Op {
+                    id: self.id.clone(),
+                    what: "kill init".into(),
+                    cause: errno_text(e),
+                });
+            }
+        }
+        self.status = Status::Destroyed;
+        Ok(())
+    }
+}
+
+/// Reaps a process that a failed call started, if it is our child: the
+/// caller never learnt its pid. ECHILD (not ours, or already reaped by the
+/// caller's reaper) is fine.
+fn reap(pid: Pid) {
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+/// Makes the calling process a child subreaper, so that container inits
+/// (whose helper parent exits) are re-parented to it. The agent as PID 1
+/// needs no such call; tests and non-init callers do.
+pub fn set_child_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

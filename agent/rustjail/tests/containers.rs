@@ -1,0 +1,481 @@
+//! Root integration tests: real containers from a busybox rootfs.
+//! Each test skips with a message when not root.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn echo_writes_stdout() {
+    require_root!();
+    let id = unique_id("echo");
+    let out = run(&spec(&id, &["echo", "hello", "world"]));
+    assert_eq!(out.stdout, "hello world\n");
+    assert_eq!(out.stderr, "");
+    assert_eq!(out.code, 0);
+}
+
+#[test]
+fn exit_code_is_reported() {
+    require_root!();
+    let id = unique_id("exit");
+    let out = run(&spec(&id, &["sh", "-c", "echo oops >&2; exit 3"]));
+    assert_eq!(out.code, 3);
+    assert_eq!(out.stderr, "oops\n");
+}
+
+#[test]
+fn killed_by_signal_is_128_plus_n() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("kill");
+    let mounts = mount_count();
+    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    c.start().unwrap();
+    c.kill(nix::sys::signal::Signal::SIGKILL, false).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn hostname_is_set() {
+    require_root!();
+    let id = unique_id("host");
+    let out = run(&spec(&id, &["hostname"]));
+    assert_eq!(out.stdout, "rustjail\n");
+}
+
+#[test]
+fn user_and_groups() {
+    require_root!();
+    let id = unique_id("user");
+    let mut s = spec(&id, &["id"]);
+    let process = s.process_mut().as_mut().unwrap();
+    process.user_mut().set_uid(1000);
+    process.user_mut().set_gid(1000);
+    process.user_mut().set_additional_gids(Some(vec![10, 20]));
+    let out = run(&s);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("uid=1000(user) gid=1000(user)"), "{}", out.stdout);
+    assert!(out.stdout.contains("groups=10,20"), "{}", out.stdout);
+}
+
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+#[test]
+fn capabilities_and_no_new_privs() {
+    require_root!();
+    let id = unique_id("caps");
+    let out = run(&spec(&id, &["cat", "/proc/self/status"]));
+    // CAP_KILL (5), CAP_NET_BIND_SERVICE (10), CAP_AUDIT_WRITE (29).
+    let want = format!("{:016x}", (1u64 << 5) | (1 << 10) | (1 << 29));
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(status_field(&out.stdout, set), want, "{set}");
+    }
+    assert_eq!(status_field(&out.stdout, "NoNewPrivs:"), "1");
+}
+
+#[test]
+fn non_root_keeps_ambient_capabilities() {
+    require_root!();
+    let id = unique_id("capuser");
+    let mut s = spec(&id, &["cat", "/proc/self/status"]);
+    let process = s.process_mut().as_mut().unwrap();
+    process.user_mut().set_uid(1000);
+    process.user_mut().set_gid(1000);
+    let out = run(&s);
+    let want = format!("{:016x}", (1u64 << 5) | (1 << 10) | (1 << 29));
+    assert_eq!(status_field(&out.stdout, "CapEff:"), want);
+    assert_eq!(status_field(&out.stdout, "CapAmb:"), want);
+    assert_eq!(status_field(&out.stdout, "Uid:"), "1000\t1000\t1000\t1000");
+}
+
+#[test]
+fn cwd_env_umask_rlimits() {
+    require_root!();
+    let id = unique_id("proc");
+    let mut s = spec(&id, &["sh", "-c", "pwd; echo $FOO; umask; ulimit -n; echo $HOME"]);
+    let process = s.process_mut().as_mut().unwrap();
+    process.set_cwd("/tmp".into());
+    process.set_env(Some(vec!["PATH=/bin".into(), "FOO=bar".into()]));
+    process.user_mut().set_umask(Some(0o027));
+    process.set_rlimits(Some(vec![
+        rustjail::oci_spec::runtime::PosixRlimitBuilder::default()
+            .typ(rustjail::oci_spec::runtime::PosixRlimitType::RlimitNofile)
+            .soft(321u64)
+            .hard(321u64)
+            .build()
+            .unwrap(),
+    ]));
+    let out = run(&s);
+    assert_eq!(out.stdout, "/tmp\nbar\n0027\n321\n/root\n", "{}", out.stderr);
+}
+
+#[test]
+fn memory_and_pids_limits_are_applied() {
+    require_root!();
+    let id = unique_id("limits");
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+        ],
+    );
+    let res = rustjail::oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(
+            rustjail::oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .pids(
+            rustjail::oci_spec::runtime::LinuxPidsBuilder::default()
+                .limit(42i64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    s.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let out = run(&s);
+    assert_eq!(out.stdout, format!("{}\n42\n", 64u64 << 20), "{}", out.stderr);
+}
+
+#[test]
+fn readonly_root_and_masked_paths() {
+    require_root!();
+    let id = unique_id("mounts");
+    let mut s = spec(
+        &id,
+        &["sh", "-c", "cat /proc/self/mountinfo; touch /x 2>&1; ls /proc/acpi | wc -l; cat /proc/keys | wc -c"],
+    );
+    s.root_mut().as_mut().unwrap().set_readonly(Some(true));
+    let out = run(&s);
+    let root_line = out
+        .stdout
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("a mount on /");
+    let opts = root_line.split(' ').nth(5).unwrap();
+    assert!(opts.split(',').any(|o| o == "ro"), "{root_line}");
+    assert!(out.stdout.contains("Read-only file system"), "{}", out.stdout);
+    // /proc/keys is masked by /dev/null, /proc/acpi by an empty tmpfs.
+    for p in ["/proc/keys", "/proc/acpi"] {
+        assert!(out.stdout.lines().any(|l| l.split(' ').nth(4) == Some(p)), "{p} not masked");
+    }
+    assert!(out.stdout.ends_with("\n0\n0\n"), "{}", out.stdout);
+    // /proc/sys is readonly.
+    let sys = out
+        .stdout
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/proc/sys"))
+        .expect("/proc/sys mount");
+    assert!(sys.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"), "{sys}");
+}
+
+#[test]
+fn default_devices_exist() {
+    require_root!();
+    let id = unique_id("dev");
+    let out = run(&spec(&id, &["sh", "-c", "ls /dev; echo x > /dev/null && head -c 4 /dev/zero | wc -c"]));
+    for d in ["null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "ptmx", "pts", "shm"] {
+        assert!(out.stdout.lines().any(|l| l == d), "no /dev/{d} in {}", out.stdout);
+    }
+    assert!(out.stdout.ends_with("4\n"), "{}", out.stdout);
+}
+
+#[test]
+fn sysctl_is_written() {
+    require_root!();
+    let id = unique_id("sysctl");
+    let mut s = spec(&id, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    let mut sysctl = std::collections::HashMap::new();
+    sysctl.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+    s.linux_mut().as_mut().unwrap().set_sysctl(Some(sysctl));
+    let out = run(&s);
+    assert_eq!(out.stdout, "1\n", "{}", out.stderr);
+}
+
+#[test]
+fn pid_namespace_makes_init_pid_1() {
+    require_root!();
+    let id = unique_id("pidns");
+    let out = run(&spec(&id, &["sh", "-c", "echo $$"]));
+    assert_eq!(out.stdout, "1\n");
+}
+
+#[test]
+fn user_namespace_maps_ids() {
+    require_root!();
+    let id = unique_id("userns");
+    let mut s = spec(&id, &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
+    let linux = s.linux_mut().as_mut().unwrap();
+    let mut ns = linux.namespaces().clone().unwrap();
+    ns.push(
+        rustjail::oci_spec::runtime::LinuxNamespaceBuilder::default()
+            .typ(rustjail::oci_spec::runtime::LinuxNamespaceType::User)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(ns));
+    let map = rustjail::oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(100000u32)
+        .size(65536u32)
+        .build()
+        .unwrap();
+    linux.set_uid_mappings(Some(vec![map]));
+    linux.set_gid_mappings(Some(vec![map]));
+    let out = run(&s);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words, ["0", "100000", "65536", "0", "100000", "65536", "0"], "{}", out.stdout);
+}
+
+fn exec_process(args: &[&str]) -> rustjail::oci_spec::runtime::Process {
+    let mut p = spec("unused", args).process().clone().unwrap();
+    p.set_env(Some(vec!["PATH=/bin".into()]));
+    p
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("exec");
+    let mounts = mount_count();
+    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    // Exec into a created (not yet started) container works too.
+    c.start().unwrap();
+
+    let (r, w) = pipe();
+    let pid = c
+        .exec(
+            &exec_process(&["sh", "-c", "hostname; cat /proc/1/cmdline; echo; cat /proc/self/cgroup | grep memory"]),
+            rustjail::Stdio { stdin: None, stdout: Some(w), stderr: None },
+        )
+        .unwrap();
+    let out = read_all(r);
+    assert_eq!(wait_code(pid), 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "rustjail");
+    assert_eq!(lines[1], "sleep\0100\0");
+    // In the container's cgroup namespace its cgroup is the root.
+    assert_eq!(lines[2].rsplit(':').next(), Some("/"), "{out}");
+
+    // An exec error names the container and the cause, and leaves no process.
+    let err = c
+        .exec(&exec_process(&["no-such-binary"]), Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("container {id:?}: exec \"no-such-binary\": executable file not found in $PATH")
+    );
+
+    // Exit codes of exec'd processes.
+    let pid = c.exec(&exec_process(&["sh", "-c", "exit 7"]), Default::default()).unwrap();
+    assert_eq!(wait_code(pid), 7);
+
+    let cg = c.cgroup().path().to_string();
+    c.kill(nix::sys::signal::Signal::SIGKILL, true).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn destroy_kills_every_process() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("destroy");
+    let mounts = mount_count();
+    let mut c = create(
+        &id,
+        &spec(&id, &["sh", "-c", "sleep 100 & sleep 100 & wait"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
+    c.start().unwrap();
+    let extra = c.exec(&exec_process(&["sleep", "100"]), Default::default()).unwrap();
+    let cg = c.cgroup().path().to_string();
+    // Wait for the background sleeps to show up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.cgroup().pids().unwrap().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "processes did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    assert_eq!(wait_code(extra), 137);
+    assert_clean(c.pid(), &cg, mounts);
+    assert_clean(extra, &cg, mounts);
+}
+
+#[test]
+fn destroy_before_start() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("nostart");
+    let mounts = mount_count();
+    let mut c = create(&id, &spec(&id, &["true"]), &bundle, Default::default()).unwrap();
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    assert_clean(c.pid(), &cg, mounts);
+    assert!(c.start().is_err());
+}
+
+#[test]
+fn pause_resume_stats_update() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("pause");
+    let mounts = mount_count();
+    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    c.start().unwrap();
+    let freezer = std::fs::read_to_string(c.cgroup().file(Some("freezer"), "freezer.state"));
+    assert_eq!(freezer.unwrap().trim(), "THAWED");
+    c.pause().unwrap();
+    let state = std::fs::read_to_string(c.cgroup().file(Some("freezer"), "freezer.state")).unwrap();
+    assert_eq!(state.trim(), "FROZEN");
+    assert!(c.pause().is_err());
+    c.resume().unwrap();
+    let state = std::fs::read_to_string(c.cgroup().file(Some("freezer"), "freezer.state")).unwrap();
+    assert_eq!(state.trim(), "THAWED");
+
+    let stats = c.stats();
+    let mem = stats.memory.memory.as_ref().expect("memory stats");
+    assert!(mem.usage > 0);
+    assert_eq!(mem.limit, 256i64 << 20);
+    assert_eq!(stats.pids.current, 1);
+
+    let res = rustjail::oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(
+            rustjail::oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(128i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    c.update(&res).unwrap();
+    let limit =
+        std::fs::read_to_string(c.cgroup().file(Some("memory"), "memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (128u64 << 20).to_string());
+
+    // Destroy works on a paused container too.
+    c.pause().unwrap();
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn bad_input_is_reported_and_leaves_nothing() {
+    require_root!();
+    let bundle = Bundle::new();
+    let mounts = mount_count();
+
+    let id = unique_id("norootfs");
+    let mut s = spec(&id, &["true"]);
+    s.root_mut().as_mut().unwrap().set_path("/nonexistent/rootfs".into());
+    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("container {id:?}: rootfs /nonexistent/rootfs: no such file or directory")
+    );
+    assert!(cgroup_dirs(&id).is_empty());
+
+    let err = create("a/b", &spec("a-b", &["true"]), &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("container \"a/b\": invalid id"), "{err}");
+    let err = create("..", &spec("dots", &["true"]), &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("container \"..\": invalid id"), "{err}");
+
+    // A missing executable fails at create, inside the container.
+    let id = unique_id("noexe");
+    let err = create(&id, &spec(&id, &["/bin/nope"]), &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, format!("container {id:?}: exec /bin/nope: no such file or directory"));
+    assert!(cgroup_dirs(&id).is_empty());
+
+    // A failing mount names the mount and the cause.
+    let id = unique_id("badmount");
+    let mut s = spec(&id, &["true"]);
+    s.mounts_mut().as_mut().unwrap().push(
+        rustjail::oci_spec::runtime::MountBuilder::default()
+            .destination("/mnt")
+            .typ("bind")
+            .source("/nonexistent/src")
+            .options(vec!["rbind".into()])
+            .build()
+            .unwrap(),
+    );
+    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("container {id:?}: bind source /nonexistent/src: no such file or directory")
+    );
+    assert!(cgroup_dirs(&id).is_empty());
+
+    // A cgroup path with '..' is refused.
+    let id = unique_id("badcg");
+    let mut s = spec(&id, &["true"]);
+    s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("/../x".into()));
+    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    assert!(err.contains("'..' is not allowed"), "{err}");
+
+    assert_eq!(mount_count(), mounts);
+}
+
+#[test]
+fn bind_mount_and_joined_namespace() {
+    require_root!();
+    let bundle = Bundle::new();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("f"), "from host\n").unwrap();
+    let id = unique_id("bind");
+    let mut s = spec(&id, &["sh", "-c", "cat /data/f; touch /data/g 2>/dev/null || echo ro"]);
+    s.mounts_mut().as_mut().unwrap().push(
+        rustjail::oci_spec::runtime::MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source(shared.path())
+            .options(vec!["rbind".into(), "ro".into()])
+            .build()
+            .unwrap(),
+    );
+    // Join the caller's network namespace by path instead of a new one.
+    let linux = s.linux_mut().as_mut().unwrap();
+    let ns: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|mut n| {
+            if n.typ() == rustjail::oci_spec::runtime::LinuxNamespaceType::Network {
+                n.set_path(Some("/proc/self/ns/net".into()));
+            }
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(ns));
+    let out = run_in(&s, &bundle);
+    assert_eq!(out.stdout, "from host\nro\n", "{}", out.stderr);
+}

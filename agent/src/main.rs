@@ -7,7 +7,10 @@
 
 mod config;
 mod logging;
+mod oci;
+mod reaper;
 mod rpc;
+mod sandbox;
 mod server;
 mod version;
 
@@ -16,6 +19,9 @@ use std::process::ExitCode;
 use config::{Command, ConfigError};
 
 fn main() -> ExitCode {
+    // A re-exec of this binary as rustjail's container launcher never
+    // returns from here; it must run before any thread exists.
+    rustjail::init::run_if_requested();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

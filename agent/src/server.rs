@@ -13,7 +13,9 @@ use protocols::{agent_ttrpc, health_ttrpc};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, ServerAddr};
+use crate::reaper::Reaper;
 use crate::rpc;
+use crate::sandbox::{Sandbox, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -83,7 +85,23 @@ pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
         clear_stale_socket(path, &uri)?;
     }
 
-    let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> = Arc::new(rpc::AgentImpl::new());
+    // Container inits are re-parented to us when their launcher exits; as
+    // PID 1 that is automatic, otherwise we ask for it.
+    if std::process::id() != 1 {
+        if let Err(e) = rustjail::set_child_subreaper() {
+            log::warn!("PR_SET_CHILD_SUBREAPER: {e}; container exits may go unseen");
+        }
+    }
+    let reaper = Reaper::new();
+    tokio::spawn(reaper.clone().run());
+    let settings = Settings {
+        pipe_size: cfg.container_pipe_size,
+        ..Settings::default()
+    };
+    let sandbox = Arc::new(Sandbox::new(settings, reaper));
+
+    let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
+        Arc::new(rpc::AgentImpl::new(sandbox));
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(rpc::health::HealthImpl);
     let mut server = ttrpc::asynchronous::Server::new()
         .bind(&uri)

@@ -3,6 +3,9 @@
 //! a temporary directory, and speaks raw ttrpc frames for the tests that
 //! must send what no well-behaved client would.
 
+// A harness for tests: a failed step is a failed test, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -264,4 +267,98 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Whether the container tests can run here; prints why not.
+pub fn can_run_containers() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: container tests need root");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: /bin/busybox missing (apt-get install busybox-static)");
+        return false;
+    }
+    true
+}
+
+/// A busybox root filesystem in a temporary directory: /bin/busybox with
+/// every applet linked, /etc/passwd and /etc/group, empty mount points.
+pub struct Rootfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Rootfs {
+    pub fn new() -> Rootfs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        assert!(list.status.success(), "busybox --list failed");
+        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+                    .expect("link applet");
+            }
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+        )
+        .expect("passwd");
+        std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n")
+            .expect("group");
+        Rootfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for Rootfs {
+    fn default() -> Self {
+        Rootfs::new()
+    }
+}
+
+/// Mount points under `prefix` in this process's mount namespace.
+pub fn mounts_under(prefix: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(prefix))
+        .collect()
+}
+
+/// Pids whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if proc_status_field(pid, "PPid:") == Some(u64::from(ppid)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Number of open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -3,7 +3,12 @@
 //! answered with `UNIMPLEMENTED` naming the method. The table also feeds
 //! [`METHODS`], which tests and the README's status table read.
 
+mod container;
 pub mod health;
+mod process;
+mod stats;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use protocols::agent::*;
@@ -13,13 +18,46 @@ use protocols::empty::Empty;
 use protocols::types::Interface;
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::sandbox::Sandbox;
+
 /// State shared by all requests.
-pub struct AgentImpl {}
+pub struct AgentImpl {
+    sandbox: Arc<Sandbox>,
+}
 
 impl AgentImpl {
-    pub fn new() -> Self {
-        AgentImpl {}
+    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+        AgentImpl { sandbox }
     }
+}
+
+/// A ttrpc error status.
+pub fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+/// Runs blocking work (namespaces, mounts, cgroup files, fork) off the
+/// async threads.
+pub async fn blocking<T, F>(f: F) -> ttrpc::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| status(ttrpc::Code::INTERNAL, format!("blocking task failed: {e}")))
+}
+
+/// Maps a rustjail error to a status whose code says whose fault it was.
+pub fn jail_error(e: rustjail::Error) -> ttrpc::Error {
+    use rustjail::Error as E;
+    let code = match &e {
+        E::InvalidId { .. } | E::InvalidSpec { .. } => ttrpc::Code::INVALID_ARGUMENT,
+        E::Rootfs { .. } => ttrpc::Code::NOT_FOUND,
+        E::State { .. } => ttrpc::Code::FAILED_PRECONDITION,
+        _ => ttrpc::Code::INTERNAL,
+    };
+    status(code, e.to_string())
 }
 
 /// The status for a method this agent does not provide.
@@ -74,24 +112,24 @@ macro_rules! agent_service {
 }
 
 agent_service! {
-    "CreateContainer" create_container(CreateContainerRequest) -> Empty => unimplemented;
-    "StartContainer" start_container(StartContainerRequest) -> Empty => unimplemented;
-    "RemoveContainer" remove_container(RemoveContainerRequest) -> Empty => unimplemented;
-    "ExecProcess" exec_process(ExecProcessRequest) -> Empty => unimplemented;
-    "SignalProcess" signal_process(SignalProcessRequest) -> Empty => unimplemented;
-    "WaitProcess" wait_process(WaitProcessRequest) -> WaitProcessResponse => unimplemented;
-    "UpdateContainer" update_container(UpdateContainerRequest) -> Empty => unimplemented;
+    "CreateContainer" create_container(CreateContainerRequest) -> Empty => do_create_container;
+    "StartContainer" start_container(StartContainerRequest) -> Empty => do_start_container;
+    "RemoveContainer" remove_container(RemoveContainerRequest) -> Empty => do_remove_container;
+    "ExecProcess" exec_process(ExecProcessRequest) -> Empty => do_exec_process;
+    "SignalProcess" signal_process(SignalProcessRequest) -> Empty => do_signal_process;
+    "WaitProcess" wait_process(WaitProcessRequest) -> WaitProcessResponse => do_wait_process;
+    "UpdateContainer" update_container(UpdateContainerRequest) -> Empty => do_update_container;
     "UpdateEphemeralMounts" update_ephemeral_mounts(UpdateEphemeralMountsRequest) -> Empty => unimplemented;
-    "StatsContainer" stats_container(StatsContainerRequest) -> StatsContainerResponse => unimplemented;
-    "PauseContainer" pause_container(PauseContainerRequest) -> Empty => unimplemented;
-    "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => unimplemented;
+    "StatsContainer" stats_container(StatsContainerRequest) -> StatsContainerResponse => do_stats_container;
+    "PauseContainer" pause_container(PauseContainerRequest) -> Empty => do_pause_container;
+    "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => do_resume_container;
     "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => unimplemented;
     "GetDiagnosticData" get_diagnostic_data(GetDiagnosticDataRequest) -> GetDiagnosticDataResponse => unimplemented;
-    "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => unimplemented;
-    "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
-    "ReadStderr" read_stderr(ReadStreamRequest) -> ReadStreamResponse => unimplemented;
-    "CloseStdin" close_stdin(CloseStdinRequest) -> Empty => unimplemented;
-    "TtyWinResize" tty_win_resize(TtyWinResizeRequest) -> Empty => unimplemented;
+    "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => do_write_stdin;
+    "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => do_read_stdout;
+    "ReadStderr" read_stderr(ReadStreamRequest) -> ReadStreamResponse => do_read_stderr;
+    "CloseStdin" close_stdin(CloseStdinRequest) -> Empty => do_close_stdin;
+    "TtyWinResize" tty_win_resize(TtyWinResizeRequest) -> Empty => do_tty_win_resize;
     "UpdateInterface" update_interface(UpdateInterfaceRequest) -> Interface => unimplemented;
     "UpdateRoutes" update_routes(UpdateRoutesRequest) -> Routes => unimplemented;
     "ListInterfaces" list_interfaces(ListInterfacesRequest) -> Interfaces => unimplemented;

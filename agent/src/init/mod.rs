@@ -1,0 +1,154 @@
+//! PID 1 duties: what a guest init must do before the agent can serve.
+//!
+//! When the agent is the guest's `/init` (PID 1), [`setup_pid1`] mounts the
+//! kernel filesystems (`/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`,
+//! `/run`), loads the kernel modules the initrd carries ([`modules`]), mounts
+//! the cgroup hierarchies ([`cgroups`]), sets `PATH`, brings `lo` up ([`net`])
+//! and puts stdin, stdout and stderr on `/dev/console`. Run as an ordinary
+//! process (a systemd service, a host test) it does nothing.
+//!
+//! Everything here is synchronous and runs before the tokio runtime starts.
+//! Only the mounts the agent cannot live without are fatal; a cgroup
+//! controller, a module or `lo` that fails is recorded as a note (see
+//! [`take_notes`]) for the caller to log once its logger is up: a failing
+//! subsystem is reported and isolated, never a reason to stop PID 1.
+//! [`poweroff`] is the only way PID 1 ends: sync, then power the VM off.
+
+pub mod cgroups;
+pub mod modules;
+mod mounts;
+mod net;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// The `PATH` PID 1 gives itself and its children (the kernel passes none).
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Directories under the `/run` tmpfs that the host shim expects to exist.
+const RUN_DIRS: &[&str] = &[
+    "/run/kata-containers",
+    "/run/kata-containers/shared",
+    "/run/kata-containers/shared/containers",
+    "/run/kata-containers/sandbox",
+];
+
+/// Why PID 1 could not prepare the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("mount {fstype} at {target}: {source}")]
+    Mount {
+        target: PathBuf,
+        fstype: String,
+        source: nix::Error,
+    },
+    #[error("create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("console {path}: {source}")]
+    Console { path: PathBuf, source: nix::Error },
+    #[error("module {path}: {source}")]
+    Module { path: PathBuf, source: nix::Error },
+    #[error("interface {name}: {source}")]
+    Interface {
+        name: &'static str,
+        source: nix::Error,
+    },
+}
+
+static DONE: AtomicBool = AtomicBool::new(false);
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// True when this process is the guest's init.
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Records a non-fatal problem for the caller to log later.
+fn note(msg: String) {
+    if let Ok(mut notes) = NOTES.lock() {
+        notes.push(msg);
+    }
+}
+
+/// Hands over the non-fatal problems met so far (cgroup controllers, modules,
+/// `lo`, console), one message each, and forgets them.
+pub fn take_notes() -> Vec<String> {
+    NOTES
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default()
+}
+
+/// Prepares the guest when this process is PID 1; does nothing otherwise.
+///
+/// Call it first thing, before the configuration is read (that needs
+/// `/proc/cmdline`) and before any thread exists. Cgroups are v2 when
+/// `unified_cgroups` is set or the kernel command line asks for it
+/// (`cgroup_no_v1=all`, `systemd.unified_cgroup_hierarchy=1`); otherwise one
+/// v1 hierarchy per enabled controller. A second call does nothing.
+pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
+    if !is_pid1() || DONE.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    // Files and directories we create get exactly the modes we ask for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    mounts::mount_kernel_filesystems()?;
+    if let Err(e) = mounts::reopen_console() {
+        note(e.to_string());
+    }
+    std::env::set_var("PATH", PATH);
+
+    // Modules first: vsock and virtio-fs must exist before anyone uses them.
+    for e in modules::load_listed(std::path::Path::new(modules::LOAD_ORDER)) {
+        note(e.to_string());
+    }
+
+    for dir in RUN_DIRS {
+        mounts::mkdir_p(std::path::Path::new(dir), 0o755)?;
+    }
+
+    let cmdline_path = std::path::Path::new("/proc/cmdline");
+    let cmdline = std::fs::read_to_string(cmdline_path).map_err(|source| InitError::Read {
+        path: cmdline_path.to_path_buf(),
+        source,
+    })?;
+    let mode = cgroups::Mode::from_cmdline(&cmdline, unified_cgroups);
+    for e in cgroups::mount(&mode) {
+        note(e.to_string());
+    }
+
+    if let Err(e) = net::loopback_up() {
+        note(e.to_string());
+    }
+    Ok(())
+}
+
+/// Syncs the filesystems and powers the VM off. Never returns and never
+/// exits: PID 1 exiting would panic the kernel. Outside PID 1 (tests, a
+/// systemd service) it exits the process instead of powering off the host.
+pub fn poweroff() -> ! {
+    nix::unistd::sync();
+    if !is_pid1() {
+        std::process::exit(0);
+    }
+    loop {
+        // On success this does not return; on failure (no CAP_SYS_BOOT, which
+        // PID 1 of a VM always has) wait and try again rather than exit.
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,325 @@
+//! Container lifecycle: CreateContainer, StartContainer, RemoveContainer,
+//! PauseContainer, ResumeContainer, UpdateContainer, StatsContainer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocols::agent::*;
+use protocols::empty::Empty;
+use rustjail::oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
+use ttrpc::asynchronous::TtrpcContext;
+use ttrpc::Code;
+
+use super::{blocking, jail_error, status, AgentImpl};
+use crate::oci;
+use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo, Reserve};
+
+/// Longest container or exec id accepted.
+const MAX_ID_LEN: usize = 256;
+
+/// Container and exec ids name directories and cgroups: no path tricks.
+pub fn validate_id(kind: &str, id: &str) -> ttrpc::Result<()> {
+    let bad = |why: &str| status(Code::INVALID_ARGUMENT, format!("{kind} {id:?}: invalid id: {why}"));
+    if id.is_empty() {
+        return Err(bad("empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(bad("longer than 256 bytes"));
+    }
+    if id == "." || id == ".." || id.contains("..") {
+        return Err(bad("contains \"..\""));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(bad("only letters, digits, '-', '_' and '.' are allowed"));
+    }
+    Ok(())
+}
+
+/// Rewrites the spec's namespaces for the guest: a network namespace path
+/// names the host's namespace, meaningless here, so the container shares the
+/// guest's network as Kata containers do.
+fn adapt_namespaces(spec: &mut Spec) {
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            ns.retain(|n| !(n.typ() == LinuxNamespaceType::Network && n.path().is_some()));
+        }
+    }
+}
+
+impl AgentImpl {
+    pub(super) async fn do_create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let id = req.container_id.clone();
+        validate_id("container", &id)?;
+        let exec_id = if req.exec_id.is_empty() {
+            id.clone()
+        } else {
+            req.exec_id.clone()
+        };
+        validate_id("exec", &exec_id)?;
+        let spec_pb = req.OCI.as_ref().ok_or_else(|| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("container {id:?}: the request has no OCI spec"),
+            )
+        })?;
+        let mut spec = oci::spec_from_proto(spec_pb)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("container {id:?}: {e}")))?;
+        if req.sandbox_pidns {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {id:?}: sandbox_pidns: the sandbox has no shared pid namespace"),
+            ));
+        }
+        adapt_namespaces(&mut spec);
+        if spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+        {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                format!("container {id:?}: process.terminal: terminals are not supported yet"),
+            ));
+        }
+
+        match self.sandbox.reserve(&id) {
+            Ok(()) => {}
+            Err(Reserve::Exists) => {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("container {id:?}: already exists"),
+                ))
+            }
+            Err(Reserve::Busy) => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {id:?}: another create or remove is in progress"),
+                ))
+            }
+        }
+        let result = self.create_reserved(&id, &exec_id, spec).await;
+        match result {
+            Ok(ctr) => {
+                self.sandbox.finish(&id, Some(ctr));
+                log::info!("container {id:?} created");
+                Ok(Empty::new())
+            }
+            Err(e) => {
+                self.sandbox.finish(&id, None);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_reserved(&self, id: &str, exec_id: &str, spec: Spec) -> ttrpc::Result<Arc<Ctr>> {
+        let settings = &self.sandbox.settings;
+        let bundle = settings.run_dir.join(id);
+        let internal = |what: &str, e: std::io::Error| {
+            status(Code::INTERNAL, format!("container {id:?}: {what}: {e}"))
+        };
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| status(Code::INTERNAL, format!("container {id:?}: encode spec: {e}")))?;
+        std::fs::create_dir_all(&bundle).map_err(|e| internal("create bundle", e))?;
+        let cleanup_bundle = || {
+            let _ = std::fs::remove_dir_all(&bundle);
+        };
+        if let Err(e) = std::fs::write(bundle.join("config.json"), spec_json) {
+            cleanup_bundle();
+            return Err(internal("write config.json", e));
+        }
+
+        let pipes = (|| {
+            Ok::<_, std::io::Error>((
+                input_pipe(settings.pipe_size)?,
+                output_pipe(settings.pipe_size)?,
+                output_pipe(settings.pipe_size)?,
+            ))
+        })();
+        let (stdin, stdout, stderr) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup_bundle();
+                return Err(internal("create stdio pipes", e));
+            }
+        };
+        let opts = rustjail::CreateOpts {
+            launcher: settings.launcher.clone(),
+            stdio: rustjail::Stdio {
+                stdin: Some(stdin.theirs),
+                stdout: Some(stdout.theirs),
+                stderr: Some(stderr.theirs),
+            },
+            default_cgroup_path: None,
+        };
+        let reaper = self.sandbox.reaper.clone();
+        let (cid, b) = (id.to_string(), bundle.clone());
+        let created = blocking(move || {
+            let _guard = reaper.spawn_guard();
+            rustjail::Container::create(&cid, &spec, &b, opts)
+        })
+        .await;
+        let jail = match created {
+            Ok(Ok(j)) => j,
+            Ok(Err(e)) => {
+                cleanup_bundle();
+                return Err(jail_error(e));
+            }
+            Err(e) => {
+                cleanup_bundle();
+                return Err(e);
+            }
+        };
+        let pid = jail.pid();
+        let exit = self.sandbox.reaper.register(pid);
+        let init = Proc::new(
+            exec_id,
+            pid,
+            exit,
+            ProcIo {
+                stdin: Some(stdin.ours),
+                stdout: Some(stdout.ours),
+                stderr: Some(stderr.ours),
+            },
+        );
+        Ok(Arc::new(Ctr::new(id, exec_id, bundle, jail, init)))
+    }
+
+    /// Looks a container up or answers NOT_FOUND naming it.
+    pub(super) fn ctr(&self, id: &str) -> ttrpc::Result<Arc<Ctr>> {
+        self.sandbox
+            .get(id)
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id:?}: not found")))
+    }
+
+    pub(super) async fn do_start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let ctr = self.ctr(&req.container_id)?;
+        let c = ctr.clone();
+        blocking(move || lock(&c.jail).start())
+            .await?
+            .map_err(jail_error)?;
+        log::info!("container {:?} started", ctr.id);
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let id = req.container_id.clone();
+        let ctr = self.sandbox.take(&id).ok_or_else(|| {
+            status(Code::NOT_FOUND, format!("container {id:?}: not found"))
+        })?;
+        // 0 means no limit, as Kata defines it.
+        let limit = match req.timeout {
+            0 => Duration::from_secs(365 * 24 * 3600),
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let c = ctr.clone();
+        let destroyed = blocking(move || lock(&c.jail).destroy(limit)).await;
+        let destroyed = match destroyed {
+            Ok(r) => r.map_err(jail_error),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = destroyed {
+            self.sandbox.restore(ctr);
+            return Err(e);
+        }
+        // Every process is dead; wait until the reaper has collected them so
+        // no zombie outlives the container.
+        for p in ctr.procs() {
+            if tokio::time::timeout(limit, p.wait()).await.is_err() {
+                self.sandbox.restore(ctr);
+                return Err(status(
+                    Code::DEADLINE_EXCEEDED,
+                    format!(
+                        "container {id:?}: process {:?} (pid {}) did not exit within {}s",
+                        p.exec_id, p.pid, req.timeout
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&ctr.bundle) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("container {id:?}: remove bundle {}: {e}", ctr.bundle.display());
+            }
+        }
+        self.sandbox.finish(&id, None);
+        log::info!("container {id:?} removed");
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PauseContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let ctr = self.ctr(&req.container_id)?;
+        blocking(move || lock(&ctr.jail).pause())
+            .await?
+            .map_err(jail_error)?;
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResumeContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let ctr = self.ctr(&req.container_id)?;
+        blocking(move || lock(&ctr.jail).resume())
+            .await?
+            .map_err(jail_error)?;
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let id = req.container_id.clone();
+        let ctr = self.ctr(&id)?;
+        let res_pb = req.resources.as_ref().ok_or_else(|| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("container {id:?}: update: no resources given"),
+            )
+        })?;
+        let resources: LinuxResources = serde_json::from_value(oci::resources(res_pb))
+            .map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("container {id:?}: invalid resources: {e}"),
+                )
+            })?;
+        blocking(move || lock(&ctr.jail).update(&resources))
+            .await?
+            .map_err(jail_error)?;
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let ctr = self.ctr(&req.container_id)?;
+        let stats = blocking(move || lock(&ctr.jail).stats()).await?;
+        let mut resp = StatsContainerResponse::new();
+        resp.cgroup_stats = Some(super::stats::convert(&stats)).into();
+        Ok(resp)
+    }
+}

@@ -1,0 +1,321 @@
+//! Processes and their stdio: ExecProcess, SignalProcess, WaitProcess,
+//! ReadStdout, ReadStderr, WriteStdin, CloseStdin, TtyWinResize.
+//!
+//! Output stays in the process's pipe until the host reads it, so nothing a
+//! process wrote is lost however late the host reads, and a read cancelled
+//! by a disconnecting client consumes nothing.
+
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use protocols::agent::*;
+use protocols::empty::Empty;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use ttrpc::asynchronous::TtrpcContext;
+use ttrpc::Code;
+
+use super::container::validate_id;
+use super::{blocking, jail_error, status, AgentImpl};
+use crate::oci;
+use crate::reaper::exit_code;
+use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo};
+
+/// Largest ReadStdout answer: the ttrpc frame limit is 4 MiB.
+const MAX_READ: usize = 4 * 1024 * 1024 - 4096;
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+impl AgentImpl {
+    /// The process `exec_id` of `cid`; an empty exec id is the init.
+    fn proc_of(&self, cid: &str, exec_id: &str) -> ttrpc::Result<(Arc<Ctr>, Arc<Proc>)> {
+        let ctr = self.ctr(cid)?;
+        let id = if exec_id.is_empty() {
+            ctr.init_exec_id.clone()
+        } else {
+            exec_id.to_string()
+        };
+        let p = ctr.proc(&id).ok_or_else(|| {
+            status(
+                Code::NOT_FOUND,
+                format!("container {cid:?}: process {id:?}: not found"),
+            )
+        })?;
+        Ok((ctr, p))
+    }
+
+    pub(super) async fn do_exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let cid = req.container_id.clone();
+        let eid = req.exec_id.clone();
+        validate_id("exec", &eid)?;
+        let ctr = self.ctr(&cid)?;
+        if ctr.has_exec_id(&eid) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {cid:?}: process {eid:?}: already exists"),
+            ));
+        }
+        if ctr.init().and_then(|p| p.exited()).is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {cid:?}: exec {eid:?}: the container has stopped"),
+            ));
+        }
+        let p_pb = req.process.as_ref().ok_or_else(|| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("container {cid:?}: exec {eid:?}: the request has no process"),
+            )
+        })?;
+        let process = oci::process_from_proto(p_pb).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("container {cid:?}: exec {eid:?}: {e}"),
+            )
+        })?;
+        if process.terminal().unwrap_or(false) {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                format!("container {cid:?}: exec {eid:?}: terminals are not supported yet"),
+            ));
+        }
+        if process.args().as_deref().unwrap_or_default().is_empty() {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                format!("container {cid:?}: exec {eid:?}: process.args is empty"),
+            ));
+        }
+        let size = self.sandbox.settings.pipe_size;
+        let pipes = (|| {
+            Ok::<_, std::io::Error>((input_pipe(size)?, output_pipe(size)?, output_pipe(size)?))
+        })();
+        let (stdin, stdout, stderr) = pipes.map_err(|e| {
+            status(
+                Code::INTERNAL,
+                format!("container {cid:?}: exec {eid:?}: create stdio pipes: {e}"),
+            )
+        })?;
+        let stdio = rustjail::Stdio {
+            stdin: Some(stdin.theirs),
+            stdout: Some(stdout.theirs),
+            stderr: Some(stderr.theirs),
+        };
+        let reaper = self.sandbox.reaper.clone();
+        let c = ctr.clone();
+        let pid = blocking(move || {
+            let _guard = reaper.spawn_guard();
+            lock(&c.jail).exec(&process, stdio)
+        })
+        .await?
+        .map_err(jail_error)?;
+        let exit = self.sandbox.reaper.register(pid);
+        let added = ctr.add_proc(Proc::new(
+            &eid,
+            pid,
+            exit,
+            ProcIo {
+                stdin: Some(stdin.ours),
+                stdout: Some(stdout.ours),
+                stderr: Some(stderr.ours),
+            },
+        ));
+        if !added {
+            // Two execs raced for the id: the later one is undone.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {cid:?}: process {eid:?}: already exists"),
+            ));
+        }
+        log::debug!("container {cid:?}: exec {eid:?} pid {pid}");
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let cid = req.container_id.clone();
+        let sig = i32::try_from(req.signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("container {cid:?}: invalid signal {}", req.signal),
+                )
+            })?;
+        let (ctr, p) = self.proc_of(&cid, &req.exec_id)?;
+        let whole_container = req.exec_id.is_empty() || req.exec_id == ctr.init_exec_id;
+        if whole_container && sig == Signal::SIGKILL {
+            // Every process of the container, wherever it forked to.
+            blocking(move || lock(&ctr.jail).kill(Signal::SIGKILL, true))
+                .await?
+                .map_err(jail_error)?;
+            return Ok(Empty::new());
+        }
+        if p.exited().is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {cid:?}: process {:?}: signal {sig}: the process has exited",
+                    p.exec_id
+                ),
+            ));
+        }
+        nix::sys::signal::kill(Pid::from_raw(p.pid), sig).map_err(|e| {
+            status(
+                Code::INTERNAL,
+                format!(
+                    "container {cid:?}: process {:?}: signal {sig}: {}",
+                    p.exec_id,
+                    e.desc()
+                ),
+            )
+        })?;
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
+        let raw = p.wait().await.ok_or_else(|| {
+            status(
+                Code::INTERNAL,
+                format!(
+                    "container {:?}: process {:?}: exit status lost",
+                    req.container_id, p.exec_id
+                ),
+            )
+        })?;
+        let mut resp = WaitProcessResponse::new();
+        resp.status = exit_code(raw);
+        Ok(resp)
+    }
+
+    async fn read_stream(&self, req: ReadStreamRequest, which: Stream) -> ttrpc::Result<ReadStreamResponse> {
+        let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
+        let name = which.name();
+        let what = || format!("container {:?}: process {:?}: {name}", req.container_id, p.exec_id);
+        let len = match req.len as usize {
+            0 => 64 * 1024,
+            n => n.min(MAX_READ),
+        };
+        let slot = match which {
+            Stream::Stdout => &p.stdout,
+            Stream::Stderr => &p.stderr,
+        };
+        let mut guard = slot.lock().await;
+        let rx: &mut pipe::Receiver = guard
+            .as_mut()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("{}: closed", what())))?;
+        let mut buf = vec![0u8; len];
+        // Cancel-safe: a dropped read has taken nothing from the pipe.
+        let mut n = rx
+            .read(&mut buf)
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("{}: read: {e}", what())))?;
+        if n == 0 {
+            return Err(status(Code::OUT_OF_RANGE, format!("{}: EOF", what())));
+        }
+        // Take what else is already there, without waiting.
+        while n < len {
+            match rx.try_read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(_) => break,
+            }
+        }
+        buf.truncate(n);
+        let mut resp = ReadStreamResponse::new();
+        resp.data = buf;
+        Ok(resp)
+    }
+
+    pub(super) async fn do_read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        self.read_stream(req, Stream::Stdout).await
+    }
+
+    pub(super) async fn do_read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        self.read_stream(req, Stream::Stderr).await
+    }
+
+    pub(super) async fn do_write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WriteStreamRequest,
+    ) -> ttrpc::Result<WriteStreamResponse> {
+        let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
+        let what = || format!("container {:?}: process {:?}: stdin", req.container_id, p.exec_id);
+        let mut guard = p.stdin.lock().await;
+        if req.data.is_empty() {
+            // Empty data is the host's EOF.
+            guard.take();
+            return Ok(WriteStreamResponse::new());
+        }
+        let tx = guard
+            .as_mut()
+            .ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("{}: closed", what())))?;
+        tx.write_all(&req.data)
+            .await
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("{}: write: {e}", what())))?;
+        let mut resp = WriteStreamResponse::new();
+        resp.len = u32::try_from(req.data.len()).unwrap_or(u32::MAX);
+        Ok(resp)
+    }
+
+    pub(super) async fn do_close_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CloseStdinRequest,
+    ) -> ttrpc::Result<Empty> {
+        let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
+        p.stdin.lock().await.take();
+        Ok(Empty::new())
+    }
+
+    pub(super) async fn do_tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
+        Err(status(
+            Code::FAILED_PRECONDITION,
+            format!(
+                "container {:?}: process {:?}: has no terminal to resize",
+                req.container_id, p.exec_id
+            ),
+        ))
+    }
+}

@@ -1,0 +1,262 @@
+//! Sandbox state: the containers, their processes and stdio.
+//!
+//! Locks are short: the containers map and each container's process map are
+//! std mutexes held only for lookups and inserts. The one lock held across a
+//! blocking call is a container's own `jail` mutex, inside `spawn_blocking`,
+//! so a slow container never delays requests for another.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+
+use crate::reaper::{RawStatus, Reaper};
+
+/// Guest directory holding container bundles (`<run>/<cid>/`).
+pub const RUN_DIR: &str = "/run/kata-containers";
+
+/// Locks a std mutex, recovering from poisoning: a panicked request must
+/// not wedge the agent.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Settings the container code needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The executable rustjail re-executes as its init helper.
+    pub launcher: PathBuf,
+    /// Where bundles go.
+    pub run_dir: PathBuf,
+    /// F_SETPIPE_SZ for container stdio; 0 keeps the kernel default.
+    pub pipe_size: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            launcher: PathBuf::from("/proc/self/exe"),
+            run_dir: PathBuf::from(RUN_DIR),
+            pipe_size: 0,
+        }
+    }
+}
+
+/// One process of a container: the init or an exec'd one.
+pub struct Proc {
+    pub exec_id: String,
+    pub pid: i32,
+    exit: watch::Receiver<Option<RawStatus>>,
+    pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    pub stdout: tokio::sync::Mutex<Option<pipe::Receiver>>,
+    pub stderr: tokio::sync::Mutex<Option<pipe::Receiver>>,
+}
+
+/// Our ends of a process's stdio pipes, before the process exists.
+pub struct ProcIo {
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+impl Proc {
+    pub fn new(
+        exec_id: &str,
+        pid: i32,
+        exit: watch::Receiver<Option<RawStatus>>,
+        io: ProcIo,
+    ) -> Proc {
+        Proc {
+            exec_id: exec_id.to_string(),
+            pid,
+            exit,
+            stdin: tokio::sync::Mutex::new(io.stdin),
+            stdout: tokio::sync::Mutex::new(io.stdout),
+            stderr: tokio::sync::Mutex::new(io.stderr),
+        }
+    }
+
+    /// The raw wait status once the process has exited.
+    pub fn exited(&self) -> Option<RawStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Waits for the exit; `None` if the reaper went away.
+    pub async fn wait(&self) -> Option<RawStatus> {
+        let mut rx = self.exit.clone();
+        let status = rx.wait_for(Option::is_some).await.ok()?;
+        *status
+    }
+}
+
+/// A container the agent manages.
+pub struct Ctr {
+    pub id: String,
+    pub init_exec_id: String,
+    pub bundle: PathBuf,
+    pub jail: Mutex<rustjail::Container>,
+    procs: Mutex<HashMap<String, Arc<Proc>>>,
+}
+
+impl Ctr {
+    pub fn new(
+        id: &str,
+        init_exec_id: &str,
+        bundle: PathBuf,
+        jail: rustjail::Container,
+        init: Proc,
+    ) -> Ctr {
+        let mut procs = HashMap::new();
+        procs.insert(init_exec_id.to_string(), Arc::new(init));
+        Ctr {
+            id: id.to_string(),
+            init_exec_id: init_exec_id.to_string(),
+            bundle,
+            jail: Mutex::new(jail),
+            procs: Mutex::new(procs),
+        }
+    }
+
+    pub fn proc(&self, exec_id: &str) -> Option<Arc<Proc>> {
+        lock(&self.procs).get(exec_id).cloned()
+    }
+
+    pub fn init(&self) -> Option<Arc<Proc>> {
+        self.proc(&self.init_exec_id)
+    }
+
+    /// Adds an exec'd process; false if the exec id is taken.
+    pub fn add_proc(&self, p: Proc) -> bool {
+        let mut procs = lock(&self.procs);
+        if procs.contains_key(&p.exec_id) {
+            return false;
+        }
+        procs.insert(p.exec_id.clone(), Arc::new(p));
+        true
+    }
+
+    pub fn has_exec_id(&self, exec_id: &str) -> bool {
+        lock(&self.procs).contains_key(exec_id)
+    }
+
+    pub fn procs(&self) -> Vec<Arc<Proc>> {
+        lock(&self.procs).values().cloned().collect()
+    }
+}
+
+#[derive(Default)]
+struct Containers {
+    ready: HashMap<String, Arc<Ctr>>,
+    /// Ids being created or removed: a second request for them is refused.
+    busy: HashSet<String>,
+}
+
+/// The sandbox: every container of the pod.
+pub struct Sandbox {
+    pub settings: Settings,
+    pub reaper: Reaper,
+    containers: Mutex<Containers>,
+}
+
+/// Why an id could not be reserved.
+pub enum Reserve {
+    Exists,
+    Busy,
+}
+
+impl Sandbox {
+    pub fn new(settings: Settings, reaper: Reaper) -> Sandbox {
+        Sandbox {
+            settings,
+            reaper,
+            containers: Mutex::new(Containers::default()),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Ctr>> {
+        lock(&self.containers).ready.get(id).cloned()
+    }
+
+    /// Reserves an id for a create in progress.
+    pub fn reserve(&self, id: &str) -> Result<(), Reserve> {
+        let mut c = lock(&self.containers);
+        if c.ready.contains_key(id) {
+            return Err(Reserve::Exists);
+        }
+        if !c.busy.insert(id.to_string()) {
+            return Err(Reserve::Busy);
+        }
+        Ok(())
+    }
+
+    /// Ends a reservation, publishing the container if there is one.
+    pub fn finish(&self, id: &str, ctr: Option<Arc<Ctr>>) {
+        let mut c = lock(&self.containers);
+        c.busy.remove(id);
+        if let Some(ctr) = ctr {
+            c.ready.insert(id.to_string(), ctr);
+        }
+    }
+
+    /// Takes a container out of the map for removal; it is marked busy so
+    /// that no create reuses the id before the removal is done.
+    pub fn take(&self, id: &str) -> Option<Arc<Ctr>> {
+        let mut c = lock(&self.containers);
+        let ctr = c.ready.remove(id)?;
+        c.busy.insert(id.to_string());
+        Some(ctr)
+    }
+
+    /// Puts back a container whose removal failed.
+    pub fn restore(&self, ctr: Arc<Ctr>) {
+        let mut c = lock(&self.containers);
+        c.busy.remove(&ctr.id);
+        c.ready.insert(ctr.id.clone(), ctr);
+    }
+
+    pub fn all(&self) -> Vec<Arc<Ctr>> {
+        lock(&self.containers).ready.values().cloned().collect()
+    }
+}
+
+/// A pipe: (our end, the process's end).
+pub struct PipePair<T> {
+    pub ours: T,
+    pub theirs: OwnedFd,
+}
+
+fn raw_pipe(size: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    if size > 0 {
+        // The size is a hint: a smaller system maximum is not an error.
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&r),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as libc::c_int),
+        );
+    }
+    Ok((r, w))
+}
+
+/// A pipe the process writes and we read (stdout, stderr).
+pub fn output_pipe(size: u32) -> std::io::Result<PipePair<pipe::Receiver>> {
+    let (r, w) = raw_pipe(size)?;
+    Ok(PipePair {
+        ours: pipe::Receiver::from_owned_fd(r)?,
+        theirs: w,
+    })
+}
+
+/// A pipe we write and the process reads (stdin).
+pub fn input_pipe(size: u32) -> std::io::Result<PipePair<pipe::Sender>> {
+    let (r, w) = raw_pipe(size)?;
+    Ok(PipePair {
+        ours: pipe::Sender::from_owned_fd(w)?,
+        theirs: r,
+    })
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Packs a root filesystem directory (from rootfs.sh) into a compressed cpio
+# "newc" initrd, reproducibly: entries sorted by name, every mtime set to
+# SOURCE_DATE_EPOCH, owner and group 0, inode and device numbers from
+# `cpio --reproducible`, compressors without timestamps. The same inputs give
+# the same bytes. No root needed.
+#
+# Environment (defaults in brackets):
+#   ROOTFS_DIR         the directory to pack [build/rootfs]
+#   INITRD             the output file [build/kata-initrd.img]
+#   COMPRESS           gzip, zstd or none [zstd]
+#   SOURCE_DATE_EPOCH  timestamp of every entry, seconds since 1970 [0]
+#
+# The kernel itself provides /dev/console in its built-in initramfs, which
+# is unpacked before this one; the agent mounts devtmpfs at /dev.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+ROOTFS_DIR="${ROOTFS_DIR:-$repo/build/rootfs}"
+INITRD="${INITRD:-$repo/build/kata-initrd.img}"
+COMPRESS="${COMPRESS:-zstd}"
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
+
+die() {
+    echo "initrd.sh: $*" >&2
+    exit 1
+}
+
+[[ -d "$ROOTFS_DIR" ]] || die "rootfs $ROOTFS_DIR: not a directory (run rootfs.sh first)"
+[[ -x "$ROOTFS_DIR/init" ]] || die "rootfs $ROOTFS_DIR: no executable /init"
+[[ "$SOURCE_DATE_EPOCH" =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH: not a number"
+case "$COMPRESS" in
+gzip) compress=(gzip -n -9 -c) ;;
+zstd) compress=(zstd -q -19 -T1 -c) ;;
+none) compress=(cat) ;;
+*) die "COMPRESS=$COMPRESS: expected gzip, zstd or none" ;;
+esac
+command -v cpio >/dev/null || die "cpio: not installed (apt-get install cpio)"
+
+mkdir -p "$(dirname "$INITRD")"
+stage="$(mktemp -d "${TMPDIR:-/tmp}/initrd.XXXXXX")"
+partial="$INITRD.tmp.$$"
+cleanup() {
+    rm -rf "$stage" "$partial"
+}
+trap cleanup EXIT
+
+# Work on a copy, so the timestamps of the input are left alone.
+cp -a "$ROOTFS_DIR/." "$stage/"
+find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+(
+    cd "$stage"
+    find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+        cpio --quiet -o -H newc --reproducible --owner=0:0
+) | "${compress[@]}" >"$partial"
+mv "$partial" "$INITRD"
+
+echo "initrd.sh: $INITRD ($(stat -c %s "$INITRD") bytes, $COMPRESS, sha256 $(sha256sum "$INITRD" | cut -c1-16))" >&2

@@ -1,0 +1,437 @@
+//! Containers through the wire API of the real agent: busybox rootfs, real
+//! namespaces and cgroups. Root only; each test checks it left nothing.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use integration_tests::*;
+use protocols::agent::*;
+use protocols::agent_ttrpc::AgentServiceClient;
+use protocols::oci;
+use ttrpc::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+const CGROUP_PARENT: &str = "guest-agent-tests";
+
+fn spec(rootfs: &Path, cid: &str, args: &[&str]) -> oci::Spec {
+    let mut s = oci::Spec::new();
+    s.Version = "1.0.2".into();
+    s.Hostname = "box".into();
+    let mut p = oci::Process::new();
+    p.Args = args.iter().map(|a| a.to_string()).collect();
+    p.Env = vec!["PATH=/bin".into()];
+    p.Cwd = "/".into();
+    p.User = Some(oci::User::new()).into();
+    s.Process = Some(p).into();
+    let mut root = oci::Root::new();
+    root.Path = rootfs.display().to_string();
+    s.Root = Some(root).into();
+    let mut m = oci::Mount::new();
+    m.destination = "/proc".into();
+    m.source = "proc".into();
+    m.type_ = "proc".into();
+    s.Mounts = vec![m];
+    let mut l = oci::Linux::new();
+    for t in ["mount", "pid", "ipc", "uts"] {
+        let mut ns = oci::LinuxNamespace::new();
+        ns.Type = t.into();
+        l.Namespaces.push(ns);
+    }
+    l.CgroupsPath = format!("/{CGROUP_PARENT}/{cid}");
+    s.Linux = Some(l).into();
+    s
+}
+
+struct Env {
+    agent: Agent,
+    client: AgentServiceClient,
+    rootfs: Rootfs,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if !can_run_containers() {
+            return None;
+        }
+        let agent = Agent::start();
+        let rt = rt();
+        let uri = agent.uri();
+        let client = rt.block_on(async {
+            AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap())
+        });
+        Some(Env {
+            agent,
+            client,
+            rootfs: Rootfs::new(),
+            rt,
+        })
+    }
+
+    fn create(&self, cid: &str, s: oci::Spec) -> ttrpc::Result<()> {
+        let mut req = CreateContainerRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = cid.into();
+        req.OCI = Some(s).into();
+        self.rt
+            .block_on(self.client.create_container(ctx(), &req))
+            .map(|_| ())
+    }
+
+    fn start(&self, cid: &str) -> ttrpc::Result<()> {
+        let mut req = StartContainerRequest::new();
+        req.container_id = cid.into();
+        self.rt
+            .block_on(self.client.start_container(ctx(), &req))
+            .map(|_| ())
+    }
+
+    fn run(&self, cid: &str, args: &[&str]) {
+        self.create(cid, spec(self.rootfs.path(), cid, args)).unwrap();
+        self.start(cid).unwrap();
+    }
+
+    fn wait(&self, cid: &str, eid: &str) -> ttrpc::Result<i32> {
+        let mut req = WaitProcessRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = eid.into();
+        self.rt
+            .block_on(self.client.wait_process(ctx(), &req))
+            .map(|r| r.status)
+    }
+
+    fn read(&self, cid: &str, eid: &str, stderr: bool, len: u32) -> ttrpc::Result<Vec<u8>> {
+        let mut req = ReadStreamRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = eid.into();
+        req.len = len;
+        let r = if stderr {
+            self.rt.block_on(self.client.read_stderr(ctx(), &req))
+        } else {
+            self.rt.block_on(self.client.read_stdout(ctx(), &req))
+        };
+        r.map(|r| r.data)
+    }
+
+    /// Reads a stream until EOF.
+    fn read_all(&self, cid: &str, eid: &str, stderr: bool, len: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            match self.read(cid, eid, stderr, len) {
+                Ok(d) => out.extend_from_slice(&d),
+                Err(e) => {
+                    assert_eq!(code(&e), Code::OUT_OF_RANGE, "read: {e:?}");
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn exec(&self, cid: &str, eid: &str, args: &[&str]) -> ttrpc::Result<()> {
+        let mut p = oci::Process::new();
+        p.Args = args.iter().map(|a| a.to_string()).collect();
+        p.Env = vec!["PATH=/bin".into()];
+        p.Cwd = "/".into();
+        p.User = Some(oci::User::new()).into();
+        let mut req = ExecProcessRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = eid.into();
+        req.process = Some(p).into();
+        self.rt
+            .block_on(self.client.exec_process(ctx(), &req))
+            .map(|_| ())
+    }
+
+    fn signal(&self, cid: &str, eid: &str, sig: u32) -> ttrpc::Result<()> {
+        let mut req = SignalProcessRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = eid.into();
+        req.signal = sig;
+        self.rt
+            .block_on(self.client.signal_process(ctx(), &req))
+            .map(|_| ())
+    }
+
+    fn write(&self, cid: &str, eid: &str, data: &[u8]) -> ttrpc::Result<u32> {
+        let mut req = WriteStreamRequest::new();
+        req.container_id = cid.into();
+        req.exec_id = eid.into();
+        req.data = data.to_vec();
+        self.rt
+            .block_on(self.client.write_stdin(ctx(), &req))
+            .map(|r| r.len)
+    }
+
+    fn remove(&self, cid: &str) -> ttrpc::Result<()> {
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = cid.into();
+        req.timeout = 30;
+        self.rt
+            .block_on(self.client.remove_container(ctx(), &req))
+            .map(|_| ())
+    }
+
+    /// Checks that nothing of container `cid` is left.
+    fn assert_gone(&mut self, cid: &str) {
+        assert!(
+            !Path::new("/run/kata-containers").join(cid).exists(),
+            "bundle of {cid} left behind"
+        );
+        for ctrl in ["memory", "pids", "cpu", "freezer"] {
+            let p = Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(CGROUP_PARENT)
+                .join(cid);
+            assert!(!p.exists(), "cgroup {} left behind", p.display());
+        }
+        let kids = children_of(self.agent.pid());
+        assert!(kids.is_empty(), "agent still has children {kids:?}");
+        assert!(self.agent.alive());
+    }
+}
+
+fn code(e: &ttrpc::Error) -> Code {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.code.enum_value_or_default(),
+        _ => Code::UNKNOWN,
+    }
+}
+
+fn message(e: &ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn echo_runs_and_everything_is_cleaned_up() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("echo");
+    env.run(&cid, &["sh", "-c", "echo hello; echo oops >&2; hostname"]);
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    // Output written before exit is all there after WaitProcess.
+    assert_eq!(env.read_all(&cid, &cid, false, 1024), b"hello\nbox\n");
+    assert_eq!(env.read_all(&cid, &cid, true, 1024), b"oops\n");
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let Some(mut env) = Env::new() else { return };
+    let a = unique("exit3");
+    env.run(&a, &["sh", "-c", "exit 3"]);
+    assert_eq!(env.wait(&a, "").unwrap(), 3);
+
+    let b = unique("killed");
+    env.run(&b, &["sleep", "1000"]);
+    env.signal(&b, "", 9).unwrap();
+    assert_eq!(env.wait(&b, &b).unwrap(), 137);
+    // A signal to a process that has exited is refused, naming it.
+    let e = env.signal(&b, &b, 15).unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    assert!(message(&e).contains(&b), "{e:?}");
+
+    let c = unique("term");
+    env.run(
+        &c,
+        &["sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.01; done"],
+    );
+    // Signal only once the trap is installed: as a pid namespace's init,
+    // the shell ignores SIGTERM until then.
+    assert_eq!(env.read(&c, &c, false, 6).unwrap(), b"ready\n");
+    env.signal(&c, &c, 15).unwrap();
+    assert_eq!(env.wait(&c, &c).unwrap(), 7);
+
+    for id in [&a, &b, &c] {
+        env.remove(id).unwrap();
+        env.assert_gone(id);
+    }
+}
+
+#[test]
+fn exec_into_running_container_and_not_into_a_stopped_one() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("exec");
+    env.run(&cid, &["sleep", "1000"]);
+    env.exec(&cid, "e1", &["sh", "-c", "echo from-exec; exit 5"]).unwrap();
+    assert_eq!(env.wait(&cid, "e1").unwrap(), 5);
+    assert_eq!(env.read_all(&cid, "e1", false, 100), b"from-exec\n");
+    // The exec shares the container's pid namespace: it sees the init as 1.
+    env.exec(&cid, "e2", &["sh", "-c", "cat /proc/1/cmdline"]).unwrap();
+    assert_eq!(env.wait(&cid, "e2").unwrap(), 0);
+    assert_eq!(env.read_all(&cid, "e2", false, 100), b"sleep\x001000\x00");
+    // Duplicate exec id.
+    let e = env.exec(&cid, "e1", &["true"]).unwrap_err();
+    assert_eq!(code(&e), Code::ALREADY_EXISTS, "{e:?}");
+
+    env.signal(&cid, "", 9).unwrap();
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 137);
+    let e = env.exec(&cid, "e3", &["true"]).unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    assert!(message(&e).contains(&cid), "{e:?}");
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}
+
+#[test]
+fn stdin_round_trip_and_eof() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("cat");
+    env.run(&cid, &["cat"]);
+    assert_eq!(env.write(&cid, &cid, b"abc").unwrap(), 3);
+    assert_eq!(env.write(&cid, &cid, b"def\n").unwrap(), 4);
+    // Empty data is EOF for the process.
+    env.write(&cid, &cid, b"").unwrap();
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    assert_eq!(env.read_all(&cid, &cid, false, 2), b"abcdef\n");
+    // Stdin is closed now.
+    let e = env.write(&cid, &cid, b"more").unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}
+
+#[test]
+fn hundred_mib_of_stdout_byte_exact_with_a_slow_reader() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("bulk");
+    let total: usize = 100 << 20;
+    // 16-byte lines "0123456789abcde\n", so every byte's value is checkable.
+    env.run(
+        &cid,
+        &["sh", "-c", &format!("yes 0123456789abcde | head -c {total}")],
+    );
+    let mut got = 0usize;
+    let pattern = b"0123456789abcde\n";
+    loop {
+        match env.read(&cid, &cid, false, 64 * 1024) {
+            Ok(d) => {
+                for (i, b) in d.iter().enumerate() {
+                    assert_eq!(*b, pattern[(got + i) % 16], "byte {} differs", got + i);
+                }
+                got += d.len();
+            }
+            Err(e) => {
+                assert_eq!(code(&e), Code::OUT_OF_RANGE, "{e:?}");
+                break;
+            }
+        }
+    }
+    assert_eq!(got, total);
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}
+
+#[test]
+fn bad_requests_get_clear_statuses_and_leave_nothing() {
+    let Some(mut env) = Env::new() else { return };
+    let missing = unique("missing");
+    let e = env.wait(&missing, "").unwrap_err();
+    assert_eq!(code(&e), Code::NOT_FOUND);
+    assert!(message(&e).contains(&missing), "{e:?}");
+    let e = env.remove(&missing).unwrap_err();
+    assert_eq!(code(&e), Code::NOT_FOUND);
+
+    for bad in ["../escape", "a/b", "..", ""] {
+        let e = env
+            .create(bad, spec(env.rootfs.path(), "x", &["true"]))
+            .unwrap_err();
+        assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{bad:?}: {e:?}");
+    }
+
+    let norootfs = unique("norootfs");
+    let e = env
+        .create(&norootfs, spec(Path::new("/nonexistent/rootfs"), &norootfs, &["true"]))
+        .unwrap_err();
+    assert!(message(&e).contains("/nonexistent/rootfs"), "{e:?}");
+    assert!(message(&e).contains(&norootfs), "{e:?}");
+    env.assert_gone(&norootfs);
+
+    let badspec = unique("badspec");
+    let mut s = spec(env.rootfs.path(), &badspec, &["true"]);
+    s.Linux.as_mut().unwrap().Namespaces[0].Type = "bogus".into();
+    let e = env.create(&badspec, s).unwrap_err();
+    assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{e:?}");
+    env.assert_gone(&badspec);
+
+    let dup = unique("dup");
+    env.run(&dup, &["sleep", "1000"]);
+    let e = env
+        .create(&dup, spec(env.rootfs.path(), &dup, &["true"]))
+        .unwrap_err();
+    assert_eq!(code(&e), Code::ALREADY_EXISTS, "{e:?}");
+    let e = env.start(&dup).unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    let e = env.read(&dup, "nope", false, 10).unwrap_err();
+    assert_eq!(code(&e), Code::NOT_FOUND, "{e:?}");
+    // Remove of a running container kills it and cleans up, as Kata does.
+    env.remove(&dup).unwrap();
+    env.assert_gone(&dup);
+    raw_check(&env.agent.socket);
+}
+
+#[test]
+fn stats_pause_resume_update() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("stats");
+    env.run(&cid, &["sleep", "1000"]);
+    let mut req = StatsContainerRequest::new();
+    req.container_id = cid.clone();
+    let stats = env
+        .rt
+        .block_on(env.client.stats_container(ctx(), &req))
+        .unwrap();
+    let cg = stats.cgroup_stats.as_ref().unwrap();
+    assert_eq!(cg.pids_stats.current, 1);
+    assert!(cg.memory_stats.usage.usage > 0);
+
+    let mut p = PauseContainerRequest::new();
+    p.container_id = cid.clone();
+    env.rt.block_on(env.client.pause_container(ctx(), &p)).unwrap();
+    let freezer = Path::new("/sys/fs/cgroup/freezer")
+        .join(CGROUP_PARENT)
+        .join(&cid)
+        .join("freezer.state");
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
+    let mut r = ResumeContainerRequest::new();
+    r.container_id = cid.clone();
+    env.rt.block_on(env.client.resume_container(ctx(), &r)).unwrap();
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "THAWED");
+
+    let mut u = UpdateContainerRequest::new();
+    u.container_id = cid.clone();
+    let mut res = oci::LinuxResources::new();
+    let mut pids = oci::LinuxPids::new();
+    pids.Limit = 42;
+    res.Pids = Some(pids).into();
+    u.resources = Some(res).into();
+    env.rt.block_on(env.client.update_container(ctx(), &u)).unwrap();
+    let max = Path::new("/sys/fs/cgroup/pids")
+        .join(CGROUP_PARENT)
+        .join(&cid)
+        .join("pids.max");
+    assert_eq!(std::fs::read_to_string(max).unwrap().trim(), "42");
+
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}

@@ -15,6 +15,7 @@
 #   IMAGE_LABEL        ext4 volume label [kata-rootfs]
 #   EROFS_COMPRESS     erofs compressor, e.g. lz4hc; empty for none []
 #   SOURCE_DATE_EPOCH  timestamp of every inode and of the filesystem [0]
+#                      (ext4's own times use 1 for 0: e2fsprogs reads 0 as unset)
 #
 # Boot it with e.g. `root=/dev/vda rootfstype=ext4 ro` (the agent is
 # /sbin/init); the kernel must have the filesystem built in.
@@ -67,13 +68,16 @@ find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 make_ext4() {
     local size="$IMAGE_SIZE_MB" bytes files script
+    # e2fsprogs reads E2FSPROGS_FAKE_TIME=0 as "not set" and uses the clock.
+    export E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH"
+    [[ "$SOURCE_DATE_EPOCH" != 0 ]] || E2FSPROGS_FAKE_TIME=1
     if [[ "$size" == 0 ]]; then
         bytes="$(du -sb --apparent-size "$stage" | cut -f1)"
         files="$(find "$stage" | wc -l)"
         # Content plus a quarter, a 4 KiB block per entry, 8 MiB of headroom.
         size=$(((bytes * 5 / 4 + files * 4096) / 1048576 + 8))
     fi
-    E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" mkfs.ext4 -q -F -t ext4 \
+    mkfs.ext4 -q -F -t ext4 \
         -L "$IMAGE_LABEL" -U "$IMAGE_UUID" -m 0 -b 4096 -O ^has_journal \
         -E "hash_seed=$IMAGE_UUID,root_owner=0:0,lazy_itable_init=0,nodiscard" \
         -d "$stage" "$partial" "${size}M" >/dev/null
@@ -87,12 +91,12 @@ make_ext4() {
             printf 'sif "%s" %s @%s\n' "$p" "$t" "$SOURCE_DATE_EPOCH"
         done
     done >"$script"
-    E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" debugfs -w -f "$script" "$partial" >/dev/null 2>"$script.err" ||
+    debugfs -w -f "$script" "$partial" >/dev/null 2>"$script.err" ||
         die "debugfs: $(cat "$script.err")"
     if grep -v '^debugfs ' "$script.err" | grep -q .; then
         die "debugfs: $(grep -v '^debugfs ' "$script.err" | head -n 5)"
     fi
-    E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" e2fsck -fn "$partial" >/dev/null 2>&1 ||
+    e2fsck -fn "$partial" >/dev/null 2>&1 ||
         die "e2fsck: $IMAGE_FORMAT image is not clean"
 }
 

@@ -147,14 +147,20 @@ impl Container {
             reason: reason.to_string(),
         };
         let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
-        let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("no process"))?;
         if process.args().as_deref().unwrap_or_default().is_empty() {
             return Err(invalid("process.args is empty"));
         }
         if process.terminal() == Some(true) {
             return Err(invalid("terminal is not supported yet"));
         }
-        let linux = spec.linux().as_ref().ok_or_else(|| invalid("no linux section"))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| invalid("no linux section"))?;
         let namespaces: Vec<LinuxNamespaceType> = linux
             .namespaces()
             .as_deref()
@@ -216,10 +222,10 @@ impl Container {
             sync: None,
             status: Status::Created,
         };
-        let req = Request::Create(CreateRequest {
+        let req = Request::Create(Box::new(CreateRequest {
             spec: spec.clone(),
             rootfs,
-        });
+        }));
         match c.run_create(req, opts.stdio) {
             Ok(()) => Ok(c),
             Err(e) => {
@@ -399,11 +405,11 @@ impl Container {
         if kill(self.init_pid, None).is_err() {
             return Err(self.setup_err("exec: the container's init is not running".into()));
         }
-        let req = Request::Exec(ExecRequest {
+        let req = Request::Exec(Box::new(ExecRequest {
             init_pid: self.init_pid.as_raw(),
             namespaces: self.namespaces.clone(),
             process: process.clone(),
-        });
+        }));
         let mut helper = self.spawn_helper(&req, stdio)?;
         let mut pid = None;
         let result = loop {

@@ -46,8 +46,8 @@ pub const INIT_ARG: &str = "init";
 /// What the caller asks the helper to do.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    Create(CreateRequest),
-    Exec(ExecRequest),
+    Create(Box<CreateRequest>),
+    Exec(Box<ExecRequest>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,10 +71,8 @@ pub(crate) struct ExecRequest {
 /// async runtime starts:
 ///
 /// ```no_run
-/// fn main() {
-///     rustjail::init::run_if_requested();
-///     // ... the program proper
-/// }
+/// rustjail::init::run_if_requested();
+/// // ... the program proper: threads, async runtime
 /// ```
 pub fn run_if_requested() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(INIT_ARG)) {
@@ -123,8 +121,8 @@ fn helper(sock: &UnixStream) -> SetupResult<()> {
         .map_err(|_| SetupError::new("receive stdio", "expected 3 descriptors"))?;
     let stdio = [stdin, stdout, stderr];
     match req {
-        Request::Create(c) => create_helper(sock, c, stdio),
-        Request::Exec(e) => exec_helper(sock, e, stdio),
+        Request::Create(c) => create_helper(sock, *c, stdio),
+        Request::Exec(e) => exec_helper(sock, *e, stdio),
     }
 }
 
@@ -417,8 +415,12 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
         if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
             continue;
         }
-        let fd = open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| format!("open {path}"))?;
+        let fd = open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {path}"))?;
         // SAFETY: `open` returned a fresh descriptor that nothing else owns.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         fds.push((t, fd));
@@ -448,7 +450,11 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
     }
 }
 
-fn exec_child(process: &Process, joined_user: bool, stdio: [OwnedFd; 3]) -> SetupResult<Infallible> {
+fn exec_child(
+    process: &Process,
+    joined_user: bool,
+    stdio: [OwnedFd; 3],
+) -> SetupResult<Infallible> {
     if joined_user {
         become_ns_root()?;
     }

@@ -46,7 +46,10 @@ pub(crate) fn exec_target(process: &Process) -> SetupResult<ExecTarget> {
             .map(|d| Path::new(d).join(arg0))
             .find(|p| is_executable(p))
             .ok_or_else(|| {
-                SetupError::new(format!("exec {arg0:?}"), "executable file not found in $PATH")
+                SetupError::new(
+                    format!("exec {arg0:?}"),
+                    "executable file not found in $PATH",
+                )
             })?
     };
     match std::fs::metadata(&path) {
@@ -181,8 +184,7 @@ pub(crate) fn set_user_and_caps(process: &Process) -> SetupResult<()> {
     let mut eff_now = effective.clone();
     eff_now.retain(|c| permitted.contains(c));
     caps::set(None, CapSet::Effective, &eff_now).ctx(|| "set effective capabilities")?;
-    caps::set(None, CapSet::Inheritable, &inheritable)
-        .ctx(|| "set inheritable capabilities")?;
+    caps::set(None, CapSet::Inheritable, &inheritable).ctx(|| "set inheritable capabilities")?;
     caps::set(None, CapSet::Permitted, &permitted).ctx(|| "set permitted capabilities")?;
     if eff_now != effective {
         return Err(SetupError::new(
@@ -226,7 +228,8 @@ mod tests {
 
     #[test]
     fn passwd_lookup() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n";
+        let passwd =
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n";
         assert_eq!(passwd_home(passwd, 0).as_deref(), Some("/root"));
         assert_eq!(passwd_home(passwd, 65534).as_deref(), Some("/nonexistent"));
         assert_eq!(passwd_home(passwd, 1000), None);

@@ -118,14 +118,7 @@ pub(crate) fn setup(cfg: &RootfsConfig) -> SetupResult<()> {
         _ => None,
     };
     // Our mounts must not reach the parent namespace.
-    mount(
-        NONE,
-        "/",
-        NONE,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        NONE,
-    )
-    .ctx(|| "make / rslave")?;
+    mount(NONE, "/", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE).ctx(|| "make / rslave")?;
     let rootfs = cfg.rootfs;
     mount(
         Some(rootfs),
@@ -175,8 +168,7 @@ pub(crate) fn setup(cfg: &RootfsConfig) -> SetupResult<()> {
 
 fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind")
-        || m
-            .options()
+        || m.options()
             .as_deref()
             .unwrap_or_default()
             .iter()
@@ -216,8 +208,7 @@ fn mount_entry(cfg: &RootfsConfig, m: &Mount) -> SetupResult<()> {
         let rec = options.flags & MsFlags::MS_REC;
         mount(Some(src), &dest, NONE, MsFlags::MS_BIND | rec, NONE)
             .ctx(|| format!("bind {} on {}", src.display(), dest_in.display()))?;
-        let extra = options.flags
-            & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        let extra = options.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             remount_bind(&dest, extra).ctx(|| what("remount with options"))?;
         }
@@ -288,8 +279,14 @@ fn mount_cgroup(cfg: &RootfsConfig, dest: &Path, options: &MountOptions) -> Setu
             .map_err(|e| SetupError::new("mount cgroup2", crate::utils::errno_text(e)));
     }
     let tmpfs_flags = flags & !MsFlags::MS_RDONLY;
-    mount(Some("tmpfs"), dest, Some("tmpfs"), tmpfs_flags, Some("mode=755"))
-        .ctx(|| "mount tmpfs")?;
+    mount(
+        Some("tmpfs"),
+        dest,
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some("mode=755"),
+    )
+    .ctx(|| "mount tmpfs")?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo")?;
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
@@ -471,14 +468,7 @@ fn mask_path(path: &str) -> SetupResult<()> {
         Err(e) => return Err(e).ctx(what),
     };
     if meta.is_dir() {
-        mount(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            NONE,
-        )
-        .ctx(what)
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, NONE).ctx(what)
     } else {
         mount(Some("/dev/null"), path, NONE, MsFlags::MS_BIND, NONE).ctx(what)
     }

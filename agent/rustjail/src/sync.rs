@@ -51,7 +51,10 @@ pub(crate) fn recv<T: DeserializeOwned>(mut r: impl Read) -> io::Result<Option<T
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_MSG {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "message too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message too large",
+        ));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
@@ -62,7 +65,7 @@ pub(crate) fn recv<T: DeserializeOwned>(mut r: impl Read) -> io::Result<Option<T
 
 /// Sends descriptors with one marker byte.
 pub(crate) fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
-    let iov = [IoSlice::new(&[b'F'])];
+    let iov = [IoSlice::new(b"F")];
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
     Ok(())

@@ -153,11 +153,26 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../..", root.join("a/b/up")).unwrap();
         std::os::unix::fs::symlink("b", root.join("a/rel")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/b")).unwrap(), root.join("a/b"));
-        assert_eq!(secure_join(root, Path::new("../../x")).unwrap(), root.join("x"));
-        assert_eq!(secure_join(root, Path::new("/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/a/b/up/y")).unwrap(), root.join("y"));
-        assert_eq!(secure_join(root, Path::new("/a/rel/z")).unwrap(), root.join("a/b/z"));
+        assert_eq!(
+            secure_join(root, Path::new("/a/b")).unwrap(),
+            root.join("a/b")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("../../x")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/abs/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/b/up/y")).unwrap(),
+            root.join("y")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/rel/z")).unwrap(),
+            root.join("a/b/z")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Root integration tests: real containers from a busybox rootfs.
 //! Each test skips with a message when not root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -30,7 +32,13 @@ fn killed_by_signal_is_128_plus_n() {
     let bundle = Bundle::new();
     let id = unique_id("kill");
     let mounts = mount_count();
-    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    let mut c = create(
+        &id,
+        &spec(&id, &["sleep", "100"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
     c.start().unwrap();
     c.kill(nix::sys::signal::Signal::SIGKILL, false).unwrap();
     assert_eq!(wait_code(c.pid()), 137);
@@ -58,7 +66,11 @@ fn user_and_groups() {
     process.user_mut().set_additional_gids(Some(vec![10, 20]));
     let out = run(&s);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.starts_with("uid=1000(user) gid=1000(user)"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("uid=1000(user) gid=1000(user)"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("groups=10,20"), "{}", out.stdout);
 }
 
@@ -101,7 +113,10 @@ fn non_root_keeps_ambient_capabilities() {
 fn cwd_env_umask_rlimits() {
     require_root!();
     let id = unique_id("proc");
-    let mut s = spec(&id, &["sh", "-c", "pwd; echo $FOO; umask; ulimit -n; echo $HOME"]);
+    let mut s = spec(
+        &id,
+        &["sh", "-c", "pwd; echo $FOO; umask; ulimit -n; echo $HOME"],
+    );
     let process = s.process_mut().as_mut().unwrap();
     process.set_cwd("/tmp".into());
     process.set_env(Some(vec!["PATH=/bin".into(), "FOO=bar".into()]));
@@ -115,7 +130,11 @@ fn cwd_env_umask_rlimits() {
             .unwrap(),
     ]));
     let out = run(&s);
-    assert_eq!(out.stdout, "/tmp\nbar\n0027\n321\n/root\n", "{}", out.stderr);
+    assert_eq!(
+        out.stdout, "/tmp\nbar\n0027\n321\n/root\n",
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -147,7 +166,12 @@ fn memory_and_pids_limits_are_applied() {
         .unwrap();
     s.linux_mut().as_mut().unwrap().set_resources(Some(res));
     let out = run(&s);
-    assert_eq!(out.stdout, format!("{}\n42\n", 64u64 << 20), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        format!("{}\n42\n", 64u64 << 20),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -167,10 +191,17 @@ fn readonly_root_and_masked_paths() {
         .expect("a mount on /");
     let opts = root_line.split(' ').nth(5).unwrap();
     assert!(opts.split(',').any(|o| o == "ro"), "{root_line}");
-    assert!(out.stdout.contains("Read-only file system"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Read-only file system"),
+        "{}",
+        out.stdout
+    );
     // /proc/keys is masked by /dev/null, /proc/acpi by an empty tmpfs.
     for p in ["/proc/keys", "/proc/acpi"] {
-        assert!(out.stdout.lines().any(|l| l.split(' ').nth(4) == Some(p)), "{p} not masked");
+        assert!(
+            out.stdout.lines().any(|l| l.split(' ').nth(4) == Some(p)),
+            "{p} not masked"
+        );
     }
     assert!(out.stdout.ends_with("\n0\n0\n"), "{}", out.stdout);
     // /proc/sys is readonly.
@@ -179,16 +210,32 @@ fn readonly_root_and_masked_paths() {
         .lines()
         .find(|l| l.split(' ').nth(4) == Some("/proc/sys"))
         .expect("/proc/sys mount");
-    assert!(sys.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"), "{sys}");
+    assert!(
+        sys.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"),
+        "{sys}"
+    );
 }
 
 #[test]
 fn default_devices_exist() {
     require_root!();
     let id = unique_id("dev");
-    let out = run(&spec(&id, &["sh", "-c", "ls /dev; echo x > /dev/null && head -c 4 /dev/zero | wc -c"]));
-    for d in ["null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "ptmx", "pts", "shm"] {
-        assert!(out.stdout.lines().any(|l| l == d), "no /dev/{d} in {}", out.stdout);
+    let out = run(&spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "ls /dev; echo x > /dev/null && head -c 4 /dev/zero | wc -c",
+        ],
+    ));
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "ptmx", "pts", "shm",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == d),
+            "no /dev/{d} in {}",
+            out.stdout
+        );
     }
     assert!(out.stdout.ends_with("4\n"), "{}", out.stdout);
 }
@@ -217,7 +264,14 @@ fn pid_namespace_makes_init_pid_1() {
 fn user_namespace_maps_ids() {
     require_root!();
     let id = unique_id("userns");
-    let mut s = spec(&id, &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+    );
     let linux = s.linux_mut().as_mut().unwrap();
     let mut ns = linux.namespaces().clone().unwrap();
     ns.push(
@@ -238,7 +292,12 @@ fn user_namespace_maps_ids() {
     let out = run(&s);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
-    assert_eq!(words, ["0", "100000", "65536", "0", "100000", "65536", "0"], "{}", out.stdout);
+    assert_eq!(
+        words,
+        ["0", "100000", "65536", "0", "100000", "65536", "0"],
+        "{}",
+        out.stdout
+    );
 }
 
 fn exec_process(args: &[&str]) -> rustjail::oci_spec::runtime::Process {
@@ -253,22 +312,36 @@ fn exec_joins_the_running_container() {
     let bundle = Bundle::new();
     let id = unique_id("exec");
     let mounts = mount_count();
-    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    let mut c = create(
+        &id,
+        &spec(&id, &["sleep", "100"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
     // Exec into a created (not yet started) container works too.
     c.start().unwrap();
 
     let (r, w) = pipe();
     let pid = c
         .exec(
-            &exec_process(&["sh", "-c", "hostname; cat /proc/1/cmdline; echo; cat /proc/self/cgroup | grep memory"]),
-            rustjail::Stdio { stdin: None, stdout: Some(w), stderr: None },
+            &exec_process(&[
+                "sh",
+                "-c",
+                "hostname; cat /proc/1/cmdline; echo; cat /proc/self/cgroup | grep memory",
+            ]),
+            rustjail::Stdio {
+                stdin: None,
+                stdout: Some(w),
+                stderr: None,
+            },
         )
         .unwrap();
     let out = read_all(r);
     assert_eq!(wait_code(pid), 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "rustjail");
-    assert_eq!(lines[1], "sleep\0100\0");
+    assert_eq!(lines[1], "sleep\u{0}100\u{0}");
     // In the container's cgroup namespace its cgroup is the root.
     assert_eq!(lines[2].rsplit(':').next(), Some("/"), "{out}");
 
@@ -283,7 +356,9 @@ fn exec_joins_the_running_container() {
     );
 
     // Exit codes of exec'd processes.
-    let pid = c.exec(&exec_process(&["sh", "-c", "exit 7"]), Default::default()).unwrap();
+    let pid = c
+        .exec(&exec_process(&["sh", "-c", "exit 7"]), Default::default())
+        .unwrap();
     assert_eq!(wait_code(pid), 7);
 
     let cg = c.cgroup().path().to_string();
@@ -307,17 +382,24 @@ fn destroy_kills_every_process() {
     )
     .unwrap();
     c.start().unwrap();
-    let extra = c.exec(&exec_process(&["sleep", "100"]), Default::default()).unwrap();
+    let extra = c
+        .exec(&exec_process(&["sleep", "100"]), Default::default())
+        .unwrap();
     let cg = c.cgroup().path().to_string();
     // Wait for the background sleeps to show up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while c.cgroup().pids().unwrap().len() < 4 {
-        assert!(std::time::Instant::now() < deadline, "processes did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     c.destroy(std::time::Duration::from_secs(5)).unwrap();
-    assert_eq!(wait_code(c.pid()), 137);
+    // The exec'd process first: a dying pid-namespace init waits until
+    // every process of its namespace is reaped, and we are its parent.
     assert_eq!(wait_code(extra), 137);
+    assert_eq!(wait_code(c.pid()), 137);
     assert_clean(c.pid(), &cg, mounts);
     assert_clean(extra, &cg, mounts);
 }
@@ -342,7 +424,13 @@ fn pause_resume_stats_update() {
     let bundle = Bundle::new();
     let id = unique_id("pause");
     let mounts = mount_count();
-    let mut c = create(&id, &spec(&id, &["sleep", "100"]), &bundle, Default::default()).unwrap();
+    let mut c = create(
+        &id,
+        &spec(&id, &["sleep", "100"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
     c.start().unwrap();
     let freezer = std::fs::read_to_string(c.cgroup().file(Some("freezer"), "freezer.state"));
     assert_eq!(freezer.unwrap().trim(), "THAWED");
@@ -390,8 +478,13 @@ fn bad_input_is_reported_and_leaves_nothing() {
 
     let id = unique_id("norootfs");
     let mut s = spec(&id, &["true"]);
-    s.root_mut().as_mut().unwrap().set_path("/nonexistent/rootfs".into());
-    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    s.root_mut()
+        .as_mut()
+        .unwrap()
+        .set_path("/nonexistent/rootfs".into());
+    let err = create(&id, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         format!("container {id:?}: rootfs /nonexistent/rootfs: no such file or directory")
@@ -412,7 +505,10 @@ fn bad_input_is_reported_and_leaves_nothing() {
     let err = create(&id, &spec(&id, &["/bin/nope"]), &bundle, Default::default())
         .unwrap_err()
         .to_string();
-    assert_eq!(err, format!("container {id:?}: exec /bin/nope: no such file or directory"));
+    assert_eq!(
+        err,
+        format!("container {id:?}: exec /bin/nope: no such file or directory")
+    );
     assert!(cgroup_dirs(&id).is_empty());
 
     // A failing mount names the mount and the cause.
@@ -427,7 +523,9 @@ fn bad_input_is_reported_and_leaves_nothing() {
             .build()
             .unwrap(),
     );
-    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    let err = create(&id, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         format!("container {id:?}: bind source /nonexistent/src: no such file or directory")
@@ -437,8 +535,13 @@ fn bad_input_is_reported_and_leaves_nothing() {
     // A cgroup path with '..' is refused.
     let id = unique_id("badcg");
     let mut s = spec(&id, &["true"]);
-    s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("/../x".into()));
-    let err = create(&id, &s, &bundle, Default::default()).unwrap_err().to_string();
+    s.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some("/../x".into()));
+    let err = create(&id, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("'..' is not allowed"), "{err}");
 
     assert_eq!(mount_count(), mounts);
@@ -451,7 +554,14 @@ fn bind_mount_and_joined_namespace() {
     let shared = tempfile::tempdir().unwrap();
     std::fs::write(shared.path().join("f"), "from host\n").unwrap();
     let id = unique_id("bind");
-    let mut s = spec(&id, &["sh", "-c", "cat /data/f; touch /data/g 2>/dev/null || echo ro"]);
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /data/f; touch /data/g 2>/dev/null || echo ro",
+        ],
+    );
     s.mounts_mut().as_mut().unwrap().push(
         rustjail::oci_spec::runtime::MountBuilder::default()
             .destination("/data")
@@ -478,4 +588,43 @@ fn bind_mount_and_joined_namespace() {
     linux.set_namespaces(Some(ns));
     let out = run_in(&s, &bundle);
     assert_eq!(out.stdout, "from host\nro\n", "{}", out.stderr);
+}
+
+/// Prints create -> start -> exit timings for `true` (p50/p99 over 50).
+/// Run with `cargo test -p rustjail --release -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn bench_create_start_wait_true() {
+    require_root!();
+    let bundle = Bundle::new();
+    let mut create_ms = Vec::new();
+    let mut total_ms = Vec::new();
+    let mut destroy_ms = Vec::new();
+    for _ in 0..50 {
+        let id = unique_id("bench");
+        let s = spec(&id, &["true"]);
+        let t0 = std::time::Instant::now();
+        let mut c = create(&id, &s, &bundle, Default::default()).unwrap();
+        let t1 = std::time::Instant::now();
+        c.start().unwrap();
+        assert_eq!(wait_code(c.pid()), 0);
+        let t2 = std::time::Instant::now();
+        c.destroy(std::time::Duration::from_secs(5)).unwrap();
+        let t3 = std::time::Instant::now();
+        create_ms.push((t1 - t0).as_secs_f64() * 1e3);
+        total_ms.push((t2 - t0).as_secs_f64() * 1e3);
+        destroy_ms.push((t3 - t2).as_secs_f64() * 1e3);
+    }
+    for (name, v) in [
+        ("create", &mut create_ms),
+        ("create+start+exit", &mut total_ms),
+        ("destroy", &mut destroy_ms),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{name}: p50 {:.2} ms, p99 {:.2} ms",
+            v[v.len() / 2],
+            v[v.len() * 99 / 100]
+        );
+    }
 }

@@ -2,6 +2,9 @@
 
 fn main() {
     rustjail::init::run_if_requested();
-    eprintln!("rustjail-test-init: expected the argument {:?}", rustjail::init::INIT_ARG);
+    eprintln!(
+        "rustjail-test-init: expected the argument {:?}",
+        rustjail::init::INIT_ARG
+    );
     std::process::exit(2);
 }

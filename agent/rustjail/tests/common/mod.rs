@@ -30,7 +30,10 @@ macro_rules! require_root {
             return;
         }
         if !std::path::Path::new($crate::common::BUSYBOX).exists() {
-            eprintln!("skipped: {} missing (apt-get install busybox-static)", $crate::common::BUSYBOX);
+            eprintln!(
+                "skipped: {} missing (apt-get install busybox-static)",
+                $crate::common::BUSYBOX
+            );
             return;
         }
         $crate::common::init();
@@ -52,7 +55,12 @@ pub fn launcher() -> PathBuf {
 /// A unique container id for this test process.
 pub fn unique_id(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("rjt-{}-{}-{}", name, std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "rjt-{}-{}-{}",
+        name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A bundle directory holding `rootfs/` with busybox and its applets.
@@ -99,7 +107,12 @@ pub fn cgroup_mount() -> Mount {
         .destination("/sys/fs/cgroup")
         .typ("cgroup")
         .source("cgroup")
-        .options(vec!["nosuid".into(), "noexec".into(), "nodev".into(), "ro".into()])
+        .options(vec![
+            "nosuid".into(),
+            "noexec".into(),
+            "nodev".into(),
+            "ro".into(),
+        ])
         .build()
         .unwrap()
 }
@@ -118,13 +131,34 @@ pub fn spec(id: &str, args: &[&str]) -> Spec {
         .build()
         .unwrap();
     let resources = LinuxResourcesBuilder::default()
-        .memory(LinuxMemoryBuilder::default().limit(256i64 << 20).build().unwrap())
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(256i64 << 20)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let linux = LinuxBuilder::default()
         .namespaces(rustjail::oci_spec::runtime::get_default_namespaces())
-        .masked_paths(Spec::default().linux().as_ref().unwrap().masked_paths().clone().unwrap())
-        .readonly_paths(Spec::default().linux().as_ref().unwrap().readonly_paths().clone().unwrap())
+        .masked_paths(
+            Spec::default()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .masked_paths()
+                .clone()
+                .unwrap(),
+        )
+        .readonly_paths(
+            Spec::default()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .readonly_paths()
+                .clone()
+                .unwrap(),
+        )
         .resources(resources)
         .cgroups_path(PathBuf::from(format!("/{id}")))
         .build()
@@ -135,7 +169,13 @@ pub fn spec(id: &str, args: &[&str]) -> Spec {
     }
     SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path("rootfs").readonly(false).build().unwrap())
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()
+                .unwrap(),
+        )
         .process(process)
         .hostname("rustjail")
         .mounts(mounts)
@@ -175,7 +215,10 @@ pub fn wait_code(pid: i32) -> i32 {
 }
 
 pub fn mount_count() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
@@ -250,6 +293,14 @@ pub fn assert_clean(pid: i32, cgroup: &str, mounts_before: usize) {
         nix::sys::signal::kill(Pid::from_raw(pid), None).is_err(),
         "process {pid} is still there"
     );
-    assert!(cgroup_dirs(cgroup).is_empty(), "cgroup left: {:?}", cgroup_dirs(cgroup));
-    assert_eq!(mount_count(), mounts_before, "mounts left in the caller's namespace");
+    assert!(
+        cgroup_dirs(cgroup).is_empty(),
+        "cgroup left: {:?}",
+        cgroup_dirs(cgroup)
+    );
+    assert_eq!(
+        mount_count(),
+        mounts_before,
+        "mounts left in the caller's namespace"
+    );
 }

@@ -13,7 +13,9 @@ use integration_tests::*;
 use protobuf::Message;
 use protocols::health::CheckRequest;
 
-struct Row {
+mod containers;
+
+pub struct Row {
     figure: String,
     value: String,
     baseline: &'static str,
@@ -47,10 +49,16 @@ fn main() {
     check_latency(&agent, &mut rows);
     drop(agent);
 
+    if can_run_containers() {
+        let agent = Agent::start_with(&agent_path, "", &[]);
+        containers::run(&agent, &mut rows);
+        drop(agent);
+    }
+
     print_table(&rows);
 }
 
-fn push(rows: &mut Vec<Row>, figure: impl Into<String>, value: impl Into<String>, baseline: &'static str) {
+pub fn push(rows: &mut Vec<Row>, figure: impl Into<String>, value: impl Into<String>, baseline: &'static str) {
     rows.push(Row {
         figure: figure.into(),
         value: value.into(),
@@ -169,7 +177,7 @@ fn idle_memory(agent: &Agent, rows: &mut Vec<Row>) {
         rows,
         "idle VmRSS (anon + file)",
         format!(
-            "{:.2} MB ({:.2} + {:.2})",
+            "{:.2} MiB ({:.2} + {:.2})",
             kib("VmRSS:") as f64 / 1024.0,
             kib("RssAnon:") as f64 / 1024.0,
             kib("RssFile:") as f64 / 1024.0

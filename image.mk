@@ -1,0 +1,78 @@
+# guest-agent: the guest image, the guest kernel and the micro-VM test.
+#
+#   make -f image.mk kernel    build bzImage + vmlinux from kernel-config/ into $(KERNEL_OUT)
+#   make -f image.mk rootfs    static agent, then the root filesystem directory $(ROOTFS_DIR)
+#   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
+#   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
+#   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock
+#   make -f image.mk demo      (for now) the VM test; later: a container says hello
+#
+# Variables (defaults in brackets; each is also read by the script it is passed to):
+#   BUILD_DIR          where everything is written [build]
+#   KERNEL             guest kernel for vm-test [newest /boot/vmlinuz-*-cloud-amd64];
+#                      KERNEL=build/kernel/bzImage boots ours (after `make -f image.mk kernel`)
+#   MODULES_KVER       kernel release whose modules go into the rootfs; derived from a
+#                      /boot/vmlinuz-<release> KERNEL, empty (none) for any other kernel
+#   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse, virtiofs]
+#   WITH_BUSYBOX       1 adds busybox (for the debug console) [0]
+#   COMPRESS           initrd compression: zstd, gzip or none [zstd]
+#   IMAGE_FORMAT       ext4 or erofs [ext4]
+#   SOURCE_DATE_EPOCH  timestamp of every file in the initrd and image [0]
+#   KERNEL_SRC         kernel source tarball [/usr/src/linux-source-6.1.tar.xz]
+#   KERNEL_OUT         kernel build directory [$(BUILD_DIR)/kernel]
+#   KERNEL_APPEND      extra guest kernel parameters for vm-test, e.g. cgroup_no_v1=all []
+#   CARGO (cargo), TARGET (x86_64-unknown-linux-gnu): as in the Makefile
+
+CARGO ?= cargo
+TARGET ?= x86_64-unknown-linux-gnu
+BUILD_DIR ?= build
+KERNEL ?= $(shell ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1)
+MODULES_KVER ?= $(if $(filter /boot/vmlinuz-%,$(KERNEL)),$(patsubst /boot/vmlinuz-%,%,$(KERNEL)))
+WITH_BUSYBOX ?= 0
+COMPRESS ?= zstd
+IMAGE_FORMAT ?= ext4
+SOURCE_DATE_EPOCH ?= 0
+KERNEL_SRC ?= /usr/src/linux-source-6.1.tar.xz
+KERNEL_OUT ?= $(BUILD_DIR)/kernel
+KERNEL_APPEND ?=
+
+AGENT := target/$(TARGET)/release/kata-agent
+AGENT_CTL := target/debug/agent-ctl
+ROOTFS_DIR := $(BUILD_DIR)/rootfs
+INITRD := $(BUILD_DIR)/kata-initrd.img
+IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
+
+export SOURCE_DATE_EPOCH
+
+.PHONY: kernel agent rootfs initrd image agent-ctl vm-test demo
+
+kernel:
+	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
+
+agent:
+	$(MAKE) agent-static CARGO=$(CARGO) TARGET=$(TARGET)
+
+rootfs: agent
+	AGENT=$(AGENT) ROOTFS_DIR=$(ROOTFS_DIR) WITH_BUSYBOX=$(WITH_BUSYBOX) \
+	MODULES_KVER=$(MODULES_KVER) $(if $(MODULES),MODULES="$(MODULES)") \
+	rootfs-builder/rootfs.sh
+
+initrd: rootfs
+	ROOTFS_DIR=$(ROOTFS_DIR) INITRD=$(INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
+
+image: rootfs
+	ROOTFS_DIR=$(ROOTFS_DIR) IMAGE=$(IMAGE) IMAGE_FORMAT=$(IMAGE_FORMAT) rootfs-builder/image.sh
+
+agent-ctl:
+	$(CARGO) build --locked -p agent-ctl
+
+vm-test: initrd agent-ctl
+	KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)" \
+	tests/vm/run.sh
+
+# Placeholder until containers run in the guest: boots the VM and checks the
+# agent. Once CreateContainer works it will build everything, boot the
+# micro-VM, run `echo hello from the guest; uname -a` in a busybox container
+# shared over virtio-fs, print its output and power the VM off.
+demo: vm-test
+	@echo "demo: the guest booted and its agent answered; running a container in it comes with the containers work"

@@ -4,6 +4,7 @@
 #   make -f image.mk rootfs    static agent, then the root filesystem directory $(ROOTFS_DIR)
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
+#   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock
 #   make -f image.mk demo      (for now) the VM test; later: a container says hello
 #
@@ -44,7 +45,7 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: kernel agent rootfs initrd image agent-ctl vm-test demo
+.PHONY: kernel agent rootfs initrd image reproducible agent-ctl vm-test demo
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
@@ -62,6 +63,9 @@ initrd: rootfs
 
 image: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) IMAGE=$(IMAGE) IMAGE_FORMAT=$(IMAGE_FORMAT) rootfs-builder/image.sh
+
+reproducible: rootfs
+	ROOTFS_DIR=$(ROOTFS_DIR) rootfs-builder/check-reproducible.sh
 
 agent-ctl:
 	$(CARGO) build --locked -p agent-ctl

@@ -46,6 +46,14 @@ die() {
 if [[ "$WITH_BUSYBOX" == 1 ]]; then
     [[ -x "$BUSYBOX" ]] || die "busybox $BUSYBOX: not found (apt-get install busybox-static)"
 fi
+# The initrd has no libraries: refuse a dynamically linked binary.
+bins=("$AGENT")
+[[ "$WITH_BUSYBOX" != 1 ]] || bins+=("$BUSYBOX")
+for bin in "${bins[@]}"; do
+    if command -v ldd >/dev/null && ldd "$bin" 2>&1 | grep -q '=>'; then
+        die "$bin: dynamically linked; the guest needs a static binary ('make agent-static', busybox-static)"
+    fi
+done
 
 umask 022
 mkdir -p "$(dirname "$ROOTFS_DIR")"

@@ -275,7 +275,11 @@ fn parse_bool(param: &str, value: &str) -> Result<bool, ConfigError> {
     match value {
         "1" | "true" | "yes" | "on" | "y" => Ok(true),
         "0" | "false" | "no" | "off" | "n" => Ok(false),
-        _ => Err(invalid(param, value, "expected true/false, 1/0, yes/no or on/off")),
+        _ => Err(invalid(
+            param,
+            value,
+            "expected true/false, 1/0, yes/no or on/off",
+        )),
     }
 }
 
@@ -321,13 +325,15 @@ impl Config {
                     .parse::<u64>()
                     .ok()
                     .filter(|s| *s > 0)
-                    .ok_or_else(|| invalid(param, value, "expected a positive number of seconds"))?;
+                    .ok_or_else(|| {
+                        invalid(param, value, "expected a positive number of seconds")
+                    })?;
                 self.hotplug_timeout = Duration::from_secs(secs);
             }
             Key::ContainerPipeSize => {
-                self.container_pipe_size = value.parse::<u32>().map_err(|_| {
-                    invalid(param, value, "expected a non-negative size in bytes")
-                })?;
+                self.container_pipe_size = value
+                    .parse::<u32>()
+                    .map_err(|_| invalid(param, value, "expected a non-negative size in bytes"))?;
             }
             Key::Trace => self.trace = parse_bool(param, value)?,
             Key::UnifiedCgroups => self.unified_cgroup_hierarchy = parse_bool(param, value)?,
@@ -383,7 +389,9 @@ impl Config {
                 continue;
             }
             if line.starts_with('[') {
-                return Err(syntax("tables are not supported: use flat key = value lines"));
+                return Err(syntax(
+                    "tables are not supported: use flat key = value lines",
+                ));
             }
             let (name, value) = line
                 .split_once('=')
@@ -550,7 +558,9 @@ where
             path: path.clone(),
             source,
         })?;
-        notes.unknown_params.extend(cfg.apply_file_text(path, &text)?);
+        notes
+            .unknown_params
+            .extend(cfg.apply_file_text(path, &text)?);
     }
     notes.unknown_params.extend(cfg.apply_cmdline(&cmdline)?);
     cfg.config_file = file;
@@ -623,12 +633,36 @@ mod tests {
 
     #[test]
     fn cgroup_switches() {
-        assert!(cmdline("systemd.unified_cgroup_hierarchy=1").unwrap().unified_cgroup_hierarchy);
-        assert!(cmdline("systemd.unified_cgroup_hierarchy").unwrap().unified_cgroup_hierarchy);
-        assert!(!cmdline("systemd.unified_cgroup_hierarchy=0").unwrap().unified_cgroup_hierarchy);
-        assert!(cmdline("agent.unified_cgroup_hierarchy=yes").unwrap().unified_cgroup_hierarchy);
-        assert!(!cmdline("cgroup_no_v1=memory,cpu").unwrap().unified_cgroup_hierarchy);
-        assert!(cmdline("cgroup_no_v1=memory,all").unwrap().unified_cgroup_hierarchy);
+        assert!(
+            cmdline("systemd.unified_cgroup_hierarchy=1")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
+        assert!(
+            cmdline("systemd.unified_cgroup_hierarchy")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
+        assert!(
+            !cmdline("systemd.unified_cgroup_hierarchy=0")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
+        assert!(
+            cmdline("agent.unified_cgroup_hierarchy=yes")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
+        assert!(
+            !cmdline("cgroup_no_v1=memory,cpu")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
+        assert!(
+            cmdline("cgroup_no_v1=memory,all")
+                .unwrap()
+                .unified_cgroup_hierarchy
+        );
     }
 
     #[test]
@@ -659,24 +693,76 @@ mod tests {
         let cases = [
             ("agent.log=loud", "agent.log", "\"loud\""),
             ("agent.log=", "agent.log", "\"\""),
-            ("agent.server_addr=tcp://1.2.3.4:5", "agent.server_addr", "tcp://"),
-            ("agent.server_addr=vsock://x:1024", "agent.server_addr", "cid"),
-            ("agent.server_addr=vsock://3:port", "agent.server_addr", "port"),
-            ("agent.server_addr=vsock://3", "agent.server_addr", "vsock://3"),
-            ("agent.server_addr=unix://relative", "agent.server_addr", "relative"),
+            (
+                "agent.server_addr=tcp://1.2.3.4:5",
+                "agent.server_addr",
+                "tcp://",
+            ),
+            (
+                "agent.server_addr=vsock://x:1024",
+                "agent.server_addr",
+                "cid",
+            ),
+            (
+                "agent.server_addr=vsock://3:port",
+                "agent.server_addr",
+                "port",
+            ),
+            (
+                "agent.server_addr=vsock://3",
+                "agent.server_addr",
+                "vsock://3",
+            ),
+            (
+                "agent.server_addr=unix://relative",
+                "agent.server_addr",
+                "relative",
+            ),
             ("agent.server_addr", "agent.server_addr", "required"),
-            ("agent.hotplug_timeout=0", "agent.hotplug_timeout", "positive"),
-            ("agent.hotplug_timeout=-3", "agent.hotplug_timeout", "\"-3\""),
-            ("agent.hotplug_timeout=3s", "agent.hotplug_timeout", "\"3s\""),
+            (
+                "agent.hotplug_timeout=0",
+                "agent.hotplug_timeout",
+                "positive",
+            ),
+            (
+                "agent.hotplug_timeout=-3",
+                "agent.hotplug_timeout",
+                "\"-3\"",
+            ),
+            (
+                "agent.hotplug_timeout=3s",
+                "agent.hotplug_timeout",
+                "\"3s\"",
+            ),
             ("agent.log_vport=-1", "agent.log_vport", "\"-1\""),
             ("agent.log_vport=99999999999", "agent.log_vport", "port"),
-            ("agent.debug_console_vport=abc", "agent.debug_console_vport", "\"abc\""),
-            ("agent.container_pipe_size=-1", "agent.container_pipe_size", "\"-1\""),
-            ("agent.container_pipe_size=1k", "agent.container_pipe_size", "\"1k\""),
-            ("agent.debug_console=maybe", "agent.debug_console", "\"maybe\""),
+            (
+                "agent.debug_console_vport=abc",
+                "agent.debug_console_vport",
+                "\"abc\"",
+            ),
+            (
+                "agent.container_pipe_size=-1",
+                "agent.container_pipe_size",
+                "\"-1\"",
+            ),
+            (
+                "agent.container_pipe_size=1k",
+                "agent.container_pipe_size",
+                "\"1k\"",
+            ),
+            (
+                "agent.debug_console=maybe",
+                "agent.debug_console",
+                "\"maybe\"",
+            ),
             ("agent.devmode=2", "agent.devmode", "\"2\""),
             ("agent.trace=yesplease", "agent.trace", "\"yesplease\""),
-            ("systemd.unified_cgroup_hierarchy=x", "systemd.unified_cgroup_hierarchy", "\"x\""),
+            (
+                "systemd.unified_cgroup_hierarchy=x",
+                "systemd.unified_cgroup_hierarchy",
+                "\"x\"",
+            ),
             ("agent.config_file=", "agent.config_file", "path"),
         ];
         for (line, param, fragment) in cases {
@@ -728,7 +814,10 @@ mod tests {
             .apply_env(|k| (k == "KATA_AGENT_LOG_LEVEL").then(|| "chatty".to_string()))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("KATA_AGENT_LOG_LEVEL: invalid value \"chatty\""), "{e}");
+        assert!(
+            e.starts_with("KATA_AGENT_LOG_LEVEL: invalid value \"chatty\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -761,15 +850,21 @@ mod tests {
             .apply_file_text(Path::new("/a"), "log_level = \"loud\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("/a: log_level: invalid value \"loud\""), "{e}");
+        assert!(
+            e.starts_with("/a: log_level: invalid value \"loud\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn precedence_file_cmdline_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("agent.toml");
-        std::fs::write(&file, "log_level = \"error\"\nlog_vport = 7\nserver_addr = \"vsock://-1:9\"\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "log_level = \"error\"\nlog_vport = 7\nserver_addr = \"vsock://-1:9\"\n",
+        )
+        .unwrap();
         let cmd = dir.path().join("cmdline");
         std::fs::write(
             &cmd,
@@ -841,7 +936,13 @@ mod tests {
         assert_eq!(f.log_level.as_deref(), Some("debug"));
         assert_eq!(f.cmdline_file, Some(PathBuf::from("/c")));
         assert_eq!(f.config_file, Some(PathBuf::from("/f")));
-        assert!(args(&["--server-addr"]).unwrap_err().to_string().contains("required"));
-        assert!(args(&["--bogus"]).unwrap_err().to_string().contains("\"--bogus\""));
+        assert!(args(&["--server-addr"])
+            .unwrap_err()
+            .to_string()
+            .contains("required"));
+        assert!(args(&["--bogus"])
+            .unwrap_err()
+            .to_string()
+            .contains("\"--bogus\""));
     }
 }

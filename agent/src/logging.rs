@@ -104,7 +104,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Formats one record as a JSON line (with the trailing newline).
-pub fn format_line(pid: &str, level: log::Level, target: &str, msg: &str, now: SystemTime) -> String {
+pub fn format_line(
+    pid: &str,
+    level: log::Level,
+    target: &str,
+    msg: &str,
+    now: SystemTime,
+) -> String {
     let mut line = String::with_capacity(160 + msg.len());
     line.push_str("{\"ts\":\"");
     line.push_str(&rfc3339(now));

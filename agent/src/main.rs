@@ -76,9 +76,15 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
     }
     log::debug!("configuration: {cfg:?}");
 
+    // One async thread serves every connection; blocking work (fork,
+    // mounts, cgroup files) runs on a small pool whose idle threads retire
+    // quickly, so an idle agent holds one thread.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        .max_blocking_threads(64)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .thread_stack_size(256 * 1024)
         .build()
         .map_err(StartError::Runtime)?;
     rt.block_on(server::serve(&cfg))?;

@@ -164,8 +164,14 @@ pub fn resources(r: &pb::LinuxResources) -> Value {
             Obj::default()
                 .raw("allow", json!(d.Allow))
                 .str("type", &d.Type)
-                .obj("major", (d.Major >= 0 && d.Type != "a").then(|| json!(d.Major)))
-                .obj("minor", (d.Minor >= 0 && d.Type != "a").then(|| json!(d.Minor)))
+                .obj(
+                    "major",
+                    (d.Major >= 0 && d.Type != "a").then(|| json!(d.Major)),
+                )
+                .obj(
+                    "minor",
+                    (d.Minor >= 0 && d.Type != "a").then(|| json!(d.Minor)),
+                )
                 .str("access", &d.Access)
                 .done()
         })
@@ -220,9 +226,18 @@ pub fn resources(r: &pb::LinuxResources) -> Value {
             .num("leafWeight", b.LeafWeight)
             .list("weightDevice", weights)
             .list("throttleReadBpsDevice", throttle(&b.ThrottleReadBpsDevice))
-            .list("throttleWriteBpsDevice", throttle(&b.ThrottleWriteBpsDevice))
-            .list("throttleReadIOPSDevice", throttle(&b.ThrottleReadIOPSDevice))
-            .list("throttleWriteIOPSDevice", throttle(&b.ThrottleWriteIOPSDevice))
+            .list(
+                "throttleWriteBpsDevice",
+                throttle(&b.ThrottleWriteBpsDevice),
+            )
+            .list(
+                "throttleReadIOPSDevice",
+                throttle(&b.ThrottleReadIOPSDevice),
+            )
+            .list(
+                "throttleWriteIOPSDevice",
+                throttle(&b.ThrottleWriteIOPSDevice),
+            )
             .some()
     });
     let hugepages = r
@@ -296,7 +311,12 @@ fn linux(l: &pb::Linux) -> Value {
     let namespaces = l
         .Namespaces
         .iter()
-        .map(|n| Obj::default().raw("type", json!(n.Type)).str("path", &n.Path).done())
+        .map(|n| {
+            Obj::default()
+                .raw("type", json!(n.Type))
+                .str("path", &n.Path)
+                .done()
+        })
         .collect();
     let devices = l
         .Devices
@@ -350,7 +370,11 @@ pub fn spec_json(s: &pb::Spec) -> Value {
     Obj::default()
         .raw(
             "ociVersion",
-            json!(if s.Version.is_empty() { "1.0.2" } else { &s.Version }),
+            json!(if s.Version.is_empty() {
+                "1.0.2"
+            } else {
+                &s.Version
+            }),
         )
         .obj("process", s.Process.as_ref().map(process))
         .obj("root", root)

@@ -100,8 +100,8 @@ pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
     };
     let sandbox = Arc::new(Sandbox::new(settings, reaper));
 
-    let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
-        Arc::new(rpc::AgentImpl::new(sandbox));
+    let agent_impl = Arc::new(rpc::AgentImpl::new(sandbox));
+    let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> = agent_impl.clone();
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(rpc::health::HealthImpl);
     let mut server = ttrpc::asynchronous::Server::new()
         .bind(&uri)
@@ -131,6 +131,8 @@ pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
         log::warn!("shutdown: {}", ttrpc_reason(&e));
     }
     remove_socket(&cfg.server_addr);
+    // Nothing outlives the agent: no container process, mount or cgroup.
+    agent_impl.destroy_all().await;
     log::info!("stopped");
     Ok(())
 }

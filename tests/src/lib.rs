@@ -293,7 +293,16 @@ impl Rootfs {
     pub fn new() -> Rootfs {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
-        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
+        for d in [
+            "bin",
+            "etc",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "root",
+            "home/user",
+        ] {
             std::fs::create_dir_all(root.join(d)).expect("mkdir");
         }
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
@@ -313,8 +322,11 @@ impl Rootfs {
             "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
         )
         .expect("passwd");
-        std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n")
-            .expect("group");
+        std::fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n",
+        )
+        .expect("group");
         Rootfs { dir }
     }
 

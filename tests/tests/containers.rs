@@ -25,7 +25,11 @@ fn ctx() -> ttrpc::context::Context {
 
 fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("t-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "t-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 const CGROUP_PARENT: &str = "guest-agent-tests";
@@ -104,7 +108,8 @@ impl Env {
     }
 
     fn run(&self, cid: &str, args: &[&str]) {
-        self.create(cid, spec(self.rootfs.path(), cid, args)).unwrap();
+        self.create(cid, spec(self.rootfs.path(), cid, args))
+            .unwrap();
         self.start(cid).unwrap();
     }
 
@@ -253,7 +258,11 @@ fn exit_codes_and_signals() {
     let c = unique("term");
     env.run(
         &c,
-        &["sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.01; done"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; echo ready; while :; do sleep 0.01; done",
+        ],
     );
     // Signal only once the trap is installed: as a pid namespace's init,
     // the shell ignores SIGTERM until then.
@@ -272,11 +281,13 @@ fn exec_into_running_container_and_not_into_a_stopped_one() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("exec");
     env.run(&cid, &["sleep", "1000"]);
-    env.exec(&cid, "e1", &["sh", "-c", "echo from-exec; exit 5"]).unwrap();
+    env.exec(&cid, "e1", &["sh", "-c", "echo from-exec; exit 5"])
+        .unwrap();
     assert_eq!(env.wait(&cid, "e1").unwrap(), 5);
     assert_eq!(env.read_all(&cid, "e1", false, 100), b"from-exec\n");
     // The exec shares the container's pid namespace: it sees the init as 1.
-    env.exec(&cid, "e2", &["sh", "-c", "cat /proc/1/cmdline"]).unwrap();
+    env.exec(&cid, "e2", &["sh", "-c", "cat /proc/1/cmdline"])
+        .unwrap();
     assert_eq!(env.wait(&cid, "e2").unwrap(), 0);
     assert_eq!(env.read_all(&cid, "e2", false, 100), b"sleep\x001000\x00");
     // Duplicate exec id.
@@ -318,7 +329,11 @@ fn hundred_mib_of_stdout_byte_exact_with_a_slow_reader() {
     // 16-byte lines "0123456789abcde\n", so every byte's value is checkable.
     env.run(
         &cid,
-        &["sh", "-c", &format!("yes 0123456789abcde | head -c {total}")],
+        &[
+            "sh",
+            "-c",
+            &format!("yes 0123456789abcde | head -c {total}"),
+        ],
     );
     let mut got = 0usize;
     let pattern = b"0123456789abcde\n";
@@ -361,7 +376,10 @@ fn bad_requests_get_clear_statuses_and_leave_nothing() {
 
     let norootfs = unique("norootfs");
     let e = env
-        .create(&norootfs, spec(Path::new("/nonexistent/rootfs"), &norootfs, &["true"]))
+        .create(
+            &norootfs,
+            spec(Path::new("/nonexistent/rootfs"), &norootfs, &["true"]),
+        )
         .unwrap_err();
     assert!(message(&e).contains("/nonexistent/rootfs"), "{e:?}");
     assert!(message(&e).contains(&norootfs), "{e:?}");
@@ -407,7 +425,9 @@ fn stats_pause_resume_update() {
 
     let mut p = PauseContainerRequest::new();
     p.container_id = cid.clone();
-    env.rt.block_on(env.client.pause_container(ctx(), &p)).unwrap();
+    env.rt
+        .block_on(env.client.pause_container(ctx(), &p))
+        .unwrap();
     let freezer = Path::new("/sys/fs/cgroup/freezer")
         .join(CGROUP_PARENT)
         .join(&cid)
@@ -415,7 +435,9 @@ fn stats_pause_resume_update() {
     assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
     let mut r = ResumeContainerRequest::new();
     r.container_id = cid.clone();
-    env.rt.block_on(env.client.resume_container(ctx(), &r)).unwrap();
+    env.rt
+        .block_on(env.client.resume_container(ctx(), &r))
+        .unwrap();
     assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "THAWED");
 
     let mut u = UpdateContainerRequest::new();
@@ -425,7 +447,9 @@ fn stats_pause_resume_update() {
     pids.Limit = 42;
     res.Pids = Some(pids).into();
     u.resources = Some(res).into();
-    env.rt.block_on(env.client.update_container(ctx(), &u)).unwrap();
+    env.rt
+        .block_on(env.client.update_container(ctx(), &u))
+        .unwrap();
     let max = Path::new("/sys/fs/cgroup/pids")
         .join(CGROUP_PARENT)
         .join(&cid)
@@ -434,4 +458,111 @@ fn stats_pause_resume_update() {
 
     env.remove(&cid).unwrap();
     env.assert_gone(&cid);
+}
+
+/// What the agent holds: fds, threads, children, mounts in its namespace,
+/// and cgroups under the test parent.
+fn footprint(pid: u32) -> (usize, u64, usize, usize, usize) {
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    let cgroups: usize = [
+        "memory", "pids", "cpu", "freezer", "cpuset", "devices", "blkio",
+    ]
+    .iter()
+    .map(|c| {
+        std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join(CGROUP_PARENT))
+            .map(|d| {
+                // Only this test's containers: others run in parallel.
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.contains("-cycle") || n.contains("-warm")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    })
+    .sum();
+    (
+        fd_count(pid),
+        proc_status_field(pid, "Threads:").unwrap_or(0),
+        children_of(pid).len(),
+        mounts,
+        cgroups,
+    )
+}
+
+#[test]
+fn hundred_cycles_leave_no_fd_thread_child_mount_or_cgroup() {
+    let Some(mut env) = Env::new() else { return };
+    let pid = env.agent.pid();
+    // One cycle first, so lazily created things (the blocking pool, the
+    // cgroup parent) exist in the baseline.
+    let warm = unique("warm");
+    env.run(&warm, &["true"]);
+    env.wait(&warm, &warm).unwrap();
+    env.remove(&warm).unwrap();
+    let wait_for_baseline = |want: (usize, u64, usize, usize, usize)| {
+        // Idle blocking threads retire after their keep-alive; give them
+        // a bounded time to do so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = footprint(pid);
+            if now.0 <= want.0
+                && now.1 <= want.1
+                && now.2 <= want.2
+                && now.3 <= want.3
+                && now.4 <= want.4
+            {
+                return now;
+            }
+            if std::time::Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let base = wait_for_baseline((usize::MAX, 1, 0, usize::MAX, usize::MAX));
+    assert_eq!(base.1, 1, "an idle agent should hold one thread: {base:?}");
+    for i in 0..100 {
+        let cid = unique(&format!("cycle{i}"));
+        env.run(&cid, &["sh", "-c", "echo x"]);
+        assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+        assert_eq!(env.read_all(&cid, &cid, false, 16), b"x\n");
+        env.remove(&cid).unwrap();
+    }
+    let after = wait_for_baseline(base);
+    assert_eq!(
+        after, base,
+        "(fds, threads, children, mounts, cgroups) before {base:?} after {after:?}"
+    );
+    env.assert_gone("none");
+}
+
+#[test]
+fn agent_shutdown_removes_its_containers() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("shutdown");
+    env.run(&cid, &["sleep", "1000"]);
+    let mut exec_pid = None;
+    for p in children_of(env.agent.pid()) {
+        exec_pid = Some(p);
+    }
+    let init = exec_pid.expect("the container's init is the agent's child");
+    let status = env
+        .agent
+        .stop_with(libc::SIGTERM, Duration::from_secs(30))
+        .expect("agent exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "container init {init} outlived the agent"
+    );
+    assert!(!Path::new("/run/kata-containers").join(&cid).exists());
+    let cg = Path::new("/sys/fs/cgroup/memory")
+        .join(CGROUP_PARENT)
+        .join(&cid);
+    assert!(!cg.exists(), "{} left behind", cg.display());
 }

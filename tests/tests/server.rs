@@ -56,9 +56,16 @@ fn every_agent_method_is_registered_and_unimplemented_names_it() {
         let r = read_response(&mut s).unwrap();
         assert_eq!(r.stream_id, id);
         assert_eq!(r.typ, MESSAGE_TYPE_RESPONSE);
-        assert_eq!(r.code(), ttrpc::Code::UNIMPLEMENTED, "{}: {}", m.name, r.message());
+        assert_eq!(
+            r.code(),
+            ttrpc::Code::UNIMPLEMENTED,
+            "{}: {}",
+            m.name,
+            r.message()
+        );
         assert!(
-            r.message().contains(&format!("/grpc.AgentService/{}", m.name)),
+            r.message()
+                .contains(&format!("/grpc.AgentService/{}", m.name)),
             "{}: status message {:?} does not name the method",
             m.name,
             r.message()
@@ -80,7 +87,11 @@ fn unknown_method_and_service_get_error_statuses() {
         .unwrap();
     let r = read_response(&mut s).unwrap();
     assert_ne!(r.code(), ttrpc::Code::OK);
-    assert!(r.message().contains("grpc.NoSuchService"), "{}", r.message());
+    assert!(
+        r.message().contains("grpc.NoSuchService"),
+        "{}",
+        r.message()
+    );
 
     // The same connection still serves.
     let payload = CheckRequest::new().write_to_bytes().unwrap();
@@ -122,7 +133,8 @@ fn oversized_frame_is_refused_and_the_agent_keeps_serving() {
     let agent = Agent::start();
     let mut s = raw_connect(&agent.socket);
     let len: u32 = (4 << 20) + 1;
-    s.write_all(&header(len, 1, MESSAGE_TYPE_REQUEST, 0)).unwrap();
+    s.write_all(&header(len, 1, MESSAGE_TYPE_REQUEST, 0))
+        .unwrap();
     // Another client is served while this one streams its huge body.
     raw_check(&agent.socket);
     let chunk = vec![0u8; 64 * 1024];
@@ -277,9 +289,18 @@ fn invalid_configuration_stops_start_up_naming_parameter_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("agent.log=loud", "agent.log: invalid value \"loud\""),
-        ("agent.hotplug_timeout=soon", "agent.hotplug_timeout: invalid value \"soon\""),
-        ("agent.server_addr=tcp://x:1", "agent.server_addr: invalid value \"tcp://x:1\""),
-        ("agent.log_vport=-5", "agent.log_vport: invalid value \"-5\""),
+        (
+            "agent.hotplug_timeout=soon",
+            "agent.hotplug_timeout: invalid value \"soon\"",
+        ),
+        (
+            "agent.server_addr=tcp://x:1",
+            "agent.server_addr: invalid value \"tcp://x:1\"",
+        ),
+        (
+            "agent.log_vport=-5",
+            "agent.log_vport: invalid value \"-5\"",
+        ),
     ];
     for (cmdline, expect) in cases {
         let f = dir.path().join("cmdline");
@@ -312,13 +333,19 @@ fn invalid_configuration_stops_start_up_naming_parameter_and_value() {
 
 #[test]
 fn help_and_version() {
-    let out = Command::new(bin("kata-agent")).arg("--help").output().unwrap();
+    let out = Command::new(bin("kata-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for word in ["--server-addr", "agent.log_vport", "KATA_AGENT_SERVER_ADDR"] {
         assert!(text.contains(word), "help lacks {word}");
     }
-    let out = Command::new(bin("kata-agent")).arg("--version").output().unwrap();
+    let out = Command::new(bin("kata-agent"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }

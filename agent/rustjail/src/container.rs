@@ -3,6 +3,7 @@
 //! spawns no thread; the caller reaps the container's processes (see
 //! [`crate::wait_status_to_code`]).
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -13,9 +14,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{Hooks, LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::cgroups::{self, CgroupManager, CgroupStats};
+use crate::hooks;
 use crate::init::{CreateRequest, ExecRequest, Request, INIT_ARG};
 use crate::sync::{self, Msg};
 use crate::utils::{errno_text, io_text, validate_id};
@@ -114,6 +116,15 @@ impl Status {
     }
 }
 
+/// A process started by [`Container::exec`].
+#[derive(Debug)]
+pub struct Spawned {
+    /// Host pid; the caller reaps it.
+    pub pid: i32,
+    /// PTY master when the process asked for a terminal.
+    pub console: Option<OwnedFd>,
+}
+
 /// A container: its init process, its cgroup and its namespaces.
 #[derive(Debug)]
 pub struct Container {
@@ -122,6 +133,11 @@ pub struct Container {
     init_pid: Pid,
     namespaces: Vec<LinuxNamespaceType>,
     cgroup: CgroupManager,
+    bundle: PathBuf,
+    hooks: Option<Hooks>,
+    annotations: Option<HashMap<String, String>>,
+    /// PTY master of the init when its process has `terminal: true`.
+    console: Option<OwnedFd>,
     /// Socket to the init until it exec's.
     sync: Option<UnixStream>,
     status: Status,
@@ -153,9 +169,6 @@ impl Container {
             .ok_or_else(|| invalid("no process"))?;
         if process.args().as_deref().unwrap_or_default().is_empty() {
             return Err(invalid("process.args is empty"));
-        }
-        if process.terminal() == Some(true) {
-            return Err(invalid("terminal is not supported yet"));
         }
         let linux = spec
             .linux()
@@ -219,6 +232,10 @@ impl Container {
             init_pid: Pid::from_raw(0),
             namespaces,
             cgroup,
+            bundle: bundle.to_path_buf(),
+            hooks: spec.hooks().clone(),
+            annotations: spec.annotations().clone(),
+            console: None,
             sync: None,
             status: Status::Created,
         };
@@ -306,9 +323,18 @@ impl Container {
             match sync::recv::<Msg>(&helper.sock) {
                 Ok(Some(Msg::Pid(pid))) => self.init_pid = Pid::from_raw(pid),
                 Ok(Some(Msg::Created)) => break Ok(()),
+                Ok(Some(Msg::Console)) => match sync::recv_fds(&helper.sock) {
+                    Ok(fds) => self.console = fds.into_iter().next(),
+                    Err(e) => break Err(self.op_err("receive console")(e)),
+                },
+                Ok(Some(Msg::CreateRuntime)) => {
+                    if let Err(e) = self.create_runtime_hooks(&helper.sock) {
+                        break Err(e);
+                    }
+                }
                 Ok(Some(Msg::Error(msg))) => break Err(self.setup_err(msg)),
-                Ok(Some(Msg::Start)) => {
-                    break Err(self.setup_err("init helper: unexpected message".into()))
+                Ok(Some(other)) => {
+                    break Err(self.setup_err(format!("init: unexpected message {other:?}")))
                 }
                 Ok(None) => break Err(self.helper_died(&mut helper)),
                 Err(e) => break Err(self.op_err("read from init helper")(e)),
@@ -319,6 +345,32 @@ impl Container {
         result?;
         self.sync = Some(helper.sock);
         Ok(())
+    }
+
+    fn state(&self, status: &str) -> String {
+        hooks::state_json(
+            &self.id,
+            status,
+            self.init_pid.as_raw(),
+            &self.bundle,
+            self.annotations.as_ref(),
+        )
+    }
+
+    #[allow(deprecated)]
+    fn create_runtime_hooks(&self, sock: &UnixStream) -> Result<()> {
+        let state = self.state("creating");
+        let h = self.hooks.as_ref();
+        hooks::run("prestart", h.and_then(|h| h.prestart().as_ref()), &state)
+            .and_then(|()| {
+                hooks::run(
+                    "createRuntime",
+                    h.and_then(|h| h.create_runtime().as_ref()),
+                    &state,
+                )
+            })
+            .map_err(|e| self.setup_err(e.to_string()))?;
+        sync::send(sock, &Msg::Continue(state)).map_err(self.op_err("resume init"))
     }
 
     fn helper_died(&self, helper: &mut Helper) -> Error {
@@ -374,11 +426,13 @@ impl Container {
                 })
             }
         };
-        sync::send(&sock, &Msg::Start).map_err(self.op_err("start"))?;
+        sync::send(&sock, &Msg::Start(self.state("created"))).map_err(self.op_err("start"))?;
         match sync::recv::<Msg>(&sock) {
             Ok(None) => {
                 self.status = Status::Running;
-                Ok(())
+                let state = self.state("running");
+                let h = self.hooks.as_ref().and_then(|h| h.poststart().as_ref());
+                hooks::run("poststart", h, &state).map_err(|e| self.setup_err(e.to_string()))
             }
             Ok(Some(Msg::Error(msg))) => Err(self.setup_err(msg)),
             Ok(Some(other)) => Err(self.setup_err(format!("start: unexpected message {other:?}"))),
@@ -386,20 +440,21 @@ impl Container {
         }
     }
 
+    /// The PTY master of the init's terminal (`process.terminal: true`);
+    /// the first call takes it.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
     /// Runs another process in the container's namespaces and cgroup;
-    /// returns its host pid once it has exec'd.
-    pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<i32> {
+    /// returns once it has exec'd. With `process.terminal`, `stdio` is
+    /// ignored and the process gets a PTY whose master is returned.
+    pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<Spawned> {
         if !matches!(self.status, Status::Created | Status::Running) {
             return Err(Error::State {
                 id: self.id.clone(),
                 what: "exec",
                 state: self.status.name(),
-            });
-        }
-        if process.terminal() == Some(true) {
-            return Err(Error::InvalidSpec {
-                id: self.id.clone(),
-                reason: "terminal is not supported yet".into(),
             });
         }
         if kill(self.init_pid, None).is_err() {
@@ -412,15 +467,25 @@ impl Container {
         }));
         let mut helper = self.spawn_helper(&req, stdio)?;
         let mut pid = None;
+        let mut console = None;
         let result = loop {
             match sync::recv::<Msg>(&helper.sock) {
                 Ok(Some(Msg::Pid(p))) => pid = Some(p),
+                Ok(Some(Msg::Console)) => match sync::recv_fds(&helper.sock) {
+                    Ok(fds) => console = fds.into_iter().next(),
+                    Err(e) => break Err(self.op_err("receive console")(e)),
+                },
                 Ok(Some(Msg::Error(msg))) => break Err(self.setup_err(msg)),
                 Ok(Some(other)) => {
                     break Err(self.setup_err(format!("exec: unexpected message {other:?}")))
                 }
                 Ok(None) => match pid {
-                    Some(p) => break Ok(p),
+                    Some(pid) => {
+                        break Ok(Spawned {
+                            pid,
+                            console: console.take(),
+                        })
+                    }
                     None => break Err(self.helper_died(&mut helper)),
                 },
                 Err(e) => break Err(self.op_err("read from init helper")(e)),
@@ -538,7 +603,9 @@ impl Container {
             }
         }
         self.status = Status::Destroyed;
-        Ok(())
+        let state = self.state("stopped");
+        let h = self.hooks.as_ref().and_then(|h| h.poststop().as_ref());
+        hooks::run("poststop", h, &state).map_err(|e| self.setup_err(e.to_string()))
     }
 }
 

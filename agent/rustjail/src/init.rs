@@ -36,9 +36,11 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, SetupError, SetupResult};
+use crate::hooks;
 use crate::process;
 use crate::rootfs::{self, RootfsConfig};
 use crate::sync::{self, Msg};
+use crate::tty;
 
 /// The first argument that makes an executable act as the init helper.
 pub const INIT_ARG: &str = "init";
@@ -324,22 +326,54 @@ fn container_init(
             .ctx(|| format!("set oom_score_adj {adj}"))?;
     }
 
+    let hooks = spec.hooks().as_ref();
+    let before_pivot = || -> SetupResult<()> {
+        if !has_create_hooks(spec) {
+            return Ok(());
+        }
+        sync::send(sock, &Msg::CreateRuntime).ctx(|| "request createRuntime hooks")?;
+        match sync::recv::<Msg>(sock) {
+            Ok(Some(Msg::Continue(state))) => hooks::run(
+                "createContainer",
+                hooks.and_then(|h| h.create_container().as_ref()),
+                &state,
+            ),
+            // SAFETY: _exit is always safe to call; the caller gave up.
+            _ => unsafe { libc::_exit(1) },
+        }
+    };
     rootfs::setup(&RootfsConfig {
         rootfs: &req.rootfs,
         spec,
         in_userns: ctx.in_userns,
         cgroupns: ctx.cgroupns,
+        before_pivot: &before_pivot,
     })?;
 
-    let target = finalize(process, stdio)?;
+    let target = finalize(sock, process, stdio)?;
     sync::send(sock, &Msg::Created).ctx(|| "report created")?;
-    match sync::recv::<Msg>(sock) {
-        Ok(Some(Msg::Start)) => {}
+    let state = match sync::recv::<Msg>(sock) {
+        Ok(Some(Msg::Start(state))) => state,
         // The caller went away or sent junk: do not run the process.
         // SAFETY: _exit is always safe to call; it ends this process.
         _ => unsafe { libc::_exit(1) },
-    }
+    };
+    hooks::run(
+        "startContainer",
+        hooks.and_then(|h| h.start_container().as_ref()),
+        &state,
+    )?;
     exec(&target)
+}
+
+/// Whether the caller must be asked to run hooks before `pivot_root`.
+#[allow(deprecated)]
+pub(crate) fn has_create_hooks(spec: &Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        [h.prestart(), h.create_runtime(), h.create_container()]
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()))
+    })
 }
 
 fn set_domainname(name: &str) -> SetupResult<()> {
@@ -352,10 +386,32 @@ fn set_domainname(name: &str) -> SetupResult<()> {
 /// Steps shared by the container init and exec'd processes, after the
 /// rootfs is in place: cwd, lookup, rlimits, user, capabilities,
 /// no_new_privs, umask and stdio.
-fn finalize(process: &Process, stdio: [OwnedFd; 3]) -> SetupResult<process::ExecTarget> {
+fn finalize(
+    sock: &UnixStream,
+    process: &Process,
+    stdio: [OwnedFd; 3],
+) -> SetupResult<process::ExecTarget> {
     let cwd = process.cwd();
     chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
     let target = process::exec_target(process)?;
+    let stdio = if process.terminal() == Some(true) {
+        let (master, slave) = tty::open_pty()?;
+        if let Some(size) = process.console_size() {
+            let rows = u16::try_from(size.height()).unwrap_or(u16::MAX);
+            let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
+            tty::set_window_size(master.as_fd(), rows, cols).ctx(|| "set console size")?;
+        }
+        sync::send(sock, &Msg::Console).ctx(|| "send console")?;
+        sync::send_fds(sock, &[master.as_raw_fd()]).ctx(|| "send console")?;
+        drop(master);
+        tty::set_controlling(slave.as_fd())?;
+        let uid = Uid::from_raw(process.user().uid());
+        nix::unistd::fchown(slave.as_raw_fd(), Some(uid), None).ctx(|| "chown console")?;
+        let dup = |fd: &OwnedFd| fd.try_clone().ctx(|| "duplicate console");
+        [dup(&slave)?, dup(&slave)?, slave]
+    } else {
+        stdio
+    };
     process::set_rlimits(process)?;
     process::set_user_and_caps(process)?;
     process::set_no_new_privs(process)?;
@@ -435,7 +491,7 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
     // SAFETY: the helper is single threaded, so the child may run any code.
     match unsafe { fork() }.ctx(|| "fork exec process")? {
         ForkResult::Child => {
-            let err = match exec_child(&req.process, joined_user, stdio) {
+            let err = match exec_child(sock, &req.process, joined_user, stdio) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -451,6 +507,7 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
 }
 
 fn exec_child(
+    sock: &UnixStream,
     process: &Process,
     joined_user: bool,
     stdio: [OwnedFd; 3],
@@ -459,6 +516,6 @@ fn exec_child(
         become_ns_root()?;
     }
     setsid().ctx(|| "setsid")?;
-    let target = finalize(process, stdio)?;
+    let target = finalize(sock, process, stdio)?;
     exec(&target)
 }

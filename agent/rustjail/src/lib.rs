@@ -21,12 +21,17 @@
 pub mod cgroups;
 pub mod container;
 mod error;
+mod hooks;
 pub mod init;
 mod process;
 mod rootfs;
 mod sync;
+mod tty;
 mod utils;
 
-pub use container::{set_child_subreaper, Container, CreateOpts, Error, Result, Status, Stdio};
+pub use container::{
+    set_child_subreaper, Container, CreateOpts, Error, Result, Spawned, Status, Stdio,
+};
 pub use oci_spec;
+pub use tty::set_window_size;
 pub use utils::wait_status_to_code;

@@ -106,6 +106,9 @@ pub(crate) struct RootfsConfig<'a> {
     pub in_userns: bool,
     /// Also a new cgroup namespace: cgroup mounts show the container's root.
     pub cgroupns: bool,
+    /// Runs after the mounts, before `pivot_root` (createRuntime and
+    /// createContainer hooks).
+    pub before_pivot: &'a dyn Fn() -> SetupResult<()>,
 }
 
 /// Sets up the whole root filesystem and leaves the process in it, at `/`.
@@ -147,6 +150,7 @@ pub(crate) fn setup(cfg: &RootfsConfig) -> SetupResult<()> {
         }
     }
 
+    (cfg.before_pivot)()?;
     enter_root(rootfs)?;
 
     if let Some(flags) = propagation {

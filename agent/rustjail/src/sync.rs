@@ -19,12 +19,20 @@ const MAX_MSG: usize = 16 << 20;
 pub(crate) enum Msg {
     /// Host pid of the container init or exec'd process.
     Pid(i32),
+    /// The PTY master follows as one `SCM_RIGHTS` message.
+    Console,
     /// Setup is done; the init waits for `Start` before exec.
     Created,
     /// Setup failed; the text names the object and the cause.
     Error(String),
-    /// Caller to init: exec the process now.
-    Start,
+    /// Init to caller: mounts are done; run prestart and createRuntime
+    /// hooks, then send `Continue`.
+    CreateRuntime,
+    /// Caller to init: the state document for the createContainer hooks.
+    Continue(String),
+    /// Caller to init: run the startContainer hooks with this state, then
+    /// exec the process.
+    Start(String),
 }
 
 pub(crate) fn send<T: Serialize>(mut w: impl Write, msg: &T) -> io::Result<()> {

@@ -336,7 +336,8 @@ fn exec_joins_the_running_container() {
                 stderr: None,
             },
         )
-        .unwrap();
+        .unwrap()
+        .pid;
     let out = read_all(r);
     assert_eq!(wait_code(pid), 0);
     let lines: Vec<&str> = out.lines().collect();
@@ -358,7 +359,8 @@ fn exec_joins_the_running_container() {
     // Exit codes of exec'd processes.
     let pid = c
         .exec(&exec_process(&["sh", "-c", "exit 7"]), Default::default())
-        .unwrap();
+        .unwrap()
+        .pid;
     assert_eq!(wait_code(pid), 7);
 
     let cg = c.cgroup().path().to_string();
@@ -384,7 +386,8 @@ fn destroy_kills_every_process() {
     c.start().unwrap();
     let extra = c
         .exec(&exec_process(&["sleep", "100"]), Default::default())
-        .unwrap();
+        .unwrap()
+        .pid;
     let cg = c.cgroup().path().to_string();
     // Wait for the background sleeps to show up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -627,4 +630,151 @@ fn bench_create_start_wait_true() {
             v[v.len() * 99 / 100]
         );
     }
+}
+
+#[test]
+fn hooks_run_in_order_with_state() {
+    require_root!();
+    use rustjail::oci_spec::runtime::{Hook, HookBuilder, HooksBuilder};
+    let bundle = Bundle::new();
+    let log = tempfile::tempdir().unwrap();
+    let host_hook = |name: &str| -> Hook {
+        // Appends "<name> <status> <hostname>" to a host file.
+        let script = format!(
+            "read -r state; s=${{state#*\\\"status\\\":\\\"}}; echo {name} ${{s%%\\\"*}} $(hostname) >> {}/log",
+            log.path().display()
+        );
+        HookBuilder::default()
+            .path("/bin/sh")
+            .args(vec!["sh".to_string(), "-c".to_string(), script])
+            .timeout(10i64)
+            .build()
+            .unwrap()
+    };
+    let start_hook = HookBuilder::default()
+        .path("/bin/sh")
+        .args(vec![
+            "sh".into(),
+            "-c".into(),
+            "hostname > /tmp/started".into(),
+        ])
+        .build()
+        .unwrap();
+    let hooks = HooksBuilder::default()
+        .create_runtime(vec![host_hook("createRuntime")])
+        .create_container(vec![host_hook("createContainer")])
+        .start_container(vec![start_hook])
+        .poststart(vec![host_hook("poststart")])
+        .poststop(vec![host_hook("poststop")])
+        .build()
+        .unwrap();
+    let id = unique_id("hooks");
+    let mut s = spec(&id, &["true"]);
+    s.set_hooks(Some(hooks));
+    let out = run_in(&s, &bundle);
+    assert_eq!(out.code, 0);
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let logged = std::fs::read_to_string(log.path().join("log")).unwrap();
+    assert_eq!(
+        logged,
+        format!(
+            "createRuntime creating {host}\ncreateContainer creating rustjail\n\
+             poststart running {host}\npoststop stopped {host}\n"
+        )
+    );
+    let started = std::fs::read_to_string(bundle.rootfs().join("tmp/started")).unwrap();
+    assert_eq!(started, "rustjail\n");
+
+    // A failing createRuntime hook fails create and leaves nothing.
+    let id = unique_id("badhook");
+    let mut s = spec(&id, &["true"]);
+    s.set_hooks(Some(
+        HooksBuilder::default()
+            .create_runtime(vec![HookBuilder::default()
+                .path("/bin/false")
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap(),
+    ));
+    let mounts = mount_count();
+    let err = create(&id, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("container {id:?}: hook createRuntime /bin/false: exit status: 1")
+    );
+    assert!(cgroup_dirs(&id).is_empty());
+    assert_eq!(mount_count(), mounts);
+}
+
+#[test]
+fn terminal_for_init_and_exec() {
+    require_root!();
+    use std::io::{Read, Write};
+    let bundle = Bundle::new();
+    let id = unique_id("tty");
+    let mounts = mount_count();
+    let mut s = spec(
+        &id,
+        &["sh", "-c", "tty; stty size; read line; echo got $line"],
+    );
+    let process = s.process_mut().as_mut().unwrap();
+    process.set_terminal(Some(true));
+    process.set_console_size(Some(
+        rustjail::oci_spec::runtime::BoxBuilder::default()
+            .height(24u64)
+            .width(80u64)
+            .build()
+            .unwrap(),
+    ));
+    let mut c = create(&id, &s, &bundle, Default::default()).unwrap();
+    let console = c.take_console().expect("a console");
+    c.start().unwrap();
+    let mut f = std::fs::File::from(console);
+    f.write_all(b"hello\n").unwrap();
+    let mut out = Vec::new();
+    // The master reads EIO once the last slave holder exits.
+    let _ = f.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).replace('\r', "");
+    assert_eq!(wait_code(c.pid()), 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/dev/pts/0", "{out}");
+    assert_eq!(lines[1], "24 80", "{out}");
+    assert!(lines.contains(&"got hello"), "{out}");
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn exec_with_terminal_and_resize() {
+    require_root!();
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let bundle = Bundle::new();
+    let id = unique_id("ttyexec");
+    let mounts = mount_count();
+    let mut c = create(
+        &id,
+        &spec(&id, &["sleep", "100"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
+    c.start().unwrap();
+    let mut p = exec_process(&["sh", "-c", "sleep 0.2; stty size"]);
+    p.set_terminal(Some(true));
+    let spawned = c.exec(&p, Default::default()).unwrap();
+    let console = spawned.console.expect("a console");
+    rustjail::set_window_size(console.as_fd(), 50, 132).unwrap();
+    let mut out = Vec::new();
+    let _ = std::fs::File::from(console).read_to_end(&mut out);
+    assert_eq!(wait_code(spawned.pid), 0);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "50 132");
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    assert_clean(c.pid(), &cg, mounts);
 }

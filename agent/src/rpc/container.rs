@@ -19,7 +19,12 @@ const MAX_ID_LEN: usize = 256;
 
 /// Container and exec ids name directories and cgroups: no path tricks.
 pub fn validate_id(kind: &str, id: &str) -> ttrpc::Result<()> {
-    let bad = |why: &str| status(Code::INVALID_ARGUMENT, format!("{kind} {id:?}: invalid id: {why}"));
+    let bad = |why: &str| {
+        status(
+            Code::INVALID_ARGUMENT,
+            format!("{kind} {id:?}: invalid id: {why}"),
+        )
+    };
     if id.is_empty() {
         return Err(bad("empty"));
     }
@@ -119,14 +124,23 @@ impl AgentImpl {
         }
     }
 
-    async fn create_reserved(&self, id: &str, exec_id: &str, spec: Spec) -> ttrpc::Result<Arc<Ctr>> {
+    async fn create_reserved(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec: Spec,
+    ) -> ttrpc::Result<Arc<Ctr>> {
         let settings = &self.sandbox.settings;
         let bundle = settings.run_dir.join(id);
         let internal = |what: &str, e: std::io::Error| {
             status(Code::INTERNAL, format!("container {id:?}: {what}: {e}"))
         };
-        let spec_json = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| status(Code::INTERNAL, format!("container {id:?}: encode spec: {e}")))?;
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| {
+            status(
+                Code::INTERNAL,
+                format!("container {id:?}: encode spec: {e}"),
+            )
+        })?;
         std::fs::create_dir_all(&bundle).map_err(|e| internal("create bundle", e))?;
         let cleanup_bundle = || {
             let _ = std::fs::remove_dir_all(&bundle);
@@ -218,10 +232,15 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.remove(req).await
+    }
+
+    async fn remove(&self, req: RemoveContainerRequest) -> ttrpc::Result<Empty> {
         let id = req.container_id.clone();
-        let ctr = self.sandbox.take(&id).ok_or_else(|| {
-            status(Code::NOT_FOUND, format!("container {id:?}: not found"))
-        })?;
+        let ctr = self
+            .sandbox
+            .take(&id)
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id:?}: not found")))?;
         // 0 means no limit, as Kata defines it.
         let limit = match req.timeout {
             0 => Duration::from_secs(365 * 24 * 3600),
@@ -253,12 +272,30 @@ impl AgentImpl {
         }
         if let Err(e) = std::fs::remove_dir_all(&ctr.bundle) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("container {id:?}: remove bundle {}: {e}", ctr.bundle.display());
+                log::warn!(
+                    "container {id:?}: remove bundle {}: {e}",
+                    ctr.bundle.display()
+                );
             }
         }
         self.sandbox.finish(&id, None);
         log::info!("container {id:?} removed");
         Ok(Empty::new())
+    }
+
+    /// Kills and removes every container: what the agent leaves behind
+    /// when it stops. Errors are logged; every container is tried.
+    pub async fn destroy_all(&self) {
+        for ctr in self.sandbox.all() {
+            let id = ctr.id.clone();
+            let mut req = RemoveContainerRequest::new();
+            req.container_id = id.clone();
+            req.timeout = 10;
+            let ctx_free = self.remove(req).await;
+            if let Err(e) = ctx_free {
+                log::warn!("container {id:?}: remove at shutdown: {e:?}");
+            }
+        }
     }
 
     pub(super) async fn do_pause_container(
@@ -298,8 +335,8 @@ impl AgentImpl {
                 format!("container {id:?}: update: no resources given"),
             )
         })?;
-        let resources: LinuxResources = serde_json::from_value(oci::resources(res_pb))
-            .map_err(|e| {
+        let resources: LinuxResources =
+            serde_json::from_value(oci::resources(res_pb)).map_err(|e| {
                 status(
                     Code::INVALID_ARGUMENT,
                     format!("container {id:?}: invalid resources: {e}"),

@@ -120,12 +120,13 @@ impl AgentImpl {
         };
         let reaper = self.sandbox.reaper.clone();
         let c = ctr.clone();
-        let pid = blocking(move || {
+        let spawned = blocking(move || {
             let _guard = reaper.spawn_guard();
             lock(&c.jail).exec(&process, stdio)
         })
         .await?
         .map_err(jail_error)?;
+        let pid = spawned.pid;
         let exit = self.sandbox.reaper.register(pid);
         let added = ctr.add_proc(Proc::new(
             &eid,
@@ -215,10 +216,19 @@ impl AgentImpl {
         Ok(resp)
     }
 
-    async fn read_stream(&self, req: ReadStreamRequest, which: Stream) -> ttrpc::Result<ReadStreamResponse> {
+    async fn read_stream(
+        &self,
+        req: ReadStreamRequest,
+        which: Stream,
+    ) -> ttrpc::Result<ReadStreamResponse> {
         let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
         let name = which.name();
-        let what = || format!("container {:?}: process {:?}: {name}", req.container_id, p.exec_id);
+        let what = || {
+            format!(
+                "container {:?}: process {:?}: {name}",
+                req.container_id, p.exec_id
+            )
+        };
         let len = match req.len as usize {
             0 => 64 * 1024,
             n => n.min(MAX_READ),
@@ -276,7 +286,12 @@ impl AgentImpl {
         req: WriteStreamRequest,
     ) -> ttrpc::Result<WriteStreamResponse> {
         let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
-        let what = || format!("container {:?}: process {:?}: stdin", req.container_id, p.exec_id);
+        let what = || {
+            format!(
+                "container {:?}: process {:?}: stdin",
+                req.container_id, p.exec_id
+            )
+        };
         let mut guard = p.stdin.lock().await;
         if req.data.is_empty() {
             // Empty data is the host's EOF.

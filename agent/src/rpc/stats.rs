@@ -1,10 +1,10 @@
 //! cgroup statistics in the wire form of StatsContainer.
 
+use cgroups_rs::stats as cgroups_stats;
 use protocols::agent::{
     BlkioStats, BlkioStatsEntry, CgroupStats, CpuStats, CpuUsage, HugetlbStats, MemoryData,
     MemoryStats, PidsStats, ThrottlingData,
 };
-use cgroups_rs::stats as cgroups_stats;
 use rustjail::cgroups::CgroupStats as Jail;
 
 fn memory_data(m: Option<&cgroups_stats::MemoryStats>) -> MemoryData {

@@ -70,7 +70,7 @@ pub struct Bundle {
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "cat", "id", "hostname", "sleep", "ls", "pwd", "grep", "kill",
-    "mount", "touch", "wc", "head", "env", "stat", "umask", "mkdir", "dd", "ps",
+    "mount", "touch", "wc", "head", "env", "stat", "umask", "mkdir", "dd", "ps", "tty", "stty",
 ];
 
 impl Bundle {

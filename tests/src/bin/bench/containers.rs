@@ -117,15 +117,23 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
 
     // create -> start -> wait of `true`, then remove (timed separately).
     let mut cycle = Vec::new();
+    let mut steps: [Vec<Duration>; 3] = Default::default();
     let mut removes = Vec::new();
     let mut first = Duration::ZERO;
     for i in 0..51 {
         let cid = format!("bench-{tag}-true-{i}");
         let t = Instant::now();
         b.create(&cid, &["true"]).await?;
+        let t1 = t.elapsed();
         b.start(&cid).await?;
+        let t2 = t.elapsed();
         b.wait(&cid, &cid).await?;
         let d = t.elapsed();
+        if i > 0 {
+            steps[0].push(t1);
+            steps[1].push(t2 - t1);
+            steps[2].push(d - t2);
+        }
         if i == 0 {
             first = d;
         } else {
@@ -147,7 +155,26 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
         ),
         "16.7 (p90 30.9) ms / <= 6.7 ms",
     );
-    push(rows, "first container of a fresh agent", format!("{} ms", ms(first)), "about 31 ms");
+    for s in steps.iter_mut() {
+        s.sort();
+    }
+    push(
+        rows,
+        "  of which create / start / wait p50",
+        format!(
+            "{} / {} / {} ms",
+            ms(percentile(&steps[0], 50.0)),
+            ms(percentile(&steps[1], 50.0)),
+            ms(percentile(&steps[2], 50.0))
+        ),
+        "",
+    );
+    push(
+        rows,
+        "first container of a fresh agent",
+        format!("{} ms", ms(first)),
+        "about 31 ms",
+    );
     push(
         rows,
         "RemoveContainer p50",
@@ -206,7 +233,11 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
     push(
         rows,
         "stdout throughput (1 GiB, len = 1 MiB)",
-        format!("{:.0} MiB/s ({} bytes)", total as f64 / secs / 1048576.0, total),
+        format!(
+            "{:.0} MiB/s ({} bytes)",
+            total as f64 / secs / 1048576.0,
+            total
+        ),
         "about 150 MiB/s / >= 300 MiB/s",
     );
 

@@ -36,7 +36,10 @@ fn main() {
         }
     }
     if !agent_path.exists() {
-        eprintln!("{}: not found (run `make agent-static`)", agent_path.display());
+        eprintln!(
+            "{}: not found (run `make agent-static`)",
+            agent_path.display()
+        );
         std::process::exit(2);
     }
 
@@ -58,7 +61,12 @@ fn main() {
     print_table(&rows);
 }
 
-pub fn push(rows: &mut Vec<Row>, figure: impl Into<String>, value: impl Into<String>, baseline: &'static str) {
+pub fn push(
+    rows: &mut Vec<Row>,
+    figure: impl Into<String>,
+    value: impl Into<String>,
+    baseline: &'static str,
+) {
     rows.push(Row {
         figure: figure.into(),
         value: value.into(),
@@ -67,7 +75,12 @@ pub fn push(rows: &mut Vec<Row>, figure: impl Into<String>, value: impl Into<Str
 }
 
 fn print_table(rows: &[Row]) {
-    let w0 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(6).max(6);
+    let w0 = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
     println!("| {:w0$} | {:w1$} | upstream / goal |", "figure", "ours");
     println!("|{}|{}|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
@@ -163,7 +176,10 @@ fn start_to_ready(exe: &Path, rounds: usize, rows: &mut Vec<Row>) {
     samples.sort();
     push(
         rows,
-        format!("spawn to first Check answered (median of {})", samples.len()),
+        format!(
+            "spawn to first Check answered (median of {})",
+            samples.len()
+        ),
         format!("{:.2} ms", percentile(&samples, 50.0).as_secs_f64() * 1e3),
         "4 to 7 ms / <= 2 ms",
     );

@@ -1,0 +1,138 @@
+//! OCI hooks: each gets the container state as JSON on stdin and must exit
+//! 0 within its timeout. The caller runs prestart, createRuntime,
+//! poststart and poststop; the container init runs createContainer and
+//! startContainer inside the container's namespaces.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Hook;
+
+use crate::error::{Context, SetupError, SetupResult};
+
+/// Hooks without a timeout may run this long.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The OCI state document handed to hooks.
+pub(crate) fn state_json(
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> String {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": annotations.cloned().unwrap_or_default(),
+    })
+    .to_string()
+}
+
+/// Runs `hooks` in order; the first failure stops the run.
+pub(crate) fn run(kind: &str, hooks: Option<&Vec<Hook>>, state: &str) -> SetupResult<()> {
+    for hook in hooks.into_iter().flatten() {
+        run_one(kind, hook, state)?;
+    }
+    Ok(())
+}
+
+fn run_one(kind: &str, hook: &Hook, state: &str) -> SetupResult<()> {
+    let path = hook.path();
+    let what = || format!("hook {kind} {}", path.display());
+    let mut cmd = Command::new(path);
+    if let Some(args) = hook.args().as_deref() {
+        if let Some((arg0, rest)) = args.split_first() {
+            cmd.arg0(arg0).args(rest);
+        }
+    }
+    cmd.env_clear();
+    for kv in hook.env().as_deref().unwrap_or_default() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ctx(what)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its state may close stdin early.
+        let _ = stdin.write_all(state.as_bytes());
+    }
+    let timeout = match hook.timeout() {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => DEFAULT_TIMEOUT,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait().ctx(what)? {
+            if status.success() {
+                return Ok(());
+            }
+            return Err(SetupError::new(what(), status.to_string()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SetupError::new(
+                what(),
+                format!("timed out after {} s", timeout.as_secs()),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::HookBuilder;
+
+    fn hook(args: &[&str], timeout: Option<i64>) -> Hook {
+        let mut b = HookBuilder::default()
+            .path("/bin/sh")
+            .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn hook_gets_state_on_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("state");
+        let script = format!("cat > {}", out.display());
+        let hooks = vec![hook(&["sh", "-c", &script], None)];
+        let state = state_json("abc", "creating", 42, Path::new("/b"), None);
+        run("createRuntime", Some(&hooks), &state).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+        assert_eq!(got["id"], "abc");
+        assert_eq!(got["pid"], 42);
+        assert_eq!(got["status"], "creating");
+    }
+
+    #[test]
+    fn failing_and_slow_hooks() {
+        let hooks = vec![hook(&["sh", "-c", "exit 3"], None)];
+        let err = run("poststart", Some(&hooks), "{}")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "hook poststart /bin/sh: exit status: 3");
+        let hooks = vec![hook(&["sh", "-c", "sleep 5"], Some(1))];
+        let err = run("prestart", Some(&hooks), "{}").unwrap_err().to_string();
+        assert_eq!(err, "hook prestart /bin/sh: timed out after 1 s");
+    }
+}

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Micro-VM test library, sourced by the tests in this folder (not run).
+#
+#   vm_init              read the environment, check the tools, make $VM_DIR,
+#                        install the EXIT trap that ends every process by PID
+#   vm_start_backends    virtiofsd (share $VM_DIR/shared, tag kataShared) and
+#                        vhost-device-vsock (hybrid vsock on $VM_DIR/hvsock.sock)
+#   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters
+#   vm_wait_ready        retry Check until the agent answers; sets VM_BOOT_MS
+#   vm_ctl SECS METHOD [JSON]   one agent-ctl call, bounded by SECS
+#   vm_wait_exit SECS    wait for QEMU to exit by itself (after DestroySandbox)
+#   vm_stop              end QEMU by PID
+#   vm_fail MESSAGE      fail the current step (the trap prints the console log)
+#
+# Environment (defaults in brackets):
+#   KERNEL          guest kernel [newest /boot/vmlinuz-*-cloud-amd64]
+#   INITRD          guest initrd from rootfs-builder [build/kata-initrd.img]
+#   AGENT_CTL       the debugging client [target/debug/agent-ctl]
+#   QEMU            [qemu-system-x86_64]
+#   ACCEL           QEMU accelerator [tcg]
+#   MEM_MB          guest memory, also the memfd backend's size [512]
+#   SMP             guest vCPUs [1]
+#   ROOT_IMAGE      boot this ext4/erofs image from rootfs-builder/image.sh as the
+#                   root disk (virtio-blk, read-only) instead of INITRD; needs a
+#                   kernel with virtio-blk and the filesystem built in (ours) []
+#   KERNEL_APPEND   extra kernel parameters for every boot, e.g. cgroup_no_v1=all []
+#   AGENT_LOG       agent.log level [debug]
+#   BOOT_TIMEOUT    seconds from QEMU's start to the first Check [120]
+#   CALL_TIMEOUT    seconds for each later request [60]
+#   VM_TEST_DIR     working directory (sockets, logs, share) [mktemp]
+#   KEEP            1 keeps the working directory after success too [0]
+#   VHOST_VSOCK     [vhost-device-vsock]   VIRTIOFSD [virtiofsd]
+
+vm_lib_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+vm_repo="$(cd "$vm_lib_dir/../.." && pwd)"
+
+vm_log() { echo "vm-test: $*" >&2; }
+
+vm_init() {
+    KERNEL="${KERNEL:-$(find /boot -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' | sort -V | tail -n 1)}"
+    INITRD="${INITRD:-$vm_repo/build/kata-initrd.img}"
+    ROOT_IMAGE="${ROOT_IMAGE:-}"
+    AGENT_CTL="${AGENT_CTL:-$vm_repo/target/debug/agent-ctl}"
+    QEMU="${QEMU:-qemu-system-x86_64}"
+    ACCEL="${ACCEL:-tcg}"
+    MEM_MB="${MEM_MB:-512}"
+    SMP="${SMP:-1}"
+    KERNEL_APPEND="${KERNEL_APPEND:-}"
+    AGENT_LOG="${AGENT_LOG:-debug}"
+    BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
+    CALL_TIMEOUT="${CALL_TIMEOUT:-60}"
+    KEEP="${KEEP:-0}"
+    VHOST_VSOCK="${VHOST_VSOCK:-vhost-device-vsock}"
+    VIRTIOFSD="${VIRTIOFSD:-virtiofsd}"
+
+    if [[ -z "$KERNEL" || ! -f "$KERNEL" ]]; then
+        vm_log "kernel '$KERNEL': not found (apt-get install linux-image-cloud-amd64, or KERNEL=)"
+        exit 1
+    fi
+    if [[ -n "$ROOT_IMAGE" && ! -f "$ROOT_IMAGE" ]]; then
+        vm_log "root image $ROOT_IMAGE: not found (make -f image.mk image)"
+        exit 1
+    fi
+    if [[ -z "$ROOT_IMAGE" && ! -f "$INITRD" ]]; then
+        vm_log "initrd $INITRD: not found (make -f image.mk initrd)"
+        exit 1
+    fi
+    if [[ ! -x "$AGENT_CTL" ]]; then
+        vm_log "agent-ctl $AGENT_CTL: not found (cargo build -p agent-ctl)"
+        exit 1
+    fi
+    local tool
+    for tool in "$QEMU" "$VHOST_VSOCK" "$VIRTIOFSD" timeout; do
+        if ! command -v "$tool" >/dev/null; then
+            vm_log "$tool: not installed (apt-get install qemu-system-x86; cargo install --locked vhost-device-vsock virtiofsd)"
+            exit 1
+        fi
+    done
+
+    if [[ -n "${VM_TEST_DIR:-}" ]]; then
+        VM_DIR="$VM_TEST_DIR"
+        mkdir -p "$VM_DIR"
+    else
+        VM_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kata-vm-test.XXXXXX")"
+    fi
+    mkdir -p "$VM_DIR/shared"
+    VM_CONSOLE="$VM_DIR/console.log"
+    VM_ADDR="hvsock://$VM_DIR/hvsock.sock:1024"
+    : >"$VM_CONSOLE"
+    vm_pids=()
+    vm_qemu_pid=""
+    vm_step=""
+    trap vm_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# Ends one process: TERM, up to 5 s, then KILL; always reaps it.
+vm_stop_pid() {
+    local pid="$1" i
+    if vm_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            vm_alive "$pid" || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+vm_cleanup() {
+    local rc=$? i f
+    # Reverse order: QEMU first, then the backends it used.
+    for ((i = ${#vm_pids[@]} - 1; i >= 0; i--)); do
+        vm_stop_pid "${vm_pids[i]}"
+    done
+    if [[ $rc -ne 0 ]]; then
+        vm_log "FAILED${vm_step:+ at: $vm_step}; guest console ($VM_CONSOLE):"
+        sed 's/^/  | /' "$VM_CONSOLE" >&2 || true
+        for f in "$VM_DIR/virtiofsd.log" "$VM_DIR/vhost-vsock.log"; do
+            if [[ -s "$f" ]]; then
+                vm_log "$f:"
+                sed 's/^/  | /' "$f" >&2
+            fi
+        done
+    fi
+    if [[ "$KEEP" == 1 || $rc -ne 0 ]]; then
+        vm_log "kept $VM_DIR"
+    else
+        rm -rf "$VM_DIR"
+    fi
+    exit "$rc"
+}
+
+vm_fail() {
+    vm_step="$1"
+    exit 1
+}
+
+vm_now_ms() { date +%s%3N; }
+
+# True while process PID runs (a zombie counts as ended).
+vm_alive() {
+    local state
+    state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+# Waits up to SECS for socket PATH made by process PID (named WHAT).
+vm_wait_socket() {
+    local sock="$1" secs="$2" what="$3" pid="$4" i
+    for ((i = 0; i < secs * 10; i++)); do
+        [[ -S "$sock" ]] && return 0
+        vm_alive "$pid" || vm_fail "$what exited before creating $sock"
+        sleep 0.1
+    done
+    vm_fail "$what: no socket $sock after ${secs}s"
+}
+
+vm_start_backends() {
+    local pid
+    "$VIRTIOFSD" --socket-path "$VM_DIR/vfs.sock" --shared-dir "$VM_DIR/shared" --tag kataShared \
+        --sandbox none --cache auto >"$VM_DIR/virtiofsd.log" 2>&1 </dev/null &
+    pid=$!
+    vm_pids+=("$pid")
+    vm_wait_socket "$VM_DIR/vfs.sock" 10 virtiofsd "$pid"
+
+    "$VHOST_VSOCK" --vm "guest-cid=3,socket=$VM_DIR/vhost.sock,uds-path=$VM_DIR/hvsock.sock" \
+        >"$VM_DIR/vhost-vsock.log" 2>&1 </dev/null &
+    pid=$!
+    vm_pids+=("$pid")
+    vm_wait_socket "$VM_DIR/vhost.sock" 10 vhost-device-vsock "$pid"
+}
+
+vm_boot() {
+    local append="console=ttyS0 quiet panic=-1 agent.log=$AGENT_LOG $KERNEL_APPEND $*"
+    local root=(-initrd "$INITRD") what="initrd $INITRD"
+    if [[ -n "$ROOT_IMAGE" ]]; then
+        root=(-drive "file=$ROOT_IMAGE,if=none,id=root,format=raw,readonly=on"
+            -device "virtio-blk-pci,drive=root")
+        append="root=/dev/vda rootfstype=${ROOT_IMAGE##*.} ro $append"
+        what="root image $ROOT_IMAGE"
+    fi
+    vm_log "kernel $KERNEL, $what ($(stat -c %s "${ROOT_IMAGE:-$INITRD}") bytes), append '$append'"
+    VM_START_MS="$(vm_now_ms)"
+    "$QEMU" -accel "$ACCEL" -machine q35 -cpu max -smp "$SMP" -m "$MEM_MB" \
+        -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on" -numa node,memdev=mem \
+        -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device vhost-user-vsock-pci,chardev=vsock0 \
+        -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=kataShared \
+        -kernel "$KERNEL" "${root[@]}" -append "$append" \
+        -nographic -no-reboot -nodefaults -serial stdio \
+        >"$VM_CONSOLE" 2>&1 </dev/null &
+    vm_qemu_pid=$!
+    vm_pids+=("$vm_qemu_pid")
+}
+
+# One request; stdout is the JSON answer. Fails (non-zero) on an error status.
+vm_ctl() {
+    local secs="$1"
+    shift
+    timeout --kill-after=5 "$((secs + 5))" "$AGENT_CTL" --addr "$VM_ADDR" --timeout "${secs}s" call "$@"
+}
+
+# Retries Check until it answers, QEMU dies or BOOT_TIMEOUT passes.
+vm_wait_ready() {
+    local deadline out
+    deadline=$(($(date +%s) + BOOT_TIMEOUT))
+    until out="$(vm_ctl 2 Check 2>&1)"; do
+        vm_alive "$vm_qemu_pid" || vm_fail "QEMU exited before the agent answered Check: $out"
+        (($(date +%s) < deadline)) || vm_fail "no answer to Check within ${BOOT_TIMEOUT}s: $out"
+        sleep 0.2
+    done
+    VM_BOOT_MS=$(($(vm_now_ms) - VM_START_MS))
+    vm_log "Check: $(tr -d '\n ' <<<"$out")"
+    vm_log "boot to first Check: $((VM_BOOT_MS / 1000)).$(printf '%03d' $((VM_BOOT_MS % 1000))) s"
+}
+
+# Waits for QEMU to exit by itself (the guest powered off), up to SECS.
+vm_wait_exit() {
+    local secs="$1" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ! vm_alive "$vm_qemu_pid"; then
+            wait "$vm_qemu_pid" 2>/dev/null || true
+            return 0
+        fi
+        sleep 0.1
+    done
+    vm_fail "the guest did not power off within ${secs}s"
+}
+
+vm_stop() {
+    vm_stop_pid "$vm_qemu_pid"
+}

@@ -8,10 +8,13 @@
 mod config;
 mod logging;
 mod oci;
+mod oom;
 mod reaper;
 mod rpc;
 mod sandbox;
+mod sandbox_files;
 mod server;
+mod storage;
 mod version;
 
 use std::process::ExitCode;

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use crate::oom::OomEvents;
+use crate::storage::StorageManager;
 use crate::reaper::{RawStatus, Reaper};
 
 /// Guest directory holding container bundles (`<run>/<cid>/`).
@@ -102,6 +104,16 @@ pub struct Ctr {
     pub bundle: PathBuf,
     pub jail: Mutex<rustjail::Container>,
     procs: Mutex<HashMap<String, Arc<Proc>>>,
+    /// Stops the OOM watch when the container goes away.
+    pub oom_watch: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        if let Some(w) = &self.oom_watch {
+            w.abort();
+        }
+    }
 }
 
 impl Ctr {
@@ -111,6 +123,7 @@ impl Ctr {
         bundle: PathBuf,
         jail: rustjail::Container,
         init: Proc,
+        oom_watch: Option<tokio::task::AbortHandle>,
     ) -> Ctr {
         let mut procs = HashMap::new();
         procs.insert(init_exec_id.to_string(), Arc::new(init));
@@ -120,6 +133,7 @@ impl Ctr {
             bundle,
             jail: Mutex::new(jail),
             procs: Mutex::new(procs),
+            oom_watch,
         }
     }
 
@@ -158,9 +172,19 @@ struct Containers {
 }
 
 /// The sandbox: every container of the pod.
+/// Sandbox-wide facts set by CreateSandbox.
+#[derive(Debug, Default)]
+pub struct SandboxState {
+    pub created: bool,
+    pub id: String,
+}
+
 pub struct Sandbox {
     pub settings: Settings,
     pub reaper: Reaper,
+    pub oom: OomEvents,
+    pub storage: StorageManager,
+    pub state: Mutex<SandboxState>,
     containers: Mutex<Containers>,
 }
 
@@ -175,6 +199,9 @@ impl Sandbox {
         Sandbox {
             settings,
             reaper,
+            oom: OomEvents::default(),
+            storage: StorageManager::default(),
+            state: Mutex::new(SandboxState::default()),
             containers: Mutex::new(Containers::default()),
         }
     }

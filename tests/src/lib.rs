@@ -59,14 +59,31 @@ impl Agent {
         Agent::start_with(&bin("kata-agent"), "", &[])
     }
 
+    /// Starts the agent in its own mount and UTS namespaces (as in a guest,
+    /// its mounts and hostname are its own), via `unshare`.
+    pub fn start_isolated() -> Agent {
+        Agent::spawn(&bin("kata-agent"), "", &[], true)
+    }
+
     pub fn start_with(exe: &Path, cmdline: &str, extra: &[&str]) -> Agent {
+        Agent::spawn(exe, cmdline, extra, false)
+    }
+
+    fn spawn(exe: &Path, cmdline: &str, extra: &[&str], isolated: bool) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("agent.sock");
         let log = dir.path().join("agent.log");
         let cmdline_file = dir.path().join("cmdline");
         std::fs::write(&cmdline_file, cmdline).expect("write cmdline");
         let log_file = std::fs::File::create(&log).expect("create log");
-        let child = Command::new(exe)
+        let mut cmd = if isolated {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--uts", "--propagation", "private"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let child = cmd
             .arg("--server-addr")
             .arg(format!("unix://{}", socket.display()))
             .arg("--cmdline")

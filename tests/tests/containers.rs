@@ -566,3 +566,30 @@ fn agent_shutdown_removes_its_containers() {
         .join(&cid);
     assert!(!cg.exists(), "{} left behind", cg.display());
 }
+
+#[test]
+fn memory_capped_process_is_oom_killed_and_reported() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("oom");
+    let mut s = spec(env.rootfs.path(), &cid, &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    let mut res = oci::LinuxResources::new();
+    let mut mem = oci::LinuxMemory::new();
+    mem.Limit = 32 << 20;
+    mem.Swap = 32 << 20;
+    res.Memory = Some(mem).into();
+    s.Linux.as_mut().unwrap().Resources = Some(res).into();
+    // The long poll is already waiting when the kill happens.
+    let client = env.client.clone();
+    let oom = env.rt.spawn(async move {
+        client
+            .get_oom_event(ctx(), &GetOOMEventRequest::new())
+            .await
+    });
+    env.create(&cid, s).unwrap();
+    env.start(&cid).unwrap();
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 137, "dd should be SIGKILLed");
+    let ev = env.rt.block_on(oom).unwrap().unwrap();
+    assert_eq!(ev.container_id, cid);
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}

@@ -23,6 +23,10 @@ out="$(vm_ctl "$CALL_TIMEOUT" Version 2>&1)" || vm_fail "Version: $out"
 vm_log "Version: $(tr -d '\n ' <<<"$out")"
 grep -q '"agent_version"' <<<"$out" || vm_fail "Version: no agent_version in $out"
 
+# The agent's own start-up figure, from its log on the console.
+listening="$(grep -o '"msg":"listening on [^"]*"' "$VM_CONSOLE" | head -n 1 | cut -d'"' -f4)" || true
+[[ -z "$listening" ]] || vm_log "agent: $listening"
+
 # Problems PID 1 met and survived (a module, a cgroup controller, lo).
 if grep -q '"msg":"init: ' "$VM_CONSOLE"; then
     vm_log "agent init notes:"

@@ -14,11 +14,12 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{Hooks, LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{Hooks, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupManager, CgroupStats};
 use crate::hooks;
 use crate::init::{CreateRequest, ExecRequest, Request, INIT_ARG};
+use crate::oom::OomEvents;
 use crate::sync::{self, Msg};
 use crate::utils::{errno_text, io_text, validate_id};
 
@@ -80,6 +81,9 @@ pub struct CreateOpts {
     /// Cgroup path used when the spec has no `linux.cgroupsPath`;
     /// `None` means `/rustjail/<id>`.
     pub default_cgroup_path: Option<String>,
+    /// Enter the rootfs with `MS_MOVE` + chroot instead of `pivot_root`
+    /// (which is also the automatic fallback where pivot_root fails).
+    pub no_pivot: bool,
 }
 
 impl Default for CreateOpts {
@@ -88,6 +92,7 @@ impl Default for CreateOpts {
             launcher: PathBuf::from("/proc/self/exe"),
             stdio: Stdio::default(),
             default_cgroup_path: None,
+            no_pivot: false,
         }
     }
 }
@@ -135,6 +140,7 @@ pub struct Container {
     cgroup: CgroupManager,
     bundle: PathBuf,
     hooks: Option<Hooks>,
+    seccomp: Option<LinuxSeccomp>,
     annotations: Option<HashMap<String, String>>,
     /// PTY master of the init when its process has `terminal: true`.
     console: Option<OwnedFd>,
@@ -234,6 +240,7 @@ impl Container {
             cgroup,
             bundle: bundle.to_path_buf(),
             hooks: spec.hooks().clone(),
+            seccomp: linux.seccomp().clone(),
             annotations: spec.annotations().clone(),
             console: None,
             sync: None,
@@ -242,6 +249,7 @@ impl Container {
         let req = Request::Create(Box::new(CreateRequest {
             spec: spec.clone(),
             rootfs,
+            no_pivot: opts.no_pivot,
         }));
         match c.run_create(req, opts.stdio) {
             Ok(()) => Ok(c),
@@ -457,13 +465,18 @@ impl Container {
                 state: self.status.name(),
             });
         }
-        if kill(self.init_pid, None).is_err() {
-            return Err(self.setup_err("exec: the container's init is not running".into()));
+        if !process_alive(self.init_pid) {
+            return Err(Error::State {
+                id: self.id.clone(),
+                what: "exec",
+                state: "stopped",
+            });
         }
         let req = Request::Exec(Box::new(ExecRequest {
             init_pid: self.init_pid.as_raw(),
             namespaces: self.namespaces.clone(),
             process: process.clone(),
+            seccomp: self.seccomp.clone(),
         }));
         let mut helper = self.spawn_helper(&req, stdio)?;
         let mut pid = None;
@@ -536,6 +549,16 @@ impl Container {
         self.cgroup.stats()
     }
 
+    /// Starts watching the container's cgroup for OOM kills.
+    pub fn oom_events(&self) -> Result<OomEvents> {
+        let (dir, watch): (_, fn(&Path) -> std::io::Result<OomEvents>) = if self.cgroup.is_v2() {
+            (self.cgroup.file(None, ""), OomEvents::v2)
+        } else {
+            (self.cgroup.file(Some("memory"), ""), OomEvents::v1)
+        };
+        watch(&dir).map_err(self.op_err(format!("watch oom events in {}", dir.display())))
+    }
+
     /// Freezes every process of the container.
     pub fn pause(&mut self) -> Result<()> {
         if self.status != Status::Running {
@@ -586,7 +609,6 @@ impl Container {
         if self.status == Status::Destroyed {
             return Ok(());
         }
-        self.sync = None;
         if self.cgroup.exists() {
             self.kill_all(Signal::SIGKILL)?;
             let id = self.id.clone();
@@ -602,10 +624,24 @@ impl Container {
                 });
             }
         }
+        // Closed only now: an init waiting for start would exit on its own.
+        self.sync = None;
         self.status = Status::Destroyed;
         let state = self.state("stopped");
         let h = self.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         hooks::run("poststop", h, &state).map_err(|e| self.setup_err(e.to_string()))
+    }
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn process_alive(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which ends with the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 

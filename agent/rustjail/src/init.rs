@@ -32,13 +32,15 @@ use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::waitpid;
 use nix::unistd::{chdir, dup2, execve, fork, pipe2, read, setresgid, setresuid, setsid, write};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxSeccomp, Process, Spec};
+use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, SetupError, SetupResult};
 use crate::hooks;
 use crate::process;
 use crate::rootfs::{self, RootfsConfig};
+use crate::seccomp;
 use crate::sync::{self, Msg};
 use crate::tty;
 
@@ -57,6 +59,7 @@ pub(crate) struct CreateRequest {
     pub spec: Spec,
     /// Absolute, resolved rootfs path.
     pub rootfs: PathBuf,
+    pub no_pivot: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +69,8 @@ pub(crate) struct ExecRequest {
     /// Namespace types the container has (joined from the init).
     pub namespaces: Vec<LinuxNamespaceType>,
     pub process: Process,
+    /// The container's seccomp profile, which exec'd processes get too.
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// Runs the init helper and exits if the first argument is [`INIT_ARG`];
@@ -306,6 +311,7 @@ fn container_init(
     }
     setsid().ctx(|| "setsid")?;
     umask(Mode::empty());
+    let filters = compile_seccomp(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()))?;
 
     if ctx.new_uts {
         if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
@@ -347,10 +353,11 @@ fn container_init(
         spec,
         in_userns: ctx.in_userns,
         cgroupns: ctx.cgroupns,
+        no_pivot: req.no_pivot,
         before_pivot: &before_pivot,
     })?;
 
-    let target = finalize(sock, process, stdio)?;
+    let target = finalize(sock, process, stdio, &filters)?;
     sync::send(sock, &Msg::Created).ctx(|| "report created")?;
     let state = match sync::recv::<Msg>(sock) {
         Ok(Some(Msg::Start(state))) => state,
@@ -363,7 +370,22 @@ fn container_init(
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,
     )?;
+    install_late_seccomp(process, &filters)?;
     exec(&target)
+}
+
+fn compile_seccomp(profile: Option<&LinuxSeccomp>) -> SetupResult<Vec<BpfProgram>> {
+    profile.map_or(Ok(Vec::new()), seccomp::compile)
+}
+
+/// With no_new_privs the filters go in last, right before exec, so the
+/// profile need not allow our own setup syscalls. Without it, installing
+/// needs CAP_SYS_ADMIN, so they went in before the capabilities dropped.
+fn install_late_seccomp(process: &Process, filters: &[BpfProgram]) -> SetupResult<()> {
+    if process.no_new_privileges() == Some(true) {
+        seccomp::install(filters)?;
+    }
+    Ok(())
 }
 
 /// Whether the caller must be asked to run hooks before `pivot_root`.
@@ -390,6 +412,7 @@ fn finalize(
     sock: &UnixStream,
     process: &Process,
     stdio: [OwnedFd; 3],
+    filters: &[BpfProgram],
 ) -> SetupResult<process::ExecTarget> {
     let cwd = process.cwd();
     chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
@@ -413,6 +436,9 @@ fn finalize(
         stdio
     };
     process::set_rlimits(process)?;
+    if process.no_new_privileges() != Some(true) {
+        seccomp::install(filters)?;
+    }
     process::set_user_and_caps(process)?;
     process::set_no_new_privs(process)?;
     let mask = process.user().umask().unwrap_or(0o022);
@@ -491,7 +517,7 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
     // SAFETY: the helper is single threaded, so the child may run any code.
     match unsafe { fork() }.ctx(|| "fork exec process")? {
         ForkResult::Child => {
-            let err = match exec_child(sock, &req.process, joined_user, stdio) {
+            let err = match exec_child(sock, &req, joined_user, stdio) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -508,7 +534,7 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
 
 fn exec_child(
     sock: &UnixStream,
-    process: &Process,
+    req: &ExecRequest,
     joined_user: bool,
     stdio: [OwnedFd; 3],
 ) -> SetupResult<Infallible> {
@@ -516,6 +542,9 @@ fn exec_child(
         become_ns_root()?;
     }
     setsid().ctx(|| "setsid")?;
-    let target = finalize(sock, process, stdio)?;
+    let process = &req.process;
+    let filters = compile_seccomp(req.seccomp.as_ref())?;
+    let target = finalize(sock, process, stdio, &filters)?;
+    install_late_seccomp(process, &filters)?;
     exec(&target)
 }

@@ -106,6 +106,8 @@ pub(crate) struct RootfsConfig<'a> {
     pub in_userns: bool,
     /// Also a new cgroup namespace: cgroup mounts show the container's root.
     pub cgroupns: bool,
+    /// Skip `pivot_root`, use `MS_MOVE` + chroot (as on an initramfs).
+    pub no_pivot: bool,
     /// Runs after the mounts, before `pivot_root` (createRuntime and
     /// createContainer hooks).
     pub before_pivot: &'a dyn Fn() -> SetupResult<()>,
@@ -151,7 +153,7 @@ pub(crate) fn setup(cfg: &RootfsConfig) -> SetupResult<()> {
     }
 
     (cfg.before_pivot)()?;
-    enter_root(rootfs)?;
+    enter_root(rootfs, cfg.no_pivot)?;
 
     if let Some(flags) = propagation {
         mount(NONE, "/", NONE, flags, NONE).ctx(|| "set rootfs propagation")?;
@@ -444,9 +446,14 @@ fn create_dev_symlinks(rootfs: &Path) -> SetupResult<()> {
 
 /// Makes `rootfs` the root: `pivot_root`, or `MS_MOVE` + chroot when the
 /// current root cannot be pivoted (initramfs).
-fn enter_root(rootfs: &Path) -> SetupResult<()> {
+fn enter_root(rootfs: &Path, no_pivot: bool) -> SetupResult<()> {
     chdir(rootfs).ctx(|| format!("chdir to rootfs {}", rootfs.display()))?;
-    match pivot_root(".", ".") {
+    let pivot = if no_pivot {
+        Err(Errno::EINVAL)
+    } else {
+        pivot_root(".", ".")
+    };
+    match pivot {
         Ok(()) => {
             // The old root is stacked on "."; detach it without propagating.
             mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)

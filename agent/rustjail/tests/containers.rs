@@ -739,10 +739,9 @@ fn terminal_for_init_and_exec() {
     let _ = f.read_to_end(&mut out);
     let out = String::from_utf8_lossy(&out).replace('\r', "");
     assert_eq!(wait_code(c.pid()), 0);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "/dev/pts/0", "{out}");
-    assert_eq!(lines[1], "24 80", "{out}");
-    assert!(lines.contains(&"got hello"), "{out}");
+    // The terminal may echo our input before the shell starts.
+    let lines: Vec<&str> = out.lines().filter(|l| *l != "hello").collect();
+    assert_eq!(lines, ["/dev/pts/0", "24 80", "got hello"], "{out}");
     let cg = c.cgroup().path().to_string();
     c.destroy(std::time::Duration::from_secs(5)).unwrap();
     assert_clean(c.pid(), &cg, mounts);
@@ -776,5 +775,322 @@ fn exec_with_terminal_and_resize() {
     let cg = c.cgroup().path().to_string();
     c.destroy(std::time::Duration::from_secs(5)).unwrap();
     assert_eq!(wait_code(c.pid()), 137);
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+fn seccomp_profile() -> rustjail::oci_spec::runtime::LinuxSeccomp {
+    use rustjail::oci_spec::runtime::{
+        LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+        LinuxSyscallBuilder,
+    };
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(vec![
+                    "mkdir".to_string(),
+                    "mkdirat".to_string(),
+                    "clock_gettime64".to_string(),
+                ])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(13u32)
+                .build()
+                .unwrap(),
+            // sethostname(2) refused only for names of length 3.
+            LinuxSyscallBuilder::default()
+                .names(vec!["sethostname".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .args(vec![LinuxSeccompArgBuilder::default()
+                    .index(1usize)
+                    .op(LinuxSeccompOperator::ScmpCmpEq)
+                    .value(3u64)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn seccomp_refuses_syscalls() {
+    require_root!();
+    for nnp in [true, false] {
+        let bundle = Bundle::new();
+        let id = unique_id("seccomp");
+        let mounts = mount_count();
+        let script = "grep -E '^Seccomp' /proc/self/status; mkdir /tmp/x 2>&1; \
+                      hostname abc 2>&1; hostname abcd && hostname; exec sleep 100";
+        let mut s = spec(&id, &["sh", "-c", script]);
+        s.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_seccomp(Some(seccomp_profile()));
+        let process = s.process_mut().as_mut().unwrap();
+        process.set_no_new_privileges(Some(nnp));
+        // Changing the hostname needs CAP_SYS_ADMIN.
+        let mut caps = process.capabilities().clone().unwrap();
+        let mut set = caps.bounding().clone().unwrap();
+        set.insert(rustjail::oci_spec::runtime::Capability::SysAdmin);
+        caps.set_bounding(Some(set.clone()));
+        caps.set_effective(Some(set.clone()));
+        caps.set_permitted(Some(set));
+        process.set_capabilities(Some(caps));
+        let (r, w) = pipe();
+        let mut c = create(
+            &id,
+            &s,
+            &bundle,
+            rustjail::Stdio {
+                stdin: None,
+                stdout: Some(w),
+                stderr: None,
+            },
+        )
+        .unwrap();
+        c.start().unwrap();
+        // Read the script's five lines before it is killed.
+        let mut reader = std::io::BufReader::new(std::fs::File::from(r));
+        let mut out = String::new();
+        for _ in 0..5 {
+            std::io::BufRead::read_line(&mut reader, &mut out).unwrap();
+        }
+        // Exec'd processes get the container's profile as well.
+        let (er, ew) = pipe();
+        let spawned = c
+            .exec(
+                &exec_process(&["sh", "-c", "mkdir /tmp/y 2>&1"]),
+                rustjail::Stdio {
+                    stdin: None,
+                    stdout: Some(ew),
+                    stderr: None,
+                },
+            )
+            .unwrap();
+        let exec_out = read_all(er);
+        assert_eq!(wait_code(spawned.pid), 1);
+        assert!(exec_out.contains("Permission denied"), "{exec_out}");
+        let cg = c.cgroup().path().to_string();
+        c.destroy(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(wait_code(c.pid()), 137);
+        assert_clean(c.pid(), &cg, mounts);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["Seccomp:", "2"],
+            "{out}"
+        );
+        assert!(lines[1].starts_with("Seccomp_filters:"), "{out}");
+        assert!(lines[2].contains("Permission denied"), "{out}");
+        // No errnoRet: EPERM.
+        assert!(lines[3].contains("Operation not permitted"), "{out}");
+        assert_eq!(lines[4], "abcd", "{out}");
+    }
+}
+
+#[test]
+fn oom_kill_is_reported() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("oom");
+    let mounts = mount_count();
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "read x; dd if=/dev/zero of=/dev/null bs=64M count=1",
+        ],
+    );
+    let res = rustjail::oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(
+            rustjail::oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(16i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    s.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let (stdin_r, stdin_w) = pipe();
+    let mut c = create(
+        &id,
+        &s,
+        &bundle,
+        rustjail::Stdio {
+            stdin: Some(stdin_r),
+            stdout: None,
+            stderr: None,
+        },
+    )
+    .unwrap();
+    let mut oom = c.oom_events().unwrap();
+    assert_eq!(oom.read().unwrap(), 0);
+    c.start().unwrap();
+    drop(stdin_w);
+    let code = wait_code(c.pid());
+    assert_ne!(code, 0);
+    let mut fds = [nix::poll::PollFd::new(
+        oom.fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    assert_eq!(nix::poll::poll(&mut fds, 5000u16).unwrap(), 1);
+    assert!(oom.read().unwrap() >= 1);
+    let cg = c.cgroup().path().to_string();
+    drop(oom);
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn sandbox_shares_pid_ipc_uts_namespaces() {
+    require_root!();
+    use rustjail::oci_spec::runtime::LinuxNamespaceType as T;
+    let bundle = Bundle::new();
+    let mounts = mount_count();
+    let sandbox_id = unique_id("sandbox");
+    let mut sandbox = create(
+        &sandbox_id,
+        &spec(&sandbox_id, &["sleep", "100"]),
+        &bundle,
+        Default::default(),
+    )
+    .unwrap();
+    sandbox.start().unwrap();
+    let spid = sandbox.pid();
+
+    let id = unique_id("member");
+    let mut s = spec(&id, &["sh", "-c", "echo $$; hostname; cat /proc/1/cmdline"]);
+    s.set_hostname(None);
+    let linux = s.linux_mut().as_mut().unwrap();
+    let ns: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|mut n| {
+            let name = match n.typ() {
+                T::Pid => "pid",
+                T::Ipc => "ipc",
+                T::Uts => "uts",
+                _ => return n,
+            };
+            n.set_path(Some(format!("/proc/{spid}/ns/{name}").into()));
+            n
+        })
+        .collect();
+    linux.set_namespaces(Some(ns));
+    let out = run_in(&s, &bundle).stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    // Not PID 1: the sandbox's sleep is PID 1 of the shared namespace.
+    assert_ne!(lines[0], "1", "{out}");
+    assert_eq!(lines[1], "rustjail", "{out}");
+    assert_eq!(lines[2], "sleep\u{0}100\u{0}", "{out}");
+
+    let cg = sandbox.cgroup().path().to_string();
+    sandbox.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(spid), 137);
+    assert_clean(spid, &cg, mounts);
+}
+
+#[test]
+fn spec_devices_are_created() {
+    require_root!();
+    let id = unique_id("devices");
+    let mut s = spec(&id, &["stat", "-c", "%F %t %T %a %u", "/dev/mydev"]);
+    s.linux_mut().as_mut().unwrap().set_devices(Some(vec![
+        rustjail::oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path("/dev/mydev")
+            .typ(rustjail::oci_spec::runtime::LinuxDeviceType::C)
+            .major(1i64)
+            .minor(3i64)
+            .file_mode(0o640u32)
+            .uid(1000u32)
+            .build()
+            .unwrap(),
+    ]));
+    let out = run(&s);
+    assert_eq!(
+        out.stdout, "character special file 1 3 640 1000\n",
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn no_pivot_uses_move_and_chroot() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("nopivot");
+    let mounts = mount_count();
+    let mut s = spec(&id, &["sh", "-c", "ls /; cat /proc/self/mountinfo | wc -l"]);
+    s.root_mut().as_mut().unwrap().set_readonly(Some(true));
+    let (r, w) = pipe();
+    let mut c = rustjail::Container::create(
+        &id,
+        &s,
+        bundle.path(),
+        rustjail::CreateOpts {
+            launcher: launcher(),
+            stdio: rustjail::Stdio {
+                stdin: None,
+                stdout: Some(w),
+                stderr: None,
+            },
+            no_pivot: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    c.start().unwrap();
+    let out = read_all(r);
+    assert_eq!(wait_code(c.pid()), 0);
+    let mut lines: Vec<&str> = out.lines().collect();
+    let _count = lines.pop();
+    assert_eq!(
+        lines,
+        ["bin", "dev", "etc", "proc", "root", "sys", "tmp"],
+        "{out}"
+    );
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_clean(c.pid(), &cg, mounts);
+}
+
+#[test]
+fn exec_into_stopped_container_fails() {
+    require_root!();
+    let bundle = Bundle::new();
+    let id = unique_id("stopped");
+    let mounts = mount_count();
+    let mut c = create(&id, &spec(&id, &["true"]), &bundle, Default::default()).unwrap();
+    c.start().unwrap();
+    // Not reaped yet: a zombie counts as stopped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.pid())).unwrap();
+        if stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z')
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let err = c
+        .exec(&exec_process(&["true"]), Default::default())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {id:?}: exec: the container is stopped")
+    );
+    assert_eq!(wait_code(c.pid()), 0);
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
     assert_clean(c.pid(), &cg, mounts);
 }

@@ -110,7 +110,13 @@ impl AgentImpl {
                 ))
             }
         }
-        let result = self.create_reserved(&id, &exec_id, spec).await;
+        let result = match self.add_storages(&id, req.storages.clone()).await {
+            Ok(()) => self.create_reserved(&id, &exec_id, spec).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.release_storages(&id).await;
+        }
         match result {
             Ok(ctr) => {
                 self.sandbox.finish(&id, Some(ctr));
@@ -171,7 +177,7 @@ impl AgentImpl {
                 stdout: Some(stdout.theirs),
                 stderr: Some(stderr.theirs),
             },
-            default_cgroup_path: None,
+            ..rustjail::CreateOpts::default()
         };
         let reaper = self.sandbox.reaper.clone();
         let (cid, b) = (id.to_string(), bundle.clone());
@@ -193,6 +199,14 @@ impl AgentImpl {
         };
         let pid = jail.pid();
         let exit = self.sandbox.reaper.register(pid);
+        let memory_dir = jail.cgroup().file(Some("memory"), "");
+        let oom_watch = match self.sandbox.oom.watch(id, &memory_dir, jail.cgroup().is_v2()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!("container {id:?}: no OOM notifications: {}: {e}", memory_dir.display());
+                None
+            }
+        };
         let init = Proc::new(
             exec_id,
             pid,
@@ -203,7 +217,35 @@ impl AgentImpl {
                 stderr: Some(stderr.ours),
             },
         );
-        Ok(Arc::new(Ctr::new(id, exec_id, bundle, jail, init)))
+        Ok(Arc::new(Ctr::new(id, exec_id, bundle, jail, init, oom_watch)))
+    }
+
+    /// Sets up a container's storages (volumes); the caller releases them
+    /// on failure.
+    async fn add_storages(&self, id: &str, storages: Vec<Storage>) -> ttrpc::Result<()> {
+        if storages.is_empty() {
+            return Ok(());
+        }
+        let sandbox = self.sandbox.clone();
+        let owner = id.to_string();
+        blocking(move || {
+            for s in &storages {
+                sandbox.storage.add(&owner, s).map_err(|e| {
+                    status(Code::INVALID_ARGUMENT, format!("container {owner:?}: {e}"))
+                })?;
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn release_storages(&self, id: &str) {
+        let sandbox = self.sandbox.clone();
+        let owner = id.to_string();
+        let errors = blocking(move || sandbox.storage.release(&owner)).await;
+        for e in errors.unwrap_or_default() {
+            log::warn!("container {id:?}: release storage: {e}");
+        }
     }
 
     /// Looks a container up or answers NOT_FOUND naming it.
@@ -278,6 +320,7 @@ impl AgentImpl {
                 );
             }
         }
+        self.release_storages(&id).await;
         self.sandbox.finish(&id, None);
         log::info!("container {id:?} removed");
         Ok(Empty::new())

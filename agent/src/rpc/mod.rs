@@ -6,6 +6,7 @@
 mod container;
 pub mod health;
 mod process;
+mod sandbox;
 mod stats;
 
 use std::sync::Arc;
@@ -140,15 +141,15 @@ agent_service! {
     "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => unimplemented;
     "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented;
     "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;
-    "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => unimplemented;
-    "DestroySandbox" destroy_sandbox(DestroySandboxRequest) -> Empty => unimplemented;
+    "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => do_create_sandbox;
+    "DestroySandbox" destroy_sandbox(DestroySandboxRequest) -> Empty => do_destroy_sandbox;
     "OnlineCPUMem" online_cpu_mem(OnlineCPUMemRequest) -> Empty => unimplemented;
     "ReseedRandomDev" reseed_random_dev(ReseedRandomDevRequest) -> Empty => unimplemented;
     "GetGuestDetails" get_guest_details(GuestDetailsRequest) -> GuestDetailsResponse => unimplemented;
     "MemHotplugByProbe" mem_hotplug_by_probe(MemHotplugByProbeRequest) -> Empty => unimplemented;
     "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => unimplemented;
     "CopyFile" copy_file(CopyFileRequest) -> Empty => unimplemented;
-    "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => unimplemented;
+    "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => do_get_oom_event;
     "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
     "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => unimplemented;
     "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => unimplemented;

@@ -319,6 +319,22 @@ impl AgentImpl {
         Ok(Empty::new())
     }
 
+    pub(super) async fn do_get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetOOMEventRequest,
+    ) -> ttrpc::Result<OOMEvent> {
+        let cid = self
+            .sandbox
+            .oom
+            .next()
+            .await
+            .ok_or_else(|| status(Code::UNAVAILABLE, "OOM events: the agent is shutting down"))?;
+        let mut ev = OOMEvent::new();
+        ev.container_id = cid;
+        Ok(ev)
+    }
+
     pub(super) async fn do_tty_win_resize(
         &self,
         _ctx: &TtrpcContext,

@@ -204,7 +204,7 @@ pub fn create(id: &str, spec: &Spec, bundle: &Bundle, stdio: Stdio) -> rustjail:
         CreateOpts {
             launcher: launcher(),
             stdio,
-            default_cgroup_path: None,
+            ..Default::default()
         },
     )
 }

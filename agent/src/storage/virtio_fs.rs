@@ -1,0 +1,109 @@
+//! `virtio-fs`: mounts the shared directory the VMM exports under a tag
+//! (`source`, `kataShared` from Kata's shim) with filesystem `virtiofs`.
+
+use nix::mount::{MntFlags, MsFlags};
+use protocols::agent::Storage;
+
+use super::options::parse_mount_options;
+use super::{mounted_at, Ctx, MountInfo, MountOptions, StorageError, Undo};
+
+const FSTYPE: &str = "virtiofs";
+
+/// Flags that make no sense for a filesystem mount and are dropped.
+const IGNORED: MsFlags = MsFlags::MS_BIND
+    .union(MsFlags::MS_REC)
+    .union(MsFlags::MS_REMOUNT);
+
+pub(super) struct Plan {
+    tag: String,
+    options: MountOptions,
+}
+
+pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
+    if s.source.is_empty() {
+        return Err(ctx.invalid("no virtio-fs tag in source"));
+    }
+    if s.source.contains('\0') {
+        return Err(ctx.invalid("virtio-fs tag contains a nul byte"));
+    }
+    if !s.fstype.is_empty() && s.fstype != FSTYPE {
+        return Err(ctx.invalid(format!(
+            "fstype \"{}\" is not supported (only {FSTYPE})",
+            s.fstype
+        )));
+    }
+    let mut options = parse_mount_options(&s.options);
+    options.flags.remove(IGNORED);
+    Ok(Plan {
+        tag: s.source.clone(),
+        options,
+    })
+}
+
+/// Whether the mount already at the mount point is this tag.
+fn is_premount(m: &MountInfo, tag: &str) -> bool {
+    m.fstype == FSTYPE && m.source == tag
+}
+
+pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
+    // The guest may mount the tag before the agent starts (upstream Kata
+    // accepts that too): adopt it, and leave it mounted on release.
+    if let Ok(Some(m)) = mounted_at(ctx.real()) {
+        if is_premount(&m, &plan.tag) {
+            log::info!(
+                "virtio-fs tag \"{}\" already mounted at {}",
+                plan.tag,
+                ctx.real().display()
+            );
+            return Ok(Undo::default());
+        }
+    }
+    let created = ctx.create_dir()?;
+    let op = format!("mount {FSTYPE} tag \"{}\"", plan.tag);
+    if let Err(e) = ctx.mount(
+        &op,
+        Some(&plan.tag),
+        Some(FSTYPE),
+        plan.options.flags,
+        plan.options.data(),
+    ) {
+        ctx.remove_created(&created);
+        return Err(e);
+    }
+    if !plan.options.propagation.is_empty() {
+        if let Err(e) = ctx.mount(
+            "set propagation",
+            None,
+            None,
+            plan.options.propagation,
+            None,
+        ) {
+            ctx.unmount_after_failure();
+            ctx.remove_created(&created);
+            return Err(e);
+        }
+    }
+    Ok(Undo {
+        unmount: Some(MntFlags::empty()),
+        created,
+        remove_tree: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn premount_matches_tag_and_fstype() {
+        let m = |fstype: &str, source: &str| MountInfo {
+            mount_point: PathBuf::from("/run/kata-containers/shared/containers"),
+            fstype: fstype.to_owned(),
+            source: source.to_owned(),
+        };
+        assert!(is_premount(&m("virtiofs", "kataShared"), "kataShared"));
+        assert!(!is_premount(&m("virtiofs", "other"), "kataShared"));
+        assert!(!is_premount(&m("tmpfs", "kataShared"), "kataShared"));
+    }
+}

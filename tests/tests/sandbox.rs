@@ -1,0 +1,159 @@
+//! The call sequence Kata's shim sends, against an agent in its own mount
+//! and UTS namespaces: CreateSandbox with storages, a container whose rootfs
+//! is under the shared directory, exec, signal, stats, removal, and
+//! DestroySandbox; then nothing may be left.
+
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::*;
+use protocols::agent::*;
+use protocols::agent_ttrpc::AgentServiceClient;
+use protocols::oci;
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
+}
+
+fn storage(driver: &str, source: &str, fstype: &str, opts: &[&str], mp: &str) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = fstype.into();
+    s.options = opts.iter().map(|o| o.to_string()).collect();
+    s.mount_point = mp.into();
+    s
+}
+
+fn agent_mounts(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn shim_sequence_leaves_nothing_behind() {
+    if !can_run_containers() {
+        return;
+    }
+    let agent = Agent::start_isolated();
+    let pid = agent.pid();
+    let before = agent_mounts(pid);
+    // The host side of the shared directory: what virtio-fs would share.
+    let shared = tempfile::tempdir().unwrap();
+    let cid = format!("shim-{}", std::process::id());
+    let rootfs = Rootfs::new();
+    let guest_rootfs = shared.path().join(&cid).join("rootfs");
+    std::fs::create_dir_all(guest_rootfs.parent().unwrap()).unwrap();
+    std::fs::rename(rootfs.path(), &guest_rootfs).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = agent.uri();
+    rt.block_on(async {
+        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
+        let shared_mp = "/run/kata-containers/shared/containers/";
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "sb1".into();
+        sb.hostname = "pod-host".into();
+        sb.dns = vec!["nameserver 10.0.0.53".into(), "search svc.local".into()];
+        sb.storages = vec![
+            // On the host, a bind mount stands in for the virtio-fs share.
+            storage("bind", &shared.path().display().to_string(), "bind", &["rbind"], shared_mp),
+            storage("ephemeral", "shm", "tmpfs", &["size=1048576"], "/run/kata-containers/sandbox/shm"),
+        ];
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        // A second CreateSandbox is refused.
+        assert!(c.create_sandbox(ctx(), &sb).await.is_err());
+
+        let mut s = oci::Spec::new();
+        let mut p = oci::Process::new();
+        p.Args = vec!["sh".into(), "-c".into(), "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000".into()];
+        p.Env = vec!["PATH=/bin".into()];
+        p.Cwd = "/".into();
+        s.Process = Some(p).into();
+        let mut root = oci::Root::new();
+        root.Path = format!("{shared_mp}{cid}/rootfs");
+        s.Root = Some(root).into();
+        let mut m = oci::Mount::new();
+        m.destination = "/proc".into();
+        m.type_ = "proc".into();
+        m.source = "proc".into();
+        s.Mounts = vec![m];
+        let mut l = oci::Linux::new();
+        for t in ["mount", "pid", "ipc"] {
+            let mut ns = oci::LinuxNamespace::new();
+            ns.Type = t.into();
+            l.Namespaces.push(ns);
+        }
+        l.CgroupsPath = format!("/guest-agent-tests/{cid}");
+        s.Linux = Some(l).into();
+        let mut req = CreateContainerRequest::new();
+        req.container_id = cid.clone();
+        req.exec_id = cid.clone();
+        req.OCI = Some(s).into();
+        // A per-container volume.
+        req.storages = vec![storage("local", "local", "local", &["mode=0777"], &format!("/run/kata-containers/sandbox/local/{cid}-vol"))];
+        c.create_container(ctx(), &req).await.unwrap();
+        let mut st = StartContainerRequest::new();
+        st.container_id = cid.clone();
+        c.start_container(ctx(), &st).await.unwrap();
+
+        let mut rd = ReadStreamRequest::new();
+        rd.container_id = cid.clone();
+        rd.exec_id = cid.clone();
+        rd.len = 1024;
+        let mut out = Vec::new();
+        while !out.ends_with(b"up\n") {
+            out.extend(c.read_stdout(ctx(), &rd).await.unwrap().data);
+        }
+        // The container shares the sandbox's UTS namespace: its hostname.
+        assert!(out.starts_with(b"pod-host\n"), "{}", String::from_utf8_lossy(&out));
+
+        let mut ex = ExecProcessRequest::new();
+        ex.container_id = cid.clone();
+        ex.exec_id = "probe".into();
+        let mut p = oci::Process::new();
+        p.Args = vec!["echo".into(), "exec-ok".into()];
+        p.Env = vec!["PATH=/bin".into()];
+        p.Cwd = "/".into();
+        ex.process = Some(p).into();
+        c.exec_process(ctx(), &ex).await.unwrap();
+        let mut w = WaitProcessRequest::new();
+        w.container_id = cid.clone();
+        w.exec_id = "probe".into();
+        assert_eq!(c.wait_process(ctx(), &w).await.unwrap().status, 0);
+
+        let mut stats = StatsContainerRequest::new();
+        stats.container_id = cid.clone();
+        let s = c.stats_container(ctx(), &stats).await.unwrap();
+        assert!(s.cgroup_stats.pids_stats.current >= 1);
+
+        let mut sig = SignalProcessRequest::new();
+        sig.container_id = cid.clone();
+        sig.signal = 9;
+        c.signal_process(ctx(), &sig).await.unwrap();
+        w.exec_id = cid.clone();
+        assert_eq!(c.wait_process(ctx(), &w).await.unwrap().status, 137);
+
+        let mut rm = RemoveContainerRequest::new();
+        rm.container_id = cid.clone();
+        rm.timeout = 10;
+        c.remove_container(ctx(), &rm).await.unwrap();
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new()).await.unwrap();
+    });
+
+    let after = agent_mounts(pid);
+    assert_eq!(after, before, "mounts left in the agent's namespace");
+    assert!(!Path::new("/run/kata-containers").join(&cid).exists());
+    assert!(!Path::new("/sys/fs/cgroup/memory/guest-agent-tests").join(&cid).exists());
+    assert!(children_of(pid).is_empty());
+    assert!(!Path::new("/run/kata-containers/shared").exists(), "shared dir left behind");
+    // The host's hostname is untouched: the agent has its own UTS namespace.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "pod-host");
+}

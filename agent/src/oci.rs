@@ -489,7 +489,7 @@ mod tests {
         let res = linux.resources().as_ref().unwrap();
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 32);
-        assert_eq!(res.devices().as_ref().unwrap()[0].allow(), false);
+        assert!(!res.devices().as_ref().unwrap()[0].allow());
         let sc = linux.seccomp().as_ref().unwrap();
         assert_eq!(sc.syscalls().as_ref().unwrap()[0].errno_ret(), Some(1));
         assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.ip_forward"], "1");

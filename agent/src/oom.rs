@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, Mutex};
@@ -58,7 +58,11 @@ impl OomEvents {
     /// Starts watching a container's memory cgroup directory. Returns the
     /// handle to stop the watch when the container goes away.
     pub fn watch(&self, cid: &str, memory_dir: &Path, v2: bool) -> io::Result<AbortHandle> {
-        let counter_file = memory_dir.join(if v2 { "memory.events" } else { "memory.oom_control" });
+        let counter_file = memory_dir.join(if v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        });
         let notifier = if v2 {
             inotify_fd(&counter_file)?
         } else {
@@ -87,7 +91,7 @@ impl OomEvents {
                         return;
                     }
                 }
-                if matches!(drained, Err(_)) {
+                if drained.is_err() {
                     // Nothing was pending: a spurious wakeup.
                     continue;
                 }
@@ -130,7 +134,7 @@ fn v1_eventfd(memory_dir: &Path, oom_control: &Path) -> io::Result<OwnedFd> {
     Ok(efd)
 }
 
-fn inotify_fd(events: &PathBuf) -> io::Result<OwnedFd> {
+fn inotify_fd(events: &Path) -> io::Result<OwnedFd> {
     // SAFETY: inotify_init1 takes no pointers; the result is checked below.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
     if fd < 0 {
@@ -154,8 +158,14 @@ mod tests {
 
     #[test]
     fn counters() {
-        assert_eq!(parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), Some(3));
-        assert_eq!(parse_oom_kills("low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n"), Some(1));
+        assert_eq!(
+            parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            Some(3)
+        );
+        assert_eq!(
+            parse_oom_kills("low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n"),
+            Some(1)
+        );
         assert_eq!(parse_oom_kills("oom 2\n"), None);
     }
 }

@@ -14,8 +14,8 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use crate::oom::OomEvents;
-use crate::storage::StorageManager;
 use crate::reaper::{RawStatus, Reaper};
+use crate::storage::StorageManager;
 
 /// Guest directory holding container bundles (`<run>/<cid>/`).
 pub const RUN_DIR: &str = "/run/kata-containers";

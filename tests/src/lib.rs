@@ -78,7 +78,8 @@ impl Agent {
         let log_file = std::fs::File::create(&log).expect("create log");
         let mut cmd = if isolated {
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--uts", "--propagation", "private"]).arg(exe);
+            c.args(["--mount", "--uts", "--propagation", "private"])
+                .arg(exe);
             c
         } else {
             Command::new(exe)

@@ -3,6 +3,9 @@
 //! the agent's socket, as Firecracker, Cloud Hypervisor and
 //! vhost-device-vsock do.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Containers through the wire API of the real agent: busybox rootfs, real
 //! namespaces and cgroups. Root only; each test checks it left nothing.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -571,7 +574,11 @@ fn agent_shutdown_removes_its_containers() {
 fn memory_capped_process_is_oom_killed_and_reported() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("oom");
-    let mut s = spec(env.rootfs.path(), &cid, &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    let mut s = spec(
+        env.rootfs.path(),
+        &cid,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+    );
     let mut res = oci::LinuxResources::new();
     let mut mem = oci::LinuxMemory::new();
     mem.Limit = 32 << 20;

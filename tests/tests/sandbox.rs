@@ -3,6 +3,9 @@
 //! is under the shared directory, exec, signal, stats, removal, and
 //! DestroySandbox; then nothing may be left.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -63,8 +66,20 @@ fn shim_sequence_leaves_nothing_behind() {
         sb.dns = vec!["nameserver 10.0.0.53".into(), "search svc.local".into()];
         sb.storages = vec![
             // On the host, a bind mount stands in for the virtio-fs share.
-            storage("bind", &shared.path().display().to_string(), "bind", &["rbind"], shared_mp),
-            storage("ephemeral", "shm", "tmpfs", &["size=1048576"], "/run/kata-containers/sandbox/shm"),
+            storage(
+                "bind",
+                &shared.path().display().to_string(),
+                "bind",
+                &["rbind"],
+                shared_mp,
+            ),
+            storage(
+                "ephemeral",
+                "shm",
+                "tmpfs",
+                &["size=1048576"],
+                "/run/kata-containers/sandbox/shm",
+            ),
         ];
         c.create_sandbox(ctx(), &sb).await.unwrap();
         // A second CreateSandbox is refused.
@@ -72,7 +87,11 @@ fn shim_sequence_leaves_nothing_behind() {
 
         let mut s = oci::Spec::new();
         let mut p = oci::Process::new();
-        p.Args = vec!["sh".into(), "-c".into(), "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000".into()];
+        p.Args = vec![
+            "sh".into(),
+            "-c".into(),
+            "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000".into(),
+        ];
         p.Env = vec!["PATH=/bin".into()];
         p.Cwd = "/".into();
         s.Process = Some(p).into();
@@ -97,7 +116,13 @@ fn shim_sequence_leaves_nothing_behind() {
         req.exec_id = cid.clone();
         req.OCI = Some(s).into();
         // A per-container volume.
-        req.storages = vec![storage("local", "local", "local", &["mode=0777"], &format!("/run/kata-containers/sandbox/local/{cid}-vol"))];
+        req.storages = vec![storage(
+            "local",
+            "local",
+            "local",
+            &["mode=0777"],
+            &format!("/run/kata-containers/sandbox/local/{cid}-vol"),
+        )];
         c.create_container(ctx(), &req).await.unwrap();
         let mut st = StartContainerRequest::new();
         st.container_id = cid.clone();
@@ -112,7 +137,11 @@ fn shim_sequence_leaves_nothing_behind() {
             out.extend(c.read_stdout(ctx(), &rd).await.unwrap().data);
         }
         // The container shares the sandbox's UTS namespace: its hostname.
-        assert!(out.starts_with(b"pod-host\n"), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"pod-host\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
 
         let mut ex = ExecProcessRequest::new();
         ex.container_id = cid.clone();
@@ -144,15 +173,22 @@ fn shim_sequence_leaves_nothing_behind() {
         rm.container_id = cid.clone();
         rm.timeout = 10;
         c.remove_container(ctx(), &rm).await.unwrap();
-        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new()).await.unwrap();
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
     });
 
     let after = agent_mounts(pid);
     assert_eq!(after, before, "mounts left in the agent's namespace");
     assert!(!Path::new("/run/kata-containers").join(&cid).exists());
-    assert!(!Path::new("/sys/fs/cgroup/memory/guest-agent-tests").join(&cid).exists());
+    assert!(!Path::new("/sys/fs/cgroup/memory/guest-agent-tests")
+        .join(&cid)
+        .exists());
     assert!(children_of(pid).is_empty());
-    assert!(!Path::new("/run/kata-containers/shared").exists(), "shared dir left behind");
+    assert!(
+        !Path::new("/run/kata-containers/shared").exists(),
+        "shared dir left behind"
+    );
     // The host's hostname is untouched: the agent has its own UTS namespace.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_ne!(host.trim(), "pod-host");

@@ -1,6 +1,9 @@
 //! The agent binary on a Unix socket: health, unimplemented methods, bad
 //! frames, concurrency, configuration errors, logs and shutdown.
 
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Command;

@@ -200,10 +200,17 @@ impl AgentImpl {
         let pid = jail.pid();
         let exit = self.sandbox.reaper.register(pid);
         let memory_dir = jail.cgroup().file(Some("memory"), "");
-        let oom_watch = match self.sandbox.oom.watch(id, &memory_dir, jail.cgroup().is_v2()) {
+        let oom_watch = match self
+            .sandbox
+            .oom
+            .watch(id, &memory_dir, jail.cgroup().is_v2())
+        {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!("container {id:?}: no OOM notifications: {}: {e}", memory_dir.display());
+                log::warn!(
+                    "container {id:?}: no OOM notifications: {}: {e}",
+                    memory_dir.display()
+                );
                 None
             }
         };
@@ -217,7 +224,9 @@ impl AgentImpl {
                 stderr: Some(stderr.ours),
             },
         );
-        Ok(Arc::new(Ctr::new(id, exec_id, bundle, jail, init, oom_watch)))
+        Ok(Arc::new(Ctr::new(
+            id, exec_id, bundle, jail, init, oom_watch,
+        )))
     }
 
     /// Sets up a container's storages (volumes); the caller releases them

@@ -324,12 +324,10 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         _req: GetOOMEventRequest,
     ) -> ttrpc::Result<OOMEvent> {
-        let cid = self
-            .sandbox
-            .oom
-            .next()
-            .await
-            .ok_or_else(|| status(Code::UNAVAILABLE, "OOM events: the agent is shutting down"))?;
+        let cid =
+            self.sandbox.oom.next().await.ok_or_else(|| {
+                status(Code::UNAVAILABLE, "OOM events: the agent is shutting down")
+            })?;
         let mut ev = OOMEvent::new();
         ev.container_id = cid;
         Ok(ev)

@@ -43,13 +43,18 @@ impl AgentImpl {
         if req.sandbox_pidns {
             return Err(status(
                 Code::UNIMPLEMENTED,
-                format!("sandbox {sid:?}: sandbox_pidns: a shared pid namespace is not supported yet"),
+                format!(
+                    "sandbox {sid:?}: sandbox_pidns: a shared pid namespace is not supported yet"
+                ),
             ));
         }
         if !req.kernel_modules.is_empty() {
             log::warn!(
                 "sandbox {sid:?}: kernel_modules ignored: {:?}",
-                req.kernel_modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>()
+                req.kernel_modules
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect::<Vec<_>>()
             );
         }
         let sandbox = self.sandbox.clone();
@@ -97,7 +102,9 @@ impl AgentImpl {
                 .into_iter()
                 .map(|e| e.to_string())
                 .collect();
-            if let Err(e) = sandbox_files::teardown_dns(Path::new(SANDBOX_DIR), Path::new(ETC_RESOLV)) {
+            if let Err(e) =
+                sandbox_files::teardown_dns(Path::new(SANDBOX_DIR), Path::new(ETC_RESOLV))
+            {
                 errors.push(e.to_string());
             }
             errors

@@ -48,8 +48,12 @@ pub fn init() {
     });
 }
 
+/// The test launcher; `RUSTJAIL_TEST_LAUNCHER` may name another build of
+/// it (e.g. a release build, for the benchmark).
 pub fn launcher() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rustjail-test-init"))
+    std::env::var_os("RUSTJAIL_TEST_LAUNCHER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rustjail-test-init")))
 }
 
 /// A unique container id for this test process.

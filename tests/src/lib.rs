@@ -177,10 +177,22 @@ impl Drop for Agent {
 
 /// Encodes a ttrpc request frame for `service`/`method` with a raw payload.
 pub fn request_frame(stream_id: u32, service: &str, method: &str, payload: &[u8]) -> Vec<u8> {
+    request_frame_with_timeout(stream_id, service, method, payload, Duration::ZERO)
+}
+
+/// Like [`request_frame`], with the request's own deadline (0: none).
+pub fn request_frame_with_timeout(
+    stream_id: u32,
+    service: &str,
+    method: &str,
+    payload: &[u8],
+    timeout: Duration,
+) -> Vec<u8> {
     let req = ttrpc::Request {
         service: service.to_string(),
         method: method.to_string(),
         payload: payload.to_vec(),
+        timeout_nano: timeout.as_nanos() as i64,
         ..Default::default()
     };
     let body = req.write_to_bytes().expect("encode request");

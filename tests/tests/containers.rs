@@ -600,3 +600,74 @@ fn memory_capped_process_is_oom_killed_and_reported() {
     env.remove(&cid).unwrap();
     env.assert_gone(&cid);
 }
+
+/// Opens a FIFO for writing without blocking: succeeds only once some
+/// process has it open for reading.
+fn fifo_has_reader(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()
+}
+
+#[test]
+fn a_stuck_container_does_not_delay_another() {
+    let Some(mut env) = Env::new() else { return };
+    // Container A's /etc/passwd is a FIFO: setting up its process (HOME from
+    // /etc/passwd) blocks in the kernel until someone writes to it.
+    let stuck_root = Rootfs::new();
+    let passwd = stuck_root.path().join("etc/passwd");
+    std::fs::remove_file(&passwd).unwrap();
+    let c_path = std::ffi::CString::new(passwd.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+
+    let a = unique("stuck");
+    let b = unique("free");
+    let s = spec(stuck_root.path(), &a, &["true"]);
+    let client = env.client.clone();
+    let a2 = a.clone();
+    let stuck = env.rt.spawn(async move {
+        let mut req = CreateContainerRequest::new();
+        req.container_id = a2.clone();
+        req.exec_id = a2.clone();
+        req.OCI = Some(s).into();
+        client.create_container(ctx(), &req).await?;
+        let mut st = StartContainerRequest::new();
+        st.container_id = a2;
+        client.start_container(ctx(), &st).await
+    });
+    // Wait (bounded) until A's setup is blocked reading the FIFO.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let writer = loop {
+        if let Some(w) = fifo_has_reader(&passwd) {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container A never opened its passwd"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+
+    // While A is stuck, B runs its whole life and the agent answers.
+    env.run(&b, &["sh", "-c", "echo b-ran"]);
+    assert_eq!(env.wait(&b, &b).unwrap(), 0);
+    assert_eq!(env.read_all(&b, &b, false, 64), b"b-ran\n");
+    env.remove(&b).unwrap();
+    raw_check(&env.agent.socket);
+    assert!(
+        !stuck.is_finished(),
+        "A should still be blocked on its FIFO"
+    );
+
+    // Release A: it completes normally.
+    drop(writer);
+    env.rt.block_on(stuck).unwrap().unwrap();
+    assert_eq!(env.wait(&a, &a).unwrap(), 0);
+    env.remove(&a).unwrap();
+    env.assert_gone(&a);
+    env.assert_gone(&b);
+}

@@ -72,6 +72,31 @@ pub fn layout_from_mountinfo(mountinfo: &str, root: &Path) -> Option<Layout> {
     })
 }
 
+/// Where cgroup filesystems are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Path of a control file under `root`: `<root>/<controller>/<path>/<name>`
+/// on v1, `<root>/<path>/<name>` on v2 (the controller is then ignored).
+pub fn control_file(
+    root: &Path,
+    layout: Layout,
+    controller: Option<&str>,
+    path: &str,
+    name: &str,
+) -> PathBuf {
+    let mut p = root.to_path_buf();
+    if layout == Layout::V1 {
+        if let Some(c) = controller {
+            p.push(c);
+        }
+    }
+    p.push(path.trim_start_matches('/'));
+    if !name.is_empty() {
+        p.push(name);
+    }
+    p
+}
+
 /// Normalizes an OCI `cgroupsPath` to a path relative to the hierarchy roots.
 pub fn normalize_path(path: &str) -> Result<String> {
     let invalid = |reason| Error::InvalidPath {
@@ -229,15 +254,8 @@ impl CgroupManager {
     /// Path of a control file: `/sys/fs/cgroup/<controller>/<path>/<name>`
     /// on v1, `/sys/fs/cgroup/<path>/<name>` on v2.
     pub fn file(&self, controller: Option<&str>, name: &str) -> PathBuf {
-        let mut p = PathBuf::from("/sys/fs/cgroup");
-        if !self.is_v2() {
-            if let Some(c) = controller {
-                p.push(c);
-            }
-        }
-        p.push(&self.path);
-        p.push(name);
-        p
+        let layout = if self.is_v2() { Layout::V2 } else { Layout::V1 };
+        control_file(Path::new(CGROUP_ROOT), layout, controller, &self.path, name)
     }
 
     /// Applies new resource limits.
@@ -294,6 +312,56 @@ mod tests {
         assert!(normalize_path("/a/../b").is_err());
         assert!(normalize_path("/").is_err());
         assert!(normalize_path("system.slice:kata:abc").is_err());
+    }
+
+    #[test]
+    fn control_files_per_layout() {
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            control_file(
+                root,
+                Layout::V1,
+                Some("memory"),
+                "a/b",
+                "memory.limit_in_bytes"
+            ),
+            Path::new("/sys/fs/cgroup/memory/a/b/memory.limit_in_bytes")
+        );
+        assert_eq!(
+            control_file(root, Layout::V2, Some("memory"), "/a/b", "memory.max"),
+            Path::new("/sys/fs/cgroup/a/b/memory.max")
+        );
+        assert_eq!(
+            control_file(root, Layout::V2, None, "a", ""),
+            Path::new("/sys/fs/cgroup/a")
+        );
+    }
+
+    /// The v2 freezer and OOM paths read these files; check them against a
+    /// fake unified tree.
+    #[test]
+    fn v2_fake_tree_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cg = control_file(dir.path(), Layout::V2, None, "pod/ctr", "");
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        let events = std::fs::read_to_string(control_file(
+            dir.path(),
+            Layout::V2,
+            Some("freezer"),
+            "pod/ctr",
+            "cgroup.events",
+        ))
+        .unwrap();
+        assert!(events.lines().any(|l| l.trim() == "frozen 1"));
+        let mountinfo = format!(
+            "31 23 0:28 / {} rw,relatime - cgroup2 cgroup2 rw\n",
+            dir.path().display()
+        );
+        assert_eq!(
+            layout_from_mountinfo(&mountinfo, dir.path()),
+            Some(Layout::V2)
+        );
     }
 
     #[test]

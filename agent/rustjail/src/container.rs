@@ -551,10 +551,11 @@ impl Container {
 
     /// Starts watching the container's cgroup for OOM kills.
     pub fn oom_events(&self) -> Result<OomEvents> {
-        let (dir, watch): (_, fn(&Path) -> std::io::Result<OomEvents>) = if self.cgroup.is_v2() {
-            (self.cgroup.file(None, ""), OomEvents::v2)
+        let dir = self.cgroup.file(Some("memory"), "");
+        let watch = if self.cgroup.is_v2() {
+            OomEvents::v2
         } else {
-            (self.cgroup.file(Some("memory"), ""), OomEvents::v1)
+            OomEvents::v1
         };
         watch(&dir).map_err(self.op_err(format!("watch oom events in {}", dir.display())))
     }
@@ -662,4 +663,22 @@ pub fn set_child_subreaper() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<Container>();
+        is_send::<Spawned>();
+    }
+
+    #[test]
+    fn alive_check() {
+        assert!(process_alive(Pid::this()));
+        assert!(!process_alive(Pid::from_raw(i32::MAX)));
+    }
 }

@@ -1,6 +1,7 @@
 # guest-agent: the guest image, the guest kernel and the micro-VM test.
 #
 #   make -f image.mk kernel    build bzImage + vmlinux from kernel-config/ into $(KERNEL_OUT)
+#   make -f image.mk kernel-config  only merge and check the config (a minute, no compile)
 #   make -f image.mk rootfs    static agent, then the root filesystem directory $(ROOTFS_DIR)
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
@@ -45,10 +46,13 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: kernel agent rootfs initrd image reproducible agent-ctl vm-test demo
+.PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test demo
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
+
+kernel-config:
+	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) CONFIG_ONLY=1 kernel-config/build-kernel.sh
 
 agent:
 	$(MAKE) agent-static CARGO=$(CARGO) TARGET=$(TARGET)

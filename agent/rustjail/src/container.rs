@@ -226,12 +226,13 @@ impl Container {
                 .clone()
                 .unwrap_or_else(|| format!("/rustjail/{id}")),
         };
-        let cgroup = CgroupManager::create(&cg_path, linux.resources().as_ref()).map_err(|e| {
-            Error::Cgroup {
+        // Device rules go in once the init has made its device nodes.
+        let (resources, device_rules) = split_device_rules(linux.resources().as_ref());
+        let cgroup =
+            CgroupManager::create(&cg_path, resources.as_ref()).map_err(|e| Error::Cgroup {
                 id: id.to_string(),
                 source: e,
-            }
-        })?;
+            })?;
         let mut c = Container {
             id: id.to_string(),
             launcher: opts.launcher,
@@ -251,7 +252,13 @@ impl Container {
             rootfs,
             no_pivot: opts.no_pivot,
         }));
-        match c.run_create(req, opts.stdio) {
+        let created = c
+            .run_create(req, opts.stdio)
+            .and_then(|()| match &device_rules {
+                Some(rules) => c.update(rules),
+                None => Ok(()),
+            });
+        match created {
             Ok(()) => Ok(c),
             Err(e) => {
                 c.cleanup_failed();
@@ -596,10 +603,14 @@ impl Container {
 
     /// Applies new resource limits.
     pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
-        let id = self.id.clone();
-        self.cgroup
-            .update(resources)
-            .map_err(|e| Error::Cgroup { id, source: e })
+        let (rest, devices) = split_device_rules(Some(resources));
+        for res in rest.iter().chain(devices.iter()) {
+            let id = self.id.clone();
+            self.cgroup
+                .update(res)
+                .map_err(|e| Error::Cgroup { id, source: e })?;
+        }
+        Ok(())
     }
 
     /// Kills every process and removes the cgroup. The mounts live in the
@@ -632,6 +643,32 @@ impl Container {
         let h = self.hooks.as_ref().and_then(|h| h.poststop().as_ref());
         hooks::run("poststop", h, &state).map_err(|e| self.setup_err(e.to_string()))
     }
+}
+
+/// Splits `linux.resources` into everything but the device rules, and the
+/// device rules alone. Omitted majors and minors mean any (`*`).
+fn split_device_rules(
+    resources: Option<&LinuxResources>,
+) -> (Option<LinuxResources>, Option<LinuxResources>) {
+    let Some(res) = resources else {
+        return (None, None);
+    };
+    let mut rest = res.clone();
+    let rules = rest.devices_mut().take().filter(|d| !d.is_empty());
+    let devices = rules.map(|mut rules| {
+        for r in &mut rules {
+            if r.major().is_none() {
+                r.set_major(Some(-1));
+            }
+            if r.minor().is_none() {
+                r.set_minor(Some(-1));
+            }
+        }
+        let mut only = LinuxResources::default();
+        only.set_devices(Some(rules));
+        only
+    });
+    (Some(rest), devices)
 }
 
 /// Whether `pid` runs (exists and is not a zombie).

@@ -3,7 +3,7 @@
 //! The caller (a multi-threaded agent) never runs Rust code after fork. It
 //! spawns its own executable with [`INIT_ARG`]; that fresh, single-threaded
 //! process is the *init helper*. Its stdin is a socket to the caller, which
-//! sends the stdio descriptors (`SCM_RIGHTS`) and a JSON [`Request`].
+//! sends the stdio descriptors (`SCM_RIGHTS`) and a JSON request.
 //!
 //! * Create: the helper joins the namespaces the spec names by path, clones
 //!   the container init into the new ones (so it is PID 1 of a new pid
@@ -73,8 +73,8 @@ pub(crate) struct ExecRequest {
     pub seccomp: Option<LinuxSeccomp>,
 }
 
-/// Runs the init helper and exits if the first argument is [`INIT_ARG`];
-/// returns otherwise. Call it first thing in `main`, before any thread or
+/// Runs the init helper and exits if the first argument is [`INIT_ARG`]
+/// (and we are not PID 1); returns otherwise. Call it first thing in `main`, before any thread or
 /// async runtime starts:
 ///
 /// ```no_run
@@ -82,7 +82,11 @@ pub(crate) struct ExecRequest {
 /// // ... the program proper: threads, async runtime
 /// ```
 pub fn run_if_requested() {
-    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(INIT_ARG)) {
+    // Never as PID 1: the kernel passes unknown command-line words to
+    // init, and PID 1 must not turn into a helper and exit.
+    if std::process::id() != 1
+        && std::env::args_os().nth(1).as_deref() == Some(OsStr::new(INIT_ARG))
+    {
         std::process::exit(main());
     }
 }

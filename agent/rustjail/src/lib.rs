@@ -2,21 +2,43 @@
 //!
 //! It knows OCI runtime specs (`oci-spec`), the kernel and cgroups
 //! (`cgroups-rs`), never the agent's wire protocol: the agent converts
-//! requests into OCI types before calling it.
+//! requests into OCI types before calling it. Every call is synchronous;
+//! the agent runs them off its async threads.
 //!
-//! How the pieces fit:
-//! - [`container`]: the caller's API. [`Container::create`] spawns the
-//!   caller's own executable as an *init helper*, [`Container::start`],
-//!   [`Container::exec`], [`Container::kill`], [`Container::destroy`].
-//! - [`init`]: the re-exec'd side. The executable's `main` must call
-//!   [`init::run_if_requested`] before it starts threads; the helper then
-//!   sets namespaces up and clones the container init, which prepares the
-//!   rootfs ([`rootfs`](crate::rootfs)) and the process, and execs.
+//! # Process model
+//!
+//! The caller is multi-threaded, so it never forks to run Rust code.
+//! [`Container::create`] spawns the caller's own executable (by default
+//! `/proc/self/exe`) with the argument [`init::INIT_ARG`]; that executable's
+//! `main` must call [`init::run_if_requested`] before it starts any thread:
+//!
+//! ```no_run
+//! rustjail::init::run_if_requested(); // returns unless argv[1] == "init"
+//! // ... start the async runtime, serve requests
+//! ```
+//!
+//! The re-exec'd *init helper* is single threaded: it joins the namespaces
+//! the spec names by path, clones the container init into new ones (PID 1
+//! of a new pid namespace), writes uid/gid maps, reports the init's pid and
+//! exits. The init sets up the rootfs (module `rootfs`: mounts,
+//! devices, `pivot_root`, masked and readonly paths) and the process
+//! (rlimits, user, capabilities, no_new_privs, seccomp, terminal), reports
+//! `created` and blocks until [`Container::start`]. Errors come back as text
+//! naming the object and the cause:
+//! `container "abc": rootfs /x: no such file or directory`.
+//!
+//! The helper exits once it has reported, so container processes are
+//! re-parented to the caller, which must be PID 1 or a child subreaper
+//! ([`set_child_subreaper`]) and reaps them (exit codes via
+//! [`wait_status_to_code`]). The caller's reaper also sees the helpers'
+//! pids: rustjail waits for them itself and ignores `ECHILD`.
+//!
+//! # Modules
+//! - [`container`]: the caller's API: create, start, exec, kill, pause,
+//!   resume, update, stats, OOM events, destroy.
+//! - [`init`]: the re-exec'd side.
 //! - [`cgroups`]: the container's cgroup, v1 or v2.
-//!
-//! The caller reaps container processes (the agent is PID 1 or a child
-//! subreaper: see [`set_child_subreaper`]) and turns their wait status into
-//! an exit code with [`wait_status_to_code`].
+//! - [`oom`]: OOM-kill notification without a thread.
 
 pub mod cgroups;
 pub mod container;

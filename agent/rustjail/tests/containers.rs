@@ -1094,3 +1094,92 @@ fn exec_into_stopped_container_fails() {
     c.destroy(std::time::Duration::from_secs(5)).unwrap();
     assert_clean(c.pid(), &cg, mounts);
 }
+
+#[test]
+fn device_cgroup_rules() {
+    require_root!();
+    use rustjail::oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let id = unique_id("devcg");
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo x > /dev/null && echo null ok; head -c 1 /dev/zero || echo zero denied",
+        ],
+    );
+    let rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap(),
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(1i64)
+            .minor(3i64)
+            .access("rwm")
+            .build()
+            .unwrap(),
+        // Any char device may be created (major and minor omitted).
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .access("m")
+            .build()
+            .unwrap(),
+    ];
+    let linux = s.linux_mut().as_mut().unwrap();
+    let mut res = linux.resources().clone().unwrap();
+    res.set_devices(Some(rules));
+    linux.set_resources(Some(res));
+    let out = run(&s);
+    assert!(out.stdout.starts_with("null ok\n"), "{}", out.stdout);
+    assert!(out.stdout.ends_with("zero denied\n"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn create_timeout_kills_and_cleans_up() {
+    require_root!();
+    use rustjail::oci_spec::runtime::{HookBuilder, HooksBuilder};
+    let bundle = Bundle::new();
+    let id = unique_id("timeout");
+    let mounts = mount_count();
+    let mut s = spec(&id, &["true"]);
+    // A createContainer hook, run by the init, that outlasts the timeout.
+    s.set_hooks(Some(
+        HooksBuilder::default()
+            .create_container(vec![HookBuilder::default()
+                .path("/bin/sleep")
+                .args(vec!["sleep".to_string(), "30".to_string()])
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap(),
+    ));
+    let t0 = std::time::Instant::now();
+    let err = rustjail::Container::create(
+        &id,
+        &s,
+        bundle.path(),
+        rustjail::CreateOpts {
+            launcher: launcher(),
+            timeout: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("container {id:?}: create timed out after 0.3 s")
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    assert!(cgroup_dirs(&id).is_empty());
+    assert_eq!(mount_count(), mounts);
+}

@@ -26,18 +26,26 @@ pub const BUSYBOX: &str = "/bin/busybox";
 macro_rules! require_root {
     () => {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: this test needs root");
+            $crate::common::skip("this test needs root");
             return;
         }
         if !std::path::Path::new($crate::common::BUSYBOX).exists() {
-            eprintln!(
-                "skipped: {} missing (apt-get install busybox-static)",
+            $crate::common::skip(&format!(
+                "{} missing (apt-get install busybox-static)",
                 $crate::common::BUSYBOX
-            );
+            ));
             return;
         }
         $crate::common::init();
     };
+}
+
+/// Says why a test is skipped, on the real stderr: the test harness
+/// captures `eprintln!`, so the message would be hidden on success.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "test {name}: skipped: {why}");
 }
 
 static INIT: Once = Once::new();

@@ -15,6 +15,7 @@ mod sandbox;
 mod sandbox_files;
 mod server;
 mod storage;
+mod stream;
 mod version;
 
 use std::process::ExitCode;

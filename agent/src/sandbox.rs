@@ -10,12 +10,12 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use crate::oom::OomEvents;
 use crate::reaper::{RawStatus, Reaper};
 use crate::storage::StorageManager;
+use crate::stream::FdStream;
 
 /// Output pipe size when none is configured: a ReadStdout of 1 MiB can be
 /// answered in one go, which more than doubles throughput over the
@@ -61,16 +61,34 @@ pub struct Proc {
     pub exec_id: String,
     pub pid: i32,
     exit: watch::Receiver<Option<RawStatus>>,
-    pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
-    pub stdout: tokio::sync::Mutex<Option<pipe::Receiver>>,
-    pub stderr: tokio::sync::Mutex<Option<pipe::Receiver>>,
+    pub stdin: tokio::sync::Mutex<Option<FdStream>>,
+    pub stdout: tokio::sync::Mutex<Option<FdStream>>,
+    pub stderr: tokio::sync::Mutex<Option<FdStream>>,
+    /// The PTY master, for TtyWinResize, when the process has a terminal.
+    pub tty: Option<OwnedFd>,
 }
 
-/// Our ends of a process's stdio pipes, before the process exists.
+/// Our ends of a process's stdio, before the process exists.
 pub struct ProcIo {
-    pub stdin: Option<pipe::Sender>,
-    pub stdout: Option<pipe::Receiver>,
-    pub stderr: Option<pipe::Receiver>,
+    pub stdin: Option<FdStream>,
+    pub stdout: Option<FdStream>,
+    pub stderr: Option<FdStream>,
+    pub tty: Option<OwnedFd>,
+}
+
+impl ProcIo {
+    /// Our side of a PTY: the master serves as stdin and stdout; a terminal
+    /// has no separate stderr.
+    pub fn pty(master: OwnedFd) -> std::io::Result<ProcIo> {
+        let reader = master.try_clone()?;
+        let tty = master.try_clone()?;
+        Ok(ProcIo {
+            stdin: Some(FdStream::new(master, true)?),
+            stdout: Some(FdStream::new(reader, true)?),
+            stderr: None,
+            tty: Some(tty),
+        })
+    }
 }
 
 impl Proc {
@@ -87,6 +105,7 @@ impl Proc {
             stdin: tokio::sync::Mutex::new(io.stdin),
             stdout: tokio::sync::Mutex::new(io.stdout),
             stderr: tokio::sync::Mutex::new(io.stderr),
+            tty: io.tty,
         }
     }
 
@@ -112,6 +131,12 @@ pub struct Ctr {
     procs: Mutex<HashMap<String, Arc<Proc>>>,
     /// Stops the OOM watch when the container goes away.
     pub oom_watch: Option<tokio::task::AbortHandle>,
+    /// A reference to the container's mount namespace. Without it the last
+    /// process to exit tears the namespace down before its parent is told
+    /// (exit_task_namespaces runs before exit_notify), and unmounting waits
+    /// for RCU grace periods: milliseconds on every WaitProcess. Holding it
+    /// moves that cost to RemoveContainer, off the exit path.
+    pub mnt_ns: Mutex<Option<OwnedFd>>,
 }
 
 impl Drop for Ctr {
@@ -130,6 +155,7 @@ impl Ctr {
         jail: rustjail::Container,
         init: Proc,
         oom_watch: Option<tokio::task::AbortHandle>,
+        mnt_ns: Option<OwnedFd>,
     ) -> Ctr {
         let mut procs = HashMap::new();
         procs.insert(init_exec_id.to_string(), Arc::new(init));
@@ -140,6 +166,7 @@ impl Ctr {
             jail: Mutex::new(jail),
             procs: Mutex::new(procs),
             oom_watch,
+            mnt_ns: Mutex::new(mnt_ns),
         }
     }
 
@@ -277,21 +304,21 @@ fn raw_pipe(size: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A pipe the process writes and we read (stdout, stderr).
-pub fn output_pipe(size: u32) -> std::io::Result<PipePair<pipe::Receiver>> {
+pub fn output_pipe(size: u32) -> std::io::Result<PipePair<FdStream>> {
     let size = if size == 0 { DEFAULT_OUTPUT_PIPE } else { size };
     let (r, w) = raw_pipe(size)?;
     Ok(PipePair {
-        ours: pipe::Receiver::from_owned_fd(r)?,
+        ours: FdStream::new(r, false)?,
         theirs: w,
     })
 }
 
 /// A pipe we write and the process reads (stdin); kernel default size
 /// unless one is configured.
-pub fn input_pipe(size: u32) -> std::io::Result<PipePair<pipe::Sender>> {
+pub fn input_pipe(size: u32) -> std::io::Result<PipePair<FdStream>> {
     let (r, w) = raw_pipe(size)?;
     Ok(PipePair {
-        ours: pipe::Sender::from_owned_fd(w)?,
+        ours: FdStream::new(w, false)?,
         theirs: r,
     })
 }

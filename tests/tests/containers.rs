@@ -671,3 +671,88 @@ fn a_stuck_container_does_not_delay_another() {
     env.assert_gone(&a);
     env.assert_gone(&b);
 }
+
+#[test]
+fn terminal_session_with_resize() {
+    let Some(mut env) = Env::new() else { return };
+    let cid = unique("pty");
+    let mut s = spec(
+        env.rootfs.path(),
+        &cid,
+        &[
+            "sh",
+            "-c",
+            "stty size; [ -t 0 ] && echo is-a-tty; read line; echo got:$line",
+        ],
+    );
+    s.Process.as_mut().unwrap().Terminal = true;
+    // As in a runtime's spec: /dev on tmpfs and a private devpts.
+    for (dest, typ, src, opts) in [
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        (
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+    ] {
+        let mut m = oci::Mount::new();
+        m.destination = dest.into();
+        m.type_ = typ.into();
+        m.source = src.into();
+        m.options = opts.into_iter().map(String::from).collect();
+        s.Mounts.push(m);
+    }
+    env.create(&cid, s).unwrap();
+    let mut rs = TtyWinResizeRequest::new();
+    rs.container_id = cid.clone();
+    rs.exec_id = cid.clone();
+    rs.row = 41;
+    rs.column = 123;
+    env.rt
+        .block_on(env.client.tty_win_resize(ctx(), &rs))
+        .unwrap();
+    env.start(&cid).unwrap();
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("is-a-tty") {
+        out.extend(env.read(&cid, &cid, false, 4096).unwrap());
+    }
+    assert!(
+        String::from_utf8_lossy(&out).contains("41 123"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    env.write(&cid, &cid, b"hello\n").unwrap();
+    while !String::from_utf8_lossy(&out).contains("got:hello") {
+        out.extend(env.read(&cid, &cid, false, 4096).unwrap());
+    }
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    // A terminal merges stderr into the terminal: there is no stderr stream.
+    let e = env.read(&cid, &cid, true, 10).unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    // Resizing a process without a terminal is refused.
+    let other = unique("nopty");
+    env.run(&other, &["true"]);
+    rs.container_id = other.clone();
+    rs.exec_id = other.clone();
+    let e = env
+        .rt
+        .block_on(env.client.tty_win_resize(ctx(), &rs))
+        .unwrap_err();
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    env.wait(&other, &other).unwrap();
+    env.remove(&other).unwrap();
+    env.remove(&cid).unwrap();
+    env.assert_gone(&cid);
+}

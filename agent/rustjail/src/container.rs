@@ -81,6 +81,10 @@ pub struct CreateOpts {
     /// Cgroup path used when the spec has no `linux.cgroupsPath`;
     /// `None` means `/rustjail/<id>`.
     pub default_cgroup_path: Option<String>,
+    /// Longest wait for the container side between two steps of create
+    /// (namespaces, mounts, hooks run by the init); `None`: no limit. On
+    /// expiry everything is killed and removed.
+    pub timeout: Option<Duration>,
     /// Enter the rootfs with `MS_MOVE` + chroot instead of `pivot_root`
     /// (which is also the automatic fallback where pivot_root fails).
     pub no_pivot: bool,
@@ -92,6 +96,7 @@ impl Default for CreateOpts {
             launcher: PathBuf::from("/proc/self/exe"),
             stdio: Stdio::default(),
             default_cgroup_path: None,
+            timeout: None,
             no_pivot: false,
         }
     }
@@ -252,12 +257,12 @@ impl Container {
             rootfs,
             no_pivot: opts.no_pivot,
         }));
-        let created = c
-            .run_create(req, opts.stdio)
-            .and_then(|()| match &device_rules {
-                Some(rules) => c.update(rules),
-                None => Ok(()),
-            });
+        let created =
+            c.run_create(req, opts.stdio, opts.timeout)
+                .and_then(|()| match &device_rules {
+                    Some(rules) => c.update(rules),
+                    None => Ok(()),
+                });
         match created {
             Ok(()) => Ok(c),
             Err(e) => {
@@ -332,8 +337,13 @@ impl Container {
         }
     }
 
-    fn run_create(&mut self, req: Request, stdio: Stdio) -> Result<()> {
+    fn run_create(&mut self, req: Request, stdio: Stdio, timeout: Option<Duration>) -> Result<()> {
         let mut helper = self.spawn_helper(&req, stdio)?;
+        if let Err(e) = helper.sock.set_read_timeout(timeout) {
+            let _ = helper.child.kill();
+            let _ = helper.child.wait();
+            return Err(self.op_err("set timeout")(e));
+        }
         let result = loop {
             match sync::recv::<Msg>(&helper.sock) {
                 Ok(Some(Msg::Pid(pid))) => self.init_pid = Pid::from_raw(pid),
@@ -352,12 +362,26 @@ impl Container {
                     break Err(self.setup_err(format!("init: unexpected message {other:?}")))
                 }
                 Ok(None) => break Err(self.helper_died(&mut helper)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let secs = timeout.unwrap_or_default().as_secs_f64();
+                    break Err(self.setup_err(format!("create timed out after {secs} s")));
+                }
                 Err(e) => break Err(self.op_err("read from init helper")(e)),
             }
         };
+        if result.is_err() {
+            // A stuck helper (e.g. joining a namespace) would block the wait.
+            let _ = helper.child.kill();
+        }
         // The helper exits once it has reported the pid.
         let _ = helper.child.wait();
         result?;
+        let _ = helper.sock.set_read_timeout(None);
         self.sync = Some(helper.sock);
         Ok(())
     }

@@ -227,6 +227,13 @@ fn create_helper(sock: &UnixStream, req: CreateRequest, stdio: [OwnedFd; 3]) -> 
     }
     let new_userns = flags.contains(CloneFlags::CLONE_NEWUSER);
     let in_userns = by_type.contains_key(&LinuxNamespaceType::User);
+    let time_flag = ns_flag(LinuxNamespaceType::Time);
+    if flags.contains(time_flag) {
+        // clone(2) reads the low byte as the exit signal, so a new time
+        // namespace is unshared here; our children are born in it.
+        flags.remove(time_flag);
+        new_time_ns(linux.time_offsets().as_ref())?;
+    }
 
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "create pipe")?;
     let child = clone_fork(flags).ctx(|| "clone container init")?;
@@ -268,6 +275,27 @@ fn create_helper(sock: &UnixStream, req: CreateRequest, stdio: [OwnedFd; 3]) -> 
         let _ = waitpid(child, None);
     }
     result
+}
+
+fn new_time_ns(
+    offsets: Option<&HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
+) -> SetupResult<()> {
+    nix::sched::unshare(ns_flag(LinuxNamespaceType::Time)).ctx(|| "unshare time namespace")?;
+    let text: String = offsets
+        .into_iter()
+        .flatten()
+        .map(|(clock, o)| {
+            format!(
+                "{clock} {} {}\n",
+                o.secs().unwrap_or(0),
+                o.nanosecs().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !text.is_empty() {
+        fs::write("/proc/self/timens_offsets", text).ctx(|| "write time offsets")?;
+    }
+    Ok(())
 }
 
 fn write_id_map(pid: Pid, file: &str, map: Option<&[LinuxIdMapping]>) -> SetupResult<()> {
@@ -420,7 +448,8 @@ fn finalize(
 ) -> SetupResult<process::ExecTarget> {
     let cwd = process.cwd();
     chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
-    let target = process::exec_target(process)?;
+    let user = process::resolve_user(process.user())?;
+    let target = process::exec_target(process, &user)?;
     let stdio = if process.terminal() == Some(true) {
         let (master, slave) = tty::open_pty()?;
         if let Some(size) = process.console_size() {
@@ -432,7 +461,7 @@ fn finalize(
         sync::send_fds(sock, &[master.as_raw_fd()]).ctx(|| "send console")?;
         drop(master);
         tty::set_controlling(slave.as_fd())?;
-        let uid = Uid::from_raw(process.user().uid());
+        let uid = Uid::from_raw(user.uid);
         nix::unistd::fchown(slave.as_raw_fd(), Some(uid), None).ctx(|| "chown console")?;
         let dup = |fd: &OwnedFd| fd.try_clone().ctx(|| "duplicate console");
         [dup(&slave)?, dup(&slave)?, slave]
@@ -443,7 +472,7 @@ fn finalize(
     if process.no_new_privileges() != Some(true) {
         seccomp::install(filters)?;
     }
-    process::set_user_and_caps(process)?;
+    process::set_user_and_caps(process, &user)?;
     process::set_no_new_privs(process)?;
     let mask = process.user().umask().unwrap_or(0o022);
     umask(Mode::from_bits_truncate(mask));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
+use oci_spec::runtime::{Capabilities, PosixRlimitType, Process, User};
 
 use crate::error::{Context, SetupError, SetupResult};
 use crate::utils::env_get;
@@ -28,9 +28,69 @@ fn cstring(s: &str, what: &str) -> SetupResult<CString> {
     CString::new(s).map_err(|_| SetupError::new(format!("{what} {s:?}"), "contains a nul byte"))
 }
 
+/// The ids the process runs with.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The process's ids: the spec's numbers, or, when `user.username` is set,
+/// the uid and gid of that name in the container's own `/etc/passwd` and
+/// its groups from `/etc/group` (no NSS), plus `additionalGids`.
+pub(crate) fn resolve_user(user: &User) -> SetupResult<ResolvedUser> {
+    let mut out = ResolvedUser {
+        uid: user.uid(),
+        gid: user.gid(),
+        groups: user.additional_gids().clone().unwrap_or_default(),
+    };
+    let Some(name) = user.username().as_deref().filter(|n| !n.is_empty()) else {
+        return Ok(out);
+    };
+    let what = || format!("user {name:?}");
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").ctx(|| format!("user {name:?}: /etc/passwd"))?;
+    let (uid, gid) = passwd_ids(&passwd, name)
+        .ok_or_else(|| SetupError::new(what(), "not found in /etc/passwd"))?;
+    out.uid = uid;
+    out.gid = gid;
+    if let Ok(group) = std::fs::read_to_string("/etc/group") {
+        for g in member_groups(&group, name) {
+            if !out.groups.contains(&g) {
+                out.groups.push(g);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn passwd_ids(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || f[0] != name {
+            return None;
+        }
+        Some((f[2].parse().ok()?, f[3].parse().ok()?))
+    })
+}
+
+fn member_groups(group: &str, name: &str) -> Vec<u32> {
+    group
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 4 || !f[3].split(',').any(|m| m.trim() == name) {
+                return None;
+            }
+            f[2].parse().ok()
+        })
+        .collect()
+}
+
 /// Resolves `args[0]` against the process's `PATH` (in the current root)
 /// and builds the environment, adding `HOME` from `/etc/passwd` if unset.
-pub(crate) fn exec_target(process: &Process) -> SetupResult<ExecTarget> {
+pub(crate) fn exec_target(process: &Process, user: &ResolvedUser) -> SetupResult<ExecTarget> {
     let args = process.args().as_deref().unwrap_or_default();
     let Some(arg0) = args.first() else {
         return Err(SetupError::new("process args", "empty"));
@@ -63,7 +123,7 @@ pub(crate) fn exec_target(process: &Process) -> SetupResult<ExecTarget> {
         Err(e) => return Err(e).ctx(|| format!("exec {}", path.display())),
     }
     if env_get(&env, "HOME").is_none() {
-        let home = home_dir(process.user().uid()).unwrap_or_else(|| "/".to_string());
+        let home = home_dir(user.uid).unwrap_or_else(|| "/".to_string());
         env.push(format!("HOME={home}"));
     }
     let path_str = path.to_string_lossy();
@@ -147,7 +207,7 @@ pub(crate) fn to_caps(set: Option<&Capabilities>, supported: &CapsHashSet) -> Ca
 /// Switches to the process's user and capabilities. Order matters: the
 /// bounding set is cut while we still hold CAP_SETPCAP, the permitted set
 /// survives setuid thanks to KEEPCAPS, then every set is written.
-pub(crate) fn set_user_and_caps(process: &Process) -> SetupResult<()> {
+pub(crate) fn set_user_and_caps(process: &Process, user: &ResolvedUser) -> SetupResult<()> {
     let supported = caps::runtime::thread_all_supported();
     let c = process.capabilities().as_ref();
     let bounding = to_caps(c.and_then(|c| c.bounding().as_ref()), &supported);
@@ -164,16 +224,9 @@ pub(crate) fn set_user_and_caps(process: &Process) -> SetupResult<()> {
     }
 
     nix::sys::prctl::set_keepcaps(true).ctx(|| "set keepcaps")?;
-    let user = process.user();
-    let gid = Gid::from_raw(user.gid());
-    let uid = Uid::from_raw(user.uid());
-    let groups: Vec<Gid> = user
-        .additional_gids()
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
+    let gid = Gid::from_raw(user.gid);
+    let uid = Uid::from_raw(user.uid);
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     setgroups(&groups).ctx(|| format!("set additional groups {groups:?}"))?;
     setresgid(gid, gid, gid).ctx(|| format!("set gid {gid}"))?;
     setresuid(uid, uid, uid).ctx(|| format!("set uid {uid}"))?;
@@ -224,6 +277,16 @@ mod tests {
         assert!(got.contains(&Capability::CAP_SYS_ADMIN));
         assert_eq!(got.len(), 3);
         assert!(to_caps(None, &caps::all()).is_empty());
+    }
+
+    #[test]
+    fn user_and_group_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:34::/var/www:/bin/false\n";
+        let group = "root:x:0:\nwww:x:34:\nlog:x:4:web,other\ndisk:x:6:other\n";
+        assert_eq!(passwd_ids(passwd, "web"), Some((33, 34)));
+        assert_eq!(passwd_ids(passwd, "nobody"), None);
+        assert_eq!(member_groups(group, "web"), vec![4]);
+        assert!(member_groups(group, "root").is_empty());
     }
 
     #[test]

@@ -599,13 +599,32 @@ fn bind_mount_and_joined_namespace() {
 #[ignore = "benchmark: run explicitly"]
 fn bench_create_start_wait_true() {
     require_root!();
+    bench_variant("all namespaces new", |_| {});
+    // As in a Kata pod: network, IPC and UTS belong to the sandbox.
+    bench_variant("new mount+pid+cgroup ns only", |s| {
+        use rustjail::oci_spec::runtime::LinuxNamespaceType as T;
+        let linux = s.linux_mut().as_mut().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|n| matches!(n.typ(), T::Mount | T::Pid | T::Cgroup))
+            .collect();
+        linux.set_namespaces(Some(ns));
+    });
+}
+
+fn bench_variant(name: &str, tweak: impl Fn(&mut rustjail::oci_spec::runtime::Spec)) {
+    println!("{name}:");
     let bundle = Bundle::new();
     let mut create_ms = Vec::new();
     let mut total_ms = Vec::new();
     let mut destroy_ms = Vec::new();
     for _ in 0..50 {
         let id = unique_id("bench");
-        let s = spec(&id, &["true"]);
+        let mut s = spec(&id, &["true"]);
+        tweak(&mut s);
         let t0 = std::time::Instant::now();
         let mut c = create(&id, &s, &bundle, Default::default()).unwrap();
         let t1 = std::time::Instant::now();
@@ -625,7 +644,7 @@ fn bench_create_start_wait_true() {
     ] {
         v.sort_by(f64::total_cmp);
         println!(
-            "{name}: p50 {:.2} ms, p99 {:.2} ms",
+            "  {name}: p50 {:.2} ms, p99 {:.2} ms",
             v[v.len() / 2],
             v[v.len() * 99 / 100]
         );
@@ -1182,4 +1201,119 @@ fn create_timeout_kills_and_cleans_up() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     assert!(cgroup_dirs(&id).is_empty());
     assert_eq!(mount_count(), mounts);
+}
+
+#[test]
+fn cpu_cpuset_and_oom_score_adj() {
+    require_root!();
+    use rustjail::oci_spec::runtime::{LinuxCpuBuilder, LinuxResourcesBuilder};
+    let id = unique_id("cpu");
+    let mut s = spec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cd /sys/fs/cgroup; cat cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us \
+             cpuset/cpuset.cpus /proc/self/oom_score_adj",
+        ],
+    );
+    let res = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50000i64)
+                .period(100000u64)
+                .cpus("0")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    s.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    s.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_oom_score_adj(Some(500));
+    let out = run(&s);
+    assert_eq!(out.stdout, "512\n50000\n100000\n0\n500\n", "{}", out.stderr);
+}
+
+#[test]
+fn time_namespace_with_offsets() {
+    require_root!();
+    use rustjail::oci_spec::runtime::{
+        LinuxNamespaceBuilder, LinuxNamespaceType, LinuxTimeOffsetBuilder,
+    };
+    if !std::path::Path::new("/proc/self/ns/time").exists() {
+        skip("no time namespaces in this kernel");
+        return;
+    }
+    let id = unique_id("timens");
+    let mut s = spec(&id, &["cat", "/proc/uptime"]);
+    let linux = s.linux_mut().as_mut().unwrap();
+    let mut ns = linux.namespaces().clone().unwrap();
+    ns.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Time)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(ns));
+    let mut offsets = std::collections::HashMap::new();
+    offsets.insert(
+        "boottime".to_string(),
+        LinuxTimeOffsetBuilder::default()
+            .secs(86400i64 * 1000)
+            .build()
+            .unwrap(),
+    );
+    linux.set_time_offsets(Some(offsets));
+    let out = run(&s);
+    let uptime: f64 = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(uptime > 86400.0 * 1000.0, "{}", out.stdout);
+}
+
+#[test]
+fn username_is_resolved_in_the_container() {
+    require_root!();
+    let bundle = Bundle::new();
+    let root = bundle.rootfs();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nweb:x:33:34:web:/var/www:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nwww:x:34:\nlog:x:4:web\n",
+    )
+    .unwrap();
+    let id = unique_id("username");
+    let mut s = spec(&id, &["sh", "-c", "id -u; id -g; id -G; echo $HOME"]);
+    let user = s.process_mut().as_mut().unwrap().user_mut();
+    user.set_username(Some("web".into()));
+    user.set_additional_gids(Some(vec![7]));
+    let out = run_in(&s, &bundle);
+    assert_eq!(out.stdout, "33\n34\n34 4 7\n/var/www\n", "{}", out.stderr);
+
+    let id = unique_id("nouser");
+    let mut s = spec(&id, &["true"]);
+    s.process_mut()
+        .as_mut()
+        .unwrap()
+        .user_mut()
+        .set_username(Some("ghost".into()));
+    let err = create(&id, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("container {id:?}: user \"ghost\": not found in /etc/passwd")
+    );
 }

@@ -1,6 +1,7 @@
 //! Container lifecycle: CreateContainer, StartContainer, RemoveContainer,
 //! PauseContainer, ResumeContainer, UpdateContainer, StatsContainer.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,18 +84,6 @@ impl AgentImpl {
             ));
         }
         adapt_namespaces(&mut spec);
-        if spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false)
-        {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                format!("container {id:?}: process.terminal: terminals are not supported yet"),
-            ));
-        }
-
         match self.sandbox.reserve(&id) {
             Ok(()) => {}
             Err(Reserve::Exists) => {
@@ -186,7 +175,7 @@ impl AgentImpl {
             rustjail::Container::create(&cid, &spec, &b, opts)
         })
         .await;
-        let jail = match created {
+        let mut jail = match created {
             Ok(Ok(j)) => j,
             Ok(Err(e)) => {
                 cleanup_bundle();
@@ -199,6 +188,24 @@ impl AgentImpl {
         };
         let pid = jail.pid();
         let exit = self.sandbox.reaper.register(pid);
+        // With a terminal the PTY master replaces the pipes.
+        let io = match jail.take_console() {
+            Some(master) => ProcIo::pty(master).map_err(|e| internal("set up the terminal", e)),
+            None => Ok(ProcIo {
+                stdin: Some(stdin.ours),
+                stdout: Some(stdout.ours),
+                stderr: Some(stderr.ours),
+                tty: None,
+            }),
+        };
+        let io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = jail.destroy(Duration::from_secs(10));
+                cleanup_bundle();
+                return Err(e);
+            }
+        };
         let memory_dir = jail.cgroup().file(Some("memory"), "");
         let oom_watch = match self
             .sandbox
@@ -214,18 +221,13 @@ impl AgentImpl {
                 None
             }
         };
-        let init = Proc::new(
-            exec_id,
-            pid,
-            exit,
-            ProcIo {
-                stdin: Some(stdin.ours),
-                stdout: Some(stdout.ours),
-                stderr: Some(stderr.ours),
-            },
-        );
+        let init = Proc::new(exec_id, pid, exit, io);
+        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map(OwnedFd::from)
+            .map_err(|e| log::debug!("container {id:?}: keep mount namespace: {e}"))
+            .ok();
         Ok(Arc::new(Ctr::new(
-            id, exec_id, bundle, jail, init, oom_watch,
+            id, exec_id, bundle, jail, init, oom_watch, mnt_ns,
         )))
     }
 
@@ -330,6 +332,10 @@ impl AgentImpl {
             }
         }
         self.release_storages(&id).await;
+        // The namespace teardown (RCU waits) need not delay the answer.
+        if let Some(ns) = lock(&ctr.mnt_ns).take() {
+            tokio::task::spawn_blocking(move || drop(ns));
+        }
         self.sandbox.finish(&id, None);
         log::info!("container {id:?} removed");
         Ok(Empty::new())

@@ -5,14 +5,13 @@
 //! process wrote is lost however late the host reads, and a read cancelled
 //! by a disconnecting client consumes nothing.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use protocols::agent::*;
 use protocols::empty::Empty;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::pipe;
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
@@ -91,12 +90,6 @@ impl AgentImpl {
                 format!("container {cid:?}: exec {eid:?}: {e}"),
             )
         })?;
-        if process.terminal().unwrap_or(false) {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                format!("container {cid:?}: exec {eid:?}: terminals are not supported yet"),
-            ));
-        }
         if process.args().as_deref().unwrap_or_default().is_empty() {
             return Err(status(
                 Code::INVALID_ARGUMENT,
@@ -127,17 +120,27 @@ impl AgentImpl {
         .await?
         .map_err(jail_error)?;
         let pid = spawned.pid;
-        let exit = self.sandbox.reaper.register(pid);
-        let added = ctr.add_proc(Proc::new(
-            &eid,
-            pid,
-            exit,
-            ProcIo {
+        let io = match spawned.console {
+            Some(master) => ProcIo::pty(master),
+            None => Ok(ProcIo {
                 stdin: Some(stdin.ours),
                 stdout: Some(stdout.ours),
                 stderr: Some(stderr.ours),
-            },
-        ));
+                tty: None,
+            }),
+        };
+        let exit = self.sandbox.reaper.register(pid);
+        let io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(status(
+                    Code::INTERNAL,
+                    format!("container {cid:?}: exec {eid:?}: set up the terminal: {e}"),
+                ));
+            }
+        };
+        let added = ctr.add_proc(Proc::new(&eid, pid, exit, io));
         if !added {
             // Two execs raced for the id: the later one is undone.
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -237,9 +240,9 @@ impl AgentImpl {
             Stream::Stdout => &p.stdout,
             Stream::Stderr => &p.stderr,
         };
-        let mut guard = slot.lock().await;
-        let rx: &mut pipe::Receiver = guard
-            .as_mut()
+        let guard = slot.lock().await;
+        let rx = guard
+            .as_ref()
             .ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("{}: closed", what())))?;
         let mut buf = vec![0u8; len];
         // Cancel-safe: a dropped read has taken nothing from the pipe.
@@ -299,7 +302,7 @@ impl AgentImpl {
             return Ok(WriteStreamResponse::new());
         }
         let tx = guard
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("{}: closed", what())))?;
         tx.write_all(&req.data)
             .await
@@ -339,12 +342,27 @@ impl AgentImpl {
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<Empty> {
         let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
-        Err(status(
-            Code::FAILED_PRECONDITION,
-            format!(
-                "container {:?}: process {:?}: has no terminal to resize",
-                req.container_id, p.exec_id
-            ),
-        ))
+        let what = || format!("container {:?}: process {:?}", req.container_id, p.exec_id);
+        let tty = p.tty.as_ref().ok_or_else(|| {
+            status(
+                Code::FAILED_PRECONDITION,
+                format!("{}: has no terminal to resize", what()),
+            )
+        })?;
+        let rows = u16::try_from(req.row).map_err(|_| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("{}: row {} is too large", what(), req.row),
+            )
+        })?;
+        let cols = u16::try_from(req.column).map_err(|_| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("{}: column {} is too large", what(), req.column),
+            )
+        })?;
+        rustjail::set_window_size(tty.as_fd(), rows, cols)
+            .map_err(|e| status(Code::INTERNAL, format!("{}: resize terminal: {e}", what())))?;
+        Ok(Empty::new())
     }
 }

@@ -208,7 +208,32 @@ pub fn read_all(fd: OwnedFd) -> String {
     s
 }
 
-pub fn create(id: &str, spec: &Spec, bundle: &Bundle, stdio: Stdio) -> rustjail::Result<Container> {
+/// A container that is destroyed when the test ends, even when it fails
+/// half-way, so that no cgroup or process outlives a failed test.
+#[derive(Debug)]
+pub struct Ctr(pub Container);
+
+impl std::ops::Deref for Ctr {
+    type Target = Container;
+    fn deref(&self) -> &Container {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ctr {
+    fn deref_mut(&mut self) -> &mut Container {
+        &mut self.0
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        // A no-op when the test destroyed it already.
+        let _ = self.0.destroy(Duration::from_secs(5));
+    }
+}
+
+pub fn create(id: &str, spec: &Spec, bundle: &Bundle, stdio: Stdio) -> rustjail::Result<Ctr> {
     Container::create(
         id,
         spec,
@@ -219,6 +244,7 @@ pub fn create(id: &str, spec: &Spec, bundle: &Bundle, stdio: Stdio) -> rustjail:
             ..Default::default()
         },
     )
+    .map(Ctr)
 }
 
 pub fn wait_code(pid: i32) -> i32 {

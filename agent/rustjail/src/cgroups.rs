@@ -149,7 +149,17 @@ impl CgroupManager {
                 cause: e.to_string(),
             }
         };
-        let cg = Cgroup::new(hierarchies::auto(), &path).map_err(|e| Error::Op {
+        let cg = Cgroup::load(hierarchies::auto(), &path);
+        if cg.exists() {
+            // Another container's, or a leftover: never adopt (or later
+            // remove) a cgroup we did not create.
+            return Err(Error::Op {
+                path,
+                op: "create",
+                cause: "already exists".into(),
+            });
+        }
+        cg.create().map_err(|e| Error::Op {
             path: path.clone(),
             op: "create",
             cause: e.to_string(),

@@ -535,6 +535,28 @@ fn bad_input_is_reported_and_leaves_nothing() {
     );
     assert!(cgroup_dirs(&id).is_empty());
 
+    // A cgroup that exists already (here: another container's) is refused
+    // and left alone.
+    let id = unique_id("cgtaken");
+    let mut first = create(&id, &spec(&id, &["true"]), &bundle, Default::default()).unwrap();
+    let id2 = unique_id("cgtaken2");
+    let mut s = spec(&id2, &["true"]);
+    s.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some(format!("/{id}").into()));
+    let err = create(&id2, &s, &bundle, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("container {id2:?}: cgroup {id}: create: already exists")
+    );
+    assert!(!cgroup_dirs(&id).is_empty());
+    first.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(first.pid()), 137);
+    assert!(cgroup_dirs(&id).is_empty());
+
     // A cgroup path with '..' is refused.
     let id = unique_id("badcg");
     let mut s = spec(&id, &["true"]);

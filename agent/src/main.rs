@@ -9,6 +9,7 @@ mod config;
 mod logging;
 mod oci;
 mod oom;
+mod pause;
 mod reaper;
 mod rpc;
 mod sandbox;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     // A re-exec of this binary as rustjail's container launcher never
     // returns from here; it must run before any thread exists.
     rustjail::init::run_if_requested();
+    pause::run_if_requested();
     limit_malloc_arenas();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(args) {

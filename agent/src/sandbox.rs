@@ -210,6 +210,16 @@ struct Containers {
 pub struct SandboxState {
     pub created: bool,
     pub id: String,
+    /// The namespace holder (see `pause.rs`): its pid, its exit, and
+    /// whether it owns a pid namespace for `sandbox_pidns` containers.
+    pub holder: Option<Holder>,
+}
+
+#[derive(Debug)]
+pub struct Holder {
+    pub pid: i32,
+    pub pidns: bool,
+    pub exit: watch::Receiver<Option<RawStatus>>,
 }
 
 pub struct Sandbox {

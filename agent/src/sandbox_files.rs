@@ -242,7 +242,11 @@ pub fn teardown_dns(dir: &Path, etc_resolv: &Path) -> Result<(), SandboxFilesErr
     }
     match fs::remove_file(&src) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(dns_err("remove", &src, e)),
-        _ => Ok(()),
+        _ => {
+            // The directory goes too once nothing else is in it.
+            let _ = fs::remove_dir(dir);
+            Ok(())
+        }
     }
 }
 

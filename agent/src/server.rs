@@ -132,7 +132,7 @@ pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
     }
     remove_socket(&cfg.server_addr);
     // Nothing outlives the agent: no container process, mount or cgroup.
-    agent_impl.destroy_all().await;
+    agent_impl.shutdown().await;
     log::info!("stopped");
     Ok(())
 }

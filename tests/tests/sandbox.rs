@@ -62,6 +62,7 @@ fn shim_sequence_leaves_nothing_behind() {
         let shared_mp = "/run/kata-containers/shared/containers/";
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = "sb1".into();
+        sb.sandbox_pidns = true;
         sb.hostname = "pod-host".into();
         sb.dns = vec!["nameserver 10.0.0.53".into(), "search svc.local".into()];
         sb.storages = vec![
@@ -104,7 +105,7 @@ fn shim_sequence_leaves_nothing_behind() {
         m.source = "proc".into();
         s.Mounts = vec![m];
         let mut l = oci::Linux::new();
-        for t in ["mount", "pid", "ipc"] {
+        for t in ["mount", "pid", "ipc", "uts"] {
             let mut ns = oci::LinuxNamespace::new();
             ns.Type = t.into();
             l.Namespaces.push(ns);
@@ -114,7 +115,8 @@ fn shim_sequence_leaves_nothing_behind() {
         let mut req = CreateContainerRequest::new();
         req.container_id = cid.clone();
         req.exec_id = cid.clone();
-        req.OCI = Some(s).into();
+        req.OCI = Some(s.clone()).into();
+        req.sandbox_pidns = true;
         // A per-container volume.
         req.storages = vec![storage(
             "local",
@@ -156,6 +158,55 @@ fn shim_sequence_leaves_nothing_behind() {
         w.container_id = cid.clone();
         w.exec_id = "probe".into();
         assert_eq!(c.wait_process(ctx(), &w).await.unwrap().status, 0);
+
+        // A second container of the pod shares the pid, IPC and UTS
+        // namespaces: it sees the first one's process and the holder.
+        let cid2 = format!("{cid}-b");
+        std::fs::create_dir_all(shared.path().join(&cid2)).unwrap();
+        std::os::unix::fs::symlink(
+            shared.path().join(&cid).join("rootfs"),
+            shared.path().join(&cid2).join("rootfs"),
+        )
+        .unwrap();
+        let mut s2 = s.clone();
+        s2.Root.as_mut().unwrap().Path = format!("{shared_mp}{cid2}/rootfs");
+        s2.Process.as_mut().unwrap().Args = vec![
+            "sh".into(),
+            "-c".into(),
+            "readlink /proc/self/ns/ipc; hostname; cat /proc/[0-9]*/cmdline | tr '\\0' ' '".into(),
+        ];
+        s2.Linux.as_mut().unwrap().CgroupsPath = format!("/guest-agent-tests/{cid2}");
+        let mut req2 = CreateContainerRequest::new();
+        req2.container_id = cid2.clone();
+        req2.exec_id = cid2.clone();
+        req2.OCI = Some(s2).into();
+        req2.sandbox_pidns = true;
+        c.create_container(ctx(), &req2).await.unwrap();
+        st.container_id = cid2.clone();
+        c.start_container(ctx(), &st).await.unwrap();
+        let mut w2 = WaitProcessRequest::new();
+        w2.container_id = cid2.clone();
+        w2.exec_id = cid2.clone();
+        assert_eq!(c.wait_process(ctx(), &w2).await.unwrap().status, 0);
+        let mut rd2 = rd.clone();
+        rd2.container_id = cid2.clone();
+        rd2.exec_id = cid2.clone();
+        let text = String::from_utf8(c.read_stdout(ctx(), &rd2).await.unwrap().data).unwrap();
+        assert!(text.contains("sleep 1000"), "{text}");
+        assert!(text.contains("sandbox-ns-holder"), "{text}");
+        assert!(text.contains("\npod-host\n"), "{text}");
+        let ipc2 = text.lines().next().unwrap().to_string();
+        ex.exec_id = "ipc".into();
+        ex.process.as_mut().unwrap().Args = vec!["readlink".into(), "/proc/self/ns/ipc".into()];
+        c.exec_process(ctx(), &ex).await.unwrap();
+        w.exec_id = "ipc".into();
+        assert_eq!(c.wait_process(ctx(), &w).await.unwrap().status, 0);
+        rd.exec_id = "ipc".into();
+        let ipc1 = String::from_utf8(c.read_stdout(ctx(), &rd).await.unwrap().data).unwrap();
+        assert_eq!(ipc1.trim(), ipc2, "containers of a pod share IPC");
+        let mut rm2 = RemoveContainerRequest::new();
+        rm2.container_id = cid2.clone();
+        c.remove_container(ctx(), &rm2).await.unwrap();
 
         let mut stats = StatsContainerRequest::new();
         stats.container_id = cid.clone();

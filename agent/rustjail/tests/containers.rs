@@ -298,6 +298,35 @@ fn user_namespace_maps_ids() {
         "{}",
         out.stdout
     );
+
+    // Exec joins the user namespace too.
+    let bundle = Bundle::new();
+    let mounts = mount_count();
+    s.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_args(Some(vec!["sleep".into(), "100".into()]));
+    let mut c = create(&id, &s, &bundle, Default::default()).unwrap();
+    c.start().unwrap();
+    let (r, w) = pipe();
+    let spawned = c
+        .exec(
+            &exec_process(&["sh", "-c", "id -u; cat /proc/self/uid_map"]),
+            rustjail::Stdio {
+                stdin: None,
+                stdout: Some(w),
+                stderr: None,
+            },
+        )
+        .unwrap();
+    let out = read_all(r);
+    assert_eq!(wait_code(spawned.pid), 0);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words, ["0", "0", "100000", "65536"], "{out}");
+    let cg = c.cgroup().path().to_string();
+    c.destroy(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(wait_code(c.pid()), 137);
+    assert_clean(c.pid(), &cg, mounts);
 }
 
 fn exec_process(args: &[&str]) -> rustjail::oci_spec::runtime::Process {
@@ -1338,4 +1367,27 @@ fn username_is_resolved_in_the_container() {
         err,
         format!("container {id:?}: user \"ghost\": not found in /etc/passwd")
     );
+}
+
+/// Prints the cost of the caller-side cgroup work alone.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn bench_cgroup_create_destroy() {
+    require_root!();
+    let res = spec("x", &["true"])
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .clone();
+    let mut v = Vec::new();
+    for _ in 0..50 {
+        let id = unique_id("cgbench");
+        let t0 = std::time::Instant::now();
+        let mut cg = rustjail::cgroups::CgroupManager::create(&id, res.as_ref()).unwrap();
+        cg.destroy(std::time::Duration::from_secs(1)).unwrap();
+        v.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    println!("cgroup create+destroy: p50 {:.2} ms", v[v.len() / 2]);
 }

@@ -2,12 +2,13 @@
 //! PauseContainer, ResumeContainer, UpdateContainer, StatsContainer.
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocols::agent::*;
 use protocols::empty::Empty;
-use rustjail::oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
+use rustjail::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, LinuxResources, Spec};
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
@@ -44,15 +45,55 @@ pub fn validate_id(kind: &str, id: &str) -> ttrpc::Result<()> {
     Ok(())
 }
 
-/// Rewrites the spec's namespaces for the guest: a network namespace path
-/// names the host's namespace, meaningless here, so the container shares the
-/// guest's network as Kata containers do.
-fn adapt_namespaces(spec: &mut Spec) {
-    if let Some(linux) = spec.linux_mut() {
-        if let Some(ns) = linux.namespaces_mut() {
-            ns.retain(|n| !(n.typ() == LinuxNamespaceType::Network && n.path().is_some()));
+/// Rewrites the spec's namespaces for the guest, as Kata's agent does:
+/// - a network namespace path names the host's namespace, meaningless here,
+///   so the container shares the guest's network;
+/// - new IPC and UTS namespaces become the sandbox's shared ones, so the
+///   pod's containers share hostname and IPC;
+/// - the pid namespace is the sandbox's with `sandbox_pidns`, else a new
+///   one; exactly one pid entry remains, whether or not the spec had one.
+fn adapt_namespaces(
+    spec: &mut Spec,
+    holder: Option<(i32, bool)>,
+    sandbox_pidns: bool,
+) -> Result<(), String> {
+    let pid_path = if sandbox_pidns {
+        match holder {
+            Some((pid, true)) => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            _ => return Err("sandbox_pidns: the sandbox has no shared pid namespace".into()),
+        }
+    } else {
+        None
+    };
+    let Some(linux) = spec.linux_mut() else {
+        return Ok(());
+    };
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    ns.retain(|n| !(n.typ() == LinuxNamespaceType::Network && n.path().is_some()));
+    if let Some((hpid, _)) = holder {
+        for n in ns.iter_mut() {
+            let name = match n.typ() {
+                LinuxNamespaceType::Ipc => "ipc",
+                LinuxNamespaceType::Uts => "uts",
+                _ => continue,
+            };
+            if n.path().is_none() {
+                n.set_path(Some(PathBuf::from(format!("/proc/{hpid}/ns/{name}"))));
+            }
         }
     }
+    let explicit_pid = ns
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some());
+    if !explicit_pid || sandbox_pidns {
+        ns.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+        let mut pid_ns = LinuxNamespace::default();
+        pid_ns.set_typ(LinuxNamespaceType::Pid);
+        pid_ns.set_path(pid_path);
+        ns.push(pid_ns);
+    }
+    linux.set_namespaces(Some(ns));
+    Ok(())
 }
 
 impl AgentImpl {
@@ -77,13 +118,12 @@ impl AgentImpl {
         })?;
         let mut spec = oci::spec_from_proto(spec_pb)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("container {id:?}: {e}")))?;
-        if req.sandbox_pidns {
-            return Err(status(
-                Code::FAILED_PRECONDITION,
-                format!("container {id:?}: sandbox_pidns: the sandbox has no shared pid namespace"),
-            ));
-        }
-        adapt_namespaces(&mut spec);
+        let holder = lock(&self.sandbox.state)
+            .holder
+            .as_ref()
+            .map(|h| (h.pid, h.pidns));
+        adapt_namespaces(&mut spec, holder, req.sandbox_pidns)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("container {id:?}: {e}")))?;
         match self.sandbox.reserve(&id) {
             Ok(()) => {}
             Err(Reserve::Exists) => {

@@ -8,7 +8,8 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
-use crate::sandbox::lock;
+use crate::pause::PAUSE_ARG;
+use crate::sandbox::{lock, Holder};
 use crate::sandbox_files::{self, ETC_RESOLV, SANDBOX_DIR};
 
 /// Owner name of the sandbox's own storages.
@@ -40,13 +41,9 @@ impl AgentImpl {
 
     async fn create_sandbox(&self, req: CreateSandboxRequest) -> ttrpc::Result<Empty> {
         let sid = req.sandbox_id.clone();
-        if req.sandbox_pidns {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "sandbox {sid:?}: sandbox_pidns: a shared pid namespace is not supported yet"
-                ),
-            ));
+        if !req.hostname.is_empty() {
+            sandbox_files::validate_hostname(&req.hostname)
+                .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sandbox {sid:?}: {e}")))?;
         }
         if !req.kernel_modules.is_empty() {
             log::warn!(
@@ -58,6 +55,12 @@ impl AgentImpl {
             );
         }
         let sandbox = self.sandbox.clone();
+        let (pidns, hostname, n_storages, sid2) = (
+            req.sandbox_pidns,
+            req.hostname.clone(),
+            req.storages.len(),
+            req.sandbox_id.clone(),
+        );
         blocking(move || {
             let fail = |code: Code, msg: String| status(code, format!("sandbox {sid:?}: {msg}"));
             if !req.hostname.is_empty() {
@@ -82,20 +85,90 @@ impl AgentImpl {
                     return Err(fail(Code::INVALID_ARGUMENT, e.to_string()));
                 }
             }
-            log::info!("sandbox {sid:?} created ({} storages)", req.storages.len());
-            Ok(Empty::new())
+            Ok(())
         })
-        .await?
+        .await??;
+        // The namespaces the pod's containers share.
+        let holder = match self.spawn_holder(pidns, &hostname).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.teardown_sandbox().await;
+                return Err(status(Code::INTERNAL, format!("sandbox {sid2:?}: {e}")));
+            }
+        };
+        lock(&self.sandbox.state).holder = Some(holder);
+        log::info!(
+            "sandbox {sid2:?} created ({n_storages} storages, shared pid namespace: {pidns})"
+        );
+        Ok(Empty::new())
     }
 
-    pub(super) async fn do_destroy_sandbox(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: DestroySandboxRequest,
-    ) -> ttrpc::Result<Empty> {
+    /// Starts the namespace holder and registers it with the reaper.
+    async fn spawn_holder(&self, pidns: bool, hostname: &str) -> Result<Holder, String> {
+        let exe = self.sandbox.settings.launcher.clone();
+        let reaper = self.sandbox.reaper.clone();
+        let hostname = hostname.to_string();
+        let out = blocking(move || {
+            let _guard = reaper.spawn_guard();
+            std::process::Command::new(exe)
+                .arg(PAUSE_ARG)
+                .arg(if pidns { "pidns" } else { "-" })
+                .arg(hostname)
+                .env_clear()
+                .stdin(std::process::Stdio::null())
+                .output()
+        })
+        .await
+        .map_err(|e| format!("namespace holder: {e:?}"))?
+        .map_err(|e| format!("namespace holder: spawn: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "namespace holder: {} ({})",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
+            ));
+        }
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| "namespace holder: no pid reported".to_string())?;
+        let exit = self.sandbox.reaper.register(pid);
+        Ok(Holder { pid, pidns, exit })
+    }
+
+    /// Ends the namespace holder and waits (bounded) until it is reaped.
+    async fn stop_holder(&self) {
+        let holder = lock(&self.sandbox.state).holder.take();
+        if let Some(mut h) = holder {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(h.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let waited = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                h.exit.wait_for(Option::is_some),
+            )
+            .await;
+            if waited.is_err() {
+                log::warn!("namespace holder {} did not exit after SIGKILL", h.pid);
+            }
+        }
+    }
+
+    /// Everything the agent set up goes: containers, then the sandbox.
+    /// Used when the agent stops.
+    pub async fn shutdown(&self) {
         self.destroy_all().await;
+        for e in self.teardown_sandbox().await {
+            log::warn!("shutdown: {e}");
+        }
+    }
+
+    /// Undoes a sandbox: storages, DNS, the holder. Returns the errors.
+    async fn teardown_sandbox(&self) -> Vec<String> {
+        self.stop_holder().await;
         let sandbox = self.sandbox.clone();
-        let errors = blocking(move || {
+        blocking(move || {
             let mut errors: Vec<String> = sandbox
                 .storage
                 .release_all()
@@ -109,7 +182,17 @@ impl AgentImpl {
             }
             errors
         })
-        .await?;
+        .await
+        .unwrap_or_else(|e| vec![format!("{e:?}")])
+    }
+
+    pub(super) async fn do_destroy_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: DestroySandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.destroy_all().await;
+        let errors = self.teardown_sandbox().await;
         let id = {
             let mut st = lock(&self.sandbox.state);
             st.created = false;

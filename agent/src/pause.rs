@@ -1,0 +1,76 @@
+//! The sandbox's namespace holder: a process that owns the IPC and UTS
+//! namespaces every container of the pod shares (and the pid namespace
+//! when CreateSandbox asks for `sandbox_pidns`), and does nothing else.
+//!
+//! It is this binary re-executed with [`PAUSE_ARG`], so no Rust code runs
+//! after a fork of the multi-threaded agent: the fresh process unshares,
+//! forks the holder (PID 1 of the new pid namespace, if any), prints its
+//! pid and exits. The holder is re-parented to the agent, which reaps it.
+
+use std::ffi::OsStr;
+use std::io::Write;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{fork, sethostname, ForkResult};
+
+/// First argument that selects the holder.
+pub const PAUSE_ARG: &str = "sandbox-ns-holder";
+
+/// Runs the holder and exits if the first argument is [`PAUSE_ARG`].
+/// Must be called before any thread starts.
+pub fn run_if_requested() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(PAUSE_ARG)) {
+        return;
+    }
+    let pidns = args.next().as_deref() == Some(OsStr::new("pidns"));
+    let hostname = args.next().unwrap_or_default();
+    let code = match holder(pidns, &hostname) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kata-agent {PAUSE_ARG}: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn holder(pidns: bool, hostname: &OsStr) -> Result<(), String> {
+    let mut flags = CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    if pidns {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    unshare(flags).map_err(|e| format!("unshare: {}", e.desc()))?;
+    if !hostname.is_empty() {
+        sethostname(hostname).map_err(|e| format!("sethostname: {}", e.desc()))?;
+    }
+    // SAFETY: this process is single-threaded (a fresh exec that started
+    // no thread), so the child may run any code.
+    match unsafe { fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+        ForkResult::Child => {
+            // Let go of the pipes the agent reads, so it sees their end.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..=2 {
+                    // SAFETY: dup2 onto the standard descriptors of this
+                    // single-threaded process; `null` stays open meanwhile.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+                }
+            }
+            loop {
+                // As a pid namespace's init it ignores every signal it has
+                // no handler for; the agent ends it with SIGKILL.
+                nix::unistd::pause();
+            }
+        }
+        ForkResult::Parent { child } => {
+            let mut out = std::io::stdout();
+            writeln!(out, "{child}").map_err(|e| format!("report pid: {e}"))?;
+            out.flush().map_err(|e| format!("report pid: {e}"))?;
+            Ok(())
+        }
+    }
+}

@@ -16,6 +16,9 @@ use super::{blocking, jail_error, status, AgentImpl};
 use crate::oci;
 use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo, Reserve};
 
+/// Limit for each step of creating a container.
+const CREATE_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Longest container or exec id accepted.
 const MAX_ID_LEN: usize = 256;
 
@@ -206,6 +209,9 @@ impl AgentImpl {
                 stdout: Some(stdout.theirs),
                 stderr: Some(stderr.theirs),
             },
+            // A container whose setup hangs (a FIFO for /etc/passwd, a
+            // stuck mount) fails instead of holding its slot forever.
+            timeout: Some(CREATE_STEP_TIMEOUT),
             ..rustjail::CreateOpts::default()
         };
         let reaper = self.sandbox.reaper.clone();

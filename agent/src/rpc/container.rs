@@ -253,17 +253,15 @@ impl AgentImpl {
             }
         };
         let memory_dir = jail.cgroup().file(Some("memory"), "");
-        let oom_watch = match self
-            .sandbox
-            .oom
-            .watch(id, &memory_dir, jail.cgroup().is_v2())
-        {
+        let oom_watch = match jail.oom_events().map_err(|e| e.to_string()).and_then(|ev| {
+            self.sandbox
+                .oom
+                .watch(id, ev, memory_dir.clone())
+                .map_err(|e| e.to_string())
+        }) {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!(
-                    "container {id:?}: no OOM notifications: {}: {e}",
-                    memory_dir.display()
-                );
+                log::warn!("container {id:?}: no OOM notifications: {e}");
                 None
             }
         };
@@ -345,6 +343,10 @@ impl AgentImpl {
             0 => Duration::from_secs(365 * 24 * 3600),
             s => Duration::from_secs(u64::from(s)),
         };
+        // Stop watching first: removing a v1 cgroup signals its eventfd.
+        if let Some(w) = &ctr.oom_watch {
+            w.abort();
+        }
         let c = ctr.clone();
         let destroyed = blocking(move || lock(&c.jail).destroy(limit)).await;
         let destroyed = match destroyed {

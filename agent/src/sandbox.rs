@@ -127,6 +127,9 @@ pub struct Ctr {
     pub id: String,
     pub init_exec_id: String,
     pub bundle: PathBuf,
+    /// Where the container writes its termination message, and the guest
+    /// file mounted there if the spec mounts one (GetDiagnosticData).
+    pub termination_log: TerminationLog,
     pub jail: Mutex<rustjail::Container>,
     procs: Mutex<HashMap<String, Arc<Proc>>>,
     /// Stops the OOM watch when the container goes away.
@@ -137,6 +140,15 @@ pub struct Ctr {
     /// for RCU grace periods: milliseconds on every WaitProcess. Holding it
     /// moves that cost to RemoveContainer, off the exit path.
     pub mnt_ns: Mutex<Option<OwnedFd>>,
+}
+
+/// The termination message file of a container.
+#[derive(Debug, Clone, Default)]
+pub struct TerminationLog {
+    /// Path inside the container.
+    pub path: String,
+    /// The guest file a spec mount puts at that path, if any.
+    pub source: Option<PathBuf>,
 }
 
 impl Drop for Ctr {
@@ -152,6 +164,7 @@ impl Ctr {
         id: &str,
         init_exec_id: &str,
         bundle: PathBuf,
+        termination_log: TerminationLog,
         jail: rustjail::Container,
         init: Proc,
         oom_watch: Option<tokio::task::AbortHandle>,
@@ -163,6 +176,7 @@ impl Ctr {
             id: id.to_string(),
             init_exec_id: init_exec_id.to_string(),
             bundle,
+            termination_log,
             jail: Mutex::new(jail),
             procs: Mutex::new(procs),
             oom_watch,

@@ -756,3 +756,81 @@ fn terminal_session_with_resize() {
     env.remove(&cid).unwrap();
     env.assert_gone(&cid);
 }
+
+#[test]
+fn termination_log_through_get_diagnostic_data() {
+    let Some(mut env) = Env::new() else { return };
+    let diag = |env: &Env, cid: &str, kind: &str| {
+        let mut req = GetDiagnosticDataRequest::new();
+        req.container_id = cid.into();
+        req.log_type = kind.into();
+        env.rt
+            .block_on(env.client.get_diagnostic_data(ctx(), &req))
+            .map(|r| r.data)
+    };
+    // Written inside a running container, no mount: read from its own tree.
+    let a = unique("termlog");
+    env.run(
+        &a,
+        &["sh", "-c", "echo bye > /dev/termination-log; ln -s /../../../etc/passwd /tmp/esc; echo ready; exec sleep 1000"],
+    );
+    assert_eq!(env.read(&a, &a, false, 6).unwrap(), b"ready\n");
+    assert_eq!(diag(&env, &a, "termination_log").unwrap(), "bye\n");
+    let e = diag(&env, &a, "kernel_log").unwrap_err();
+    assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{e:?}");
+    env.signal(&a, "", 9).unwrap();
+    env.wait(&a, &a).unwrap();
+    let e = diag(&env, &a, "termination_log").unwrap_err();
+    assert_eq!(code(&e), Code::NOT_FOUND, "{e:?}");
+    env.remove(&a).unwrap();
+
+    // A symlink cannot lead the read out of the container.
+    let b = unique("termesc");
+    let mut s = spec(
+        env.rootfs.path(),
+        &b,
+        &[
+            "sh",
+            "-c",
+            "ln -s /../../../../etc/passwd /tmp/msg; echo ready; exec sleep 1000",
+        ],
+    );
+    s.Annotations.insert(
+        "io.kubernetes.container.terminationMessagePath".into(),
+        "/tmp/msg".into(),
+    );
+    env.create(&b, s).unwrap();
+    env.start(&b).unwrap();
+    assert_eq!(env.read(&b, &b, false, 6).unwrap(), b"ready\n");
+    let got = diag(&env, &b, "termination_log").unwrap();
+    assert_eq!(
+        got,
+        std::fs::read_to_string(env.rootfs.path().join("etc/passwd")).unwrap()
+    );
+    env.remove(&b).unwrap();
+
+    // Mounted from a guest file: still readable after the exit.
+    let c = unique("termmount");
+    let msg_dir = tempfile::tempdir().unwrap();
+    let msg_file = msg_dir.path().join("msg-file");
+    std::fs::write(&msg_file, "").unwrap();
+    let mut s = spec(
+        env.rootfs.path(),
+        &c,
+        &["sh", "-c", "echo the end > /dev/termination-log"],
+    );
+    let mut m = oci::Mount::new();
+    m.destination = "/dev/termination-log".into();
+    m.source = msg_file.display().to_string();
+    m.type_ = "bind".into();
+    m.options = vec!["rbind".into(), "rw".into()];
+    s.Mounts.push(m);
+    env.create(&c, s).unwrap();
+    env.start(&c).unwrap();
+    assert_eq!(env.wait(&c, &c).unwrap(), 0);
+    assert_eq!(diag(&env, &c, "termination_log").unwrap(), "the end\n");
+    env.remove(&c).unwrap();
+    for id in [&a, &b, &c] {
+        env.assert_gone(id);
+    }
+}

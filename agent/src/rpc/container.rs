@@ -14,7 +14,31 @@ use ttrpc::Code;
 
 use super::{blocking, jail_error, status, AgentImpl};
 use crate::oci;
-use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo, Reserve};
+use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo, Reserve, TerminationLog};
+
+/// Kubernetes' annotation naming the termination message path.
+const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
+/// Kubernetes' default termination message path.
+const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
+
+fn termination_log_of(spec: &Spec) -> TerminationLog {
+    let path = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(TERMINATION_PATH_ANNOTATION))
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_TERMINATION_PATH.to_string());
+    let source = spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|m| m.destination().as_os_str() == path.as_str())
+        .and_then(|m| m.source().clone());
+    TerminationLog { path, source }
+}
 
 /// Limit for each step of creating a container.
 const CREATE_STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -173,6 +197,7 @@ impl AgentImpl {
         let internal = |what: &str, e: std::io::Error| {
             status(Code::INTERNAL, format!("container {id:?}: {what}: {e}"))
         };
+        let termination_log = termination_log_of(&spec);
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| {
             status(
                 Code::INTERNAL,
@@ -271,7 +296,14 @@ impl AgentImpl {
             .map_err(|e| log::debug!("container {id:?}: keep mount namespace: {e}"))
             .ok();
         Ok(Arc::new(Ctr::new(
-            id, exec_id, bundle, jail, init, oom_watch, mnt_ns,
+            id,
+            exec_id,
+            bundle,
+            termination_log,
+            jail,
+            init,
+            oom_watch,
+            mnt_ns,
         )))
     }
 

@@ -4,6 +4,7 @@
 //! [`METHODS`], which tests and the README's status table read.
 
 mod container;
+mod diagnostic;
 pub mod health;
 mod process;
 mod sandbox;
@@ -125,7 +126,7 @@ agent_service! {
     "PauseContainer" pause_container(PauseContainerRequest) -> Empty => do_pause_container;
     "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => do_resume_container;
     "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => unimplemented;
-    "GetDiagnosticData" get_diagnostic_data(GetDiagnosticDataRequest) -> GetDiagnosticDataResponse => unimplemented;
+    "GetDiagnosticData" get_diagnostic_data(GetDiagnosticDataRequest) -> GetDiagnosticDataResponse => do_get_diagnostic_data;
     "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => do_write_stdin;
     "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => do_read_stdout;
     "ReadStderr" read_stderr(ReadStreamRequest) -> ReadStreamResponse => do_read_stderr;

@@ -11,7 +11,7 @@ TARGET ?= x86_64-unknown-linux-gnu
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 AGENT_STATIC := target/$(TARGET)/release/kata-agent
 
-.PHONY: all build agent-static run test lint unit bench clean
+.PHONY: all build agent-static run test lint unit bench readme-methods clean
 
 all: build
 
@@ -36,6 +36,10 @@ test: lint build
 bench: agent-static
 	$(CARGO) build --locked --release -p integration-tests --bin bench
 	target/release/bench --agent $(AGENT_STATIC)
+
+# Regenerates README.md's method status table from the agent itself.
+readme-methods: build
+	tests/update-readme-methods.sh
 
 clean:
 	$(CARGO) clean

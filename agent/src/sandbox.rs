@@ -159,28 +159,31 @@ impl Drop for Ctr {
     }
 }
 
+/// What a new container is made of.
+pub struct CtrParts {
+    pub id: String,
+    pub init_exec_id: String,
+    pub bundle: PathBuf,
+    pub termination_log: TerminationLog,
+    pub jail: rustjail::Container,
+    pub init: Proc,
+    pub oom_watch: Option<tokio::task::AbortHandle>,
+    pub mnt_ns: Option<OwnedFd>,
+}
+
 impl Ctr {
-    pub fn new(
-        id: &str,
-        init_exec_id: &str,
-        bundle: PathBuf,
-        termination_log: TerminationLog,
-        jail: rustjail::Container,
-        init: Proc,
-        oom_watch: Option<tokio::task::AbortHandle>,
-        mnt_ns: Option<OwnedFd>,
-    ) -> Ctr {
+    pub fn new(p: CtrParts) -> Ctr {
         let mut procs = HashMap::new();
-        procs.insert(init_exec_id.to_string(), Arc::new(init));
+        procs.insert(p.init_exec_id.clone(), Arc::new(p.init));
         Ctr {
-            id: id.to_string(),
-            init_exec_id: init_exec_id.to_string(),
-            bundle,
-            termination_log,
-            jail: Mutex::new(jail),
+            id: p.id,
+            init_exec_id: p.init_exec_id,
+            bundle: p.bundle,
+            termination_log: p.termination_log,
+            jail: Mutex::new(p.jail),
             procs: Mutex::new(procs),
-            oom_watch,
-            mnt_ns: Mutex::new(mnt_ns),
+            oom_watch: p.oom_watch,
+            mnt_ns: Mutex::new(p.mnt_ns),
         }
     }
 

@@ -27,11 +27,10 @@ grep -q '"agent_version"' <<<"$out" || vm_fail "Version: no agent_version in $ou
 listening="$(grep -o '"msg":"listening on [^"]*"' "$VM_CONSOLE" | head -n 1 | cut -d'"' -f4)" || true
 [[ -z "$listening" ]] || vm_log "agent: $listening"
 
-# Problems PID 1 met and survived (a module, a cgroup controller, lo).
-if grep -q '"msg":"init: ' "$VM_CONSOLE"; then
-    vm_log "agent init notes:"
-    grep '"msg":"init: ' "$VM_CONSOLE" | sed 's/^/  | /' >&2
-fi
+# What PID 1 logged about its setup: boot figures, and problems it met and
+# survived (a module, a cgroup controller, lo).
+grep -o '"level":"[a-z]*","msg":"init: [^"]*"' "$VM_CONSOLE" | cut -d'"' -f4,8 | tr '"' ' ' |
+    sed 's/^/vm-test: agent /' >&2 || true
 
 # Until DestroySandbox powers the guest off (then: vm_wait_exit), end it by PID.
 vm_stop

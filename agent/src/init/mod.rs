@@ -19,9 +19,10 @@ pub mod modules;
 mod mounts;
 mod net;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The `PATH` PID 1 gives itself and its children (the kernel passes none).
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -62,6 +63,8 @@ pub enum InitError {
     Console { path: PathBuf, source: nix::Error },
     #[error("module {path}: {source}")]
     Module { path: PathBuf, source: nix::Error },
+    #[error("hostname {name:?}: {source}")]
+    Hostname { name: String, source: nix::Error },
     #[error("interface {name}: {source}")]
     Interface {
         name: &'static str,
@@ -71,6 +74,27 @@ pub enum InitError {
 
 static DONE: AtomicBool = AtomicBool::new(false);
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static TIMINGS: OnceLock<Timings> = OnceLock::new();
+
+/// How long the guest took to reach the agent, for the boot benchmark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timings {
+    /// Guest uptime (`/proc/uptime`) when PID 1 started its setup.
+    pub uptime_at_start: Duration,
+    /// How long [`setup_pid1`] took (mounts, modules, cgroups, `lo`).
+    pub setup: Duration,
+}
+
+/// The boot figures of this PID 1, once [`setup_pid1`] has run.
+pub fn timings() -> Option<Timings> {
+    TIMINGS.get().copied()
+}
+
+/// The first field of `/proc/uptime` ("12.34 45.67").
+fn parse_uptime(text: &str) -> Option<Duration> {
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
 
 /// True when this process is the guest's init.
 pub fn is_pid1() -> bool {
@@ -104,24 +128,29 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
     if !is_pid1() || DONE.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
+    let started = Instant::now();
     // Files and directories we create get exactly the modes we ask for.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     mounts::mount_kernel_filesystems()?;
+    let uptime_at_start = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| parse_uptime(&t))
+        .map(|u| u.saturating_sub(started.elapsed()));
     if let Err(e) = mounts::reopen_console() {
         note(e.to_string());
     }
     std::env::set_var("PATH", PATH);
 
     // Modules first: vsock and virtio-fs must exist before anyone uses them.
-    for e in modules::load_listed(std::path::Path::new(modules::LOAD_ORDER)) {
+    for e in modules::load_listed(Path::new(modules::LOAD_ORDER)) {
         note(e.to_string());
     }
 
     for dir in RUN_DIRS {
-        mounts::mkdir_p(std::path::Path::new(dir), 0o755)?;
+        mounts::mkdir_p(Path::new(dir), 0o755)?;
     }
 
-    let cmdline_path = std::path::Path::new("/proc/cmdline");
+    let cmdline_path = Path::new("/proc/cmdline");
     let cmdline = std::fs::read_to_string(cmdline_path).map_err(|source| InitError::Read {
         path: cmdline_path.to_path_buf(),
         source,
@@ -134,7 +163,35 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
     if let Err(e) = net::loopback_up() {
         note(e.to_string());
     }
+    if let Err(e) = set_hostname(Path::new("/etc/hostname")) {
+        note(e.to_string());
+    }
+    if let Some(uptime_at_start) = uptime_at_start {
+        let _ = TIMINGS.set(Timings {
+            uptime_at_start,
+            setup: started.elapsed(),
+        });
+    }
     Ok(())
+}
+
+/// Names the guest after the rootfs's `/etc/hostname`, if it has one, until
+/// CreateSandbox gives it the pod's name.
+fn set_hostname(path: &Path) -> Result<(), InitError> {
+    let name = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(InitError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if name.is_empty() {
+        return Ok(());
+    }
+    nix::unistd::sethostname(&name).map_err(|source| InitError::Hostname { name, source })
 }
 
 /// Syncs the filesystems and powers the VM off. Never returns and never
@@ -150,5 +207,31 @@ pub fn poweroff() -> ! {
         // PID 1 of a VM always has) wait and try again rather than exit.
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_is_the_first_field() {
+        assert_eq!(
+            parse_uptime("12.34 45.67\n"),
+            Some(Duration::from_millis(12340))
+        );
+        assert_eq!(parse_uptime("0.05 0.01"), Some(Duration::from_millis(50)));
+        assert_eq!(parse_uptime(""), None);
+        assert_eq!(parse_uptime("x 1"), None);
+        assert_eq!(parse_uptime("-1 1"), None);
+    }
+
+    #[test]
+    fn not_pid1_does_nothing() {
+        // The test runner is never PID 1 of a VM: nothing is mounted.
+        assert!(!is_pid1());
+        setup_pid1(true).unwrap();
+        assert!(timings().is_none());
+        assert!(take_notes().is_empty());
     }
 }

@@ -14,7 +14,9 @@ use ttrpc::Code;
 
 use super::{blocking, jail_error, status, AgentImpl};
 use crate::oci;
-use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo, Reserve, TerminationLog};
+use crate::sandbox::{
+    input_pipe, lock, output_pipe, Ctr, CtrParts, Proc, ProcIo, Reserve, TerminationLog,
+};
 
 /// Kubernetes' annotation naming the termination message path.
 const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
@@ -295,16 +297,16 @@ impl AgentImpl {
             .map(OwnedFd::from)
             .map_err(|e| log::debug!("container {id:?}: keep mount namespace: {e}"))
             .ok();
-        Ok(Arc::new(Ctr::new(
-            id,
-            exec_id,
+        Ok(Arc::new(Ctr::new(CtrParts {
+            id: id.to_string(),
+            init_exec_id: exec_id.to_string(),
             bundle,
             termination_log,
             jail,
             init,
             oom_watch,
             mnt_ns,
-        )))
+        })))
     }
 
     /// Sets up a container's storages (volumes); the caller releases them

@@ -6,6 +6,7 @@
 //! messages and calls into the sandbox state and `rustjail`.
 
 mod config;
+mod init;
 mod logging;
 mod oci;
 mod oom;
@@ -27,15 +28,29 @@ fn main() -> ExitCode {
     // A re-exec of this binary as rustjail's container launcher never
     // returns from here; it must run before any thread exists.
     rustjail::init::run_if_requested();
-    pause::run_if_requested();
+    if !init::is_pid1() {
+        pause::run_if_requested();
+    }
     limit_malloc_arenas();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(args) {
+    // As PID 1 the kernel passes leftover command-line words as argv: they
+    // are not flags for us.
+    let args: Vec<String> = if init::is_pid1() {
+        Vec::new()
+    } else {
+        std::env::args().skip(1).collect()
+    };
+    let result = run(args);
+    if let Err(e) = &result {
+        eprintln!("kata-agent: {e}");
+        log::error!("{e}");
+    }
+    if init::is_pid1() {
+        // PID 1 must never exit: the kernel would panic.
+        init::poweroff();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kata-agent: {e}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -52,6 +67,8 @@ fn limit_malloc_arenas() {
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
+    #[error("init: {0}")]
+    Init(#[from] init::InitError),
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("logger: {0}")]
@@ -87,12 +104,24 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
         }
         Command::Serve(flags) => flags,
     };
+    // First, so that /proc (and with it the kernel command line) exists.
+    init::setup_pid1(false)?;
     let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;
     logging::init(cfg.log_level, Box::new(std::io::stderr()))?;
     for p in &notes.unknown_params {
         log::debug!("ignoring unknown parameter {p:?}");
     }
     log::debug!("configuration: {cfg:?}");
+    for n in init::take_notes() {
+        log::warn!("init: {n}");
+    }
+    if let Some(t) = init::timings() {
+        log::info!(
+            "init: guest uptime {} ms at start, setup took {} ms",
+            t.uptime_at_start.as_millis(),
+            t.setup.as_millis()
+        );
+    }
 
     // One async thread serves every connection; blocking work (fork,
     // mounts, cgroup files) runs on a small pool whose idle threads retire

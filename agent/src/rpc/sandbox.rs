@@ -205,6 +205,15 @@ impl AgentImpl {
             ));
         }
         log::info!("sandbox {id:?} destroyed");
+        if crate::init::is_pid1() {
+            // The VM's life ends with its sandbox. The answer goes out on
+            // the connection's writer task first; give it that moment.
+            tokio::spawn(async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                log::info!("powering off");
+                crate::init::poweroff();
+            });
+        }
         Ok(Empty::new())
     }
 }

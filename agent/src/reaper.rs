@@ -153,12 +153,15 @@ impl Reaper {
             }
         };
         loop {
-            let mut deferred = self.reap_all();
-            while deferred {
-                tokio::time::sleep(DEFER).await;
-                deferred = self.reap_all();
-            }
-            if sigchld.recv().await.is_none() {
+            let deferred = self.reap_all();
+            if deferred {
+                // Look again soon for the zombie left to its waiter, but
+                // never let that delay the next SIGCHLD.
+                tokio::select! {
+                    _ = tokio::time::sleep(DEFER) => {}
+                    s = sigchld.recv() => if s.is_none() { return },
+                }
+            } else if sigchld.recv().await.is_none() {
                 return;
             }
         }

@@ -5,7 +5,13 @@
 #                        install the EXIT trap that ends every process by PID
 #   vm_start_backends    virtiofsd (share $VM_DIR/shared, tag kataShared) and
 #                        vhost-device-vsock (hybrid vsock on $VM_DIR/hvsock.sock)
-#   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters
+#   vm_stop_all          end QEMU, the backends and background jobs by PID
+#                        (between boots: then vm_start_backends again)
+#   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters;
+#                        the console goes to $VM_CONSOLE (set it per boot)
+#   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT; its
+#                        PID is in $VM_BG_PID and is ended by the trap
+#   vm_wait_pid PID SECS WHAT   wait for a vm_bg job to end; fails after SECS
 #   vm_wait_ready        retry Check until the agent answers; sets VM_BOOT_MS
 #   vm_ctl SECS METHOD [JSON]   one agent-ctl call, bounded by SECS
 #   vm_wait_exit SECS    wait for QEMU to exit by itself (after DestroySandbox)
@@ -94,6 +100,15 @@ vm_init() {
     trap 'exit 130' INT TERM
 }
 
+# Ends every process started here, newest first (QEMU before its backends).
+vm_stop_all() {
+    local i
+    for ((i = ${#vm_pids[@]} - 1; i >= 0; i--)); do
+        vm_stop_pid "${vm_pids[i]}"
+    done
+    vm_pids=()
+}
+
 # Ends one process: TERM, up to 5 s, then KILL; always reaps it.
 vm_stop_pid() {
     local pid="$1" i
@@ -109,11 +124,8 @@ vm_stop_pid() {
 }
 
 vm_cleanup() {
-    local rc=$? i f
-    # Reverse order: QEMU first, then the backends it used.
-    for ((i = ${#vm_pids[@]} - 1; i >= 0; i--)); do
-        vm_stop_pid "${vm_pids[i]}"
-    done
+    local rc=$? f
+    vm_stop_all
     if [[ $rc -ne 0 ]]; then
         vm_log "FAILED${vm_step:+ at: $vm_step}; guest console ($VM_CONSOLE):"
         sed 's/^/  | /' "$VM_CONSOLE" >&2 || true
@@ -159,6 +171,8 @@ vm_wait_socket() {
 
 vm_start_backends() {
     local pid
+    # Sockets of a previous boot's backends would look ready.
+    rm -f "$VM_DIR/vfs.sock" "$VM_DIR/vhost.sock" "$VM_DIR/hvsock.sock"
     "$VIRTIOFSD" --socket-path "$VM_DIR/vfs.sock" --shared-dir "$VM_DIR/shared" --tag kataShared \
         --sandbox none --cache auto >"$VM_DIR/virtiofsd.log" 2>&1 </dev/null &
     pid=$!
@@ -230,4 +244,24 @@ vm_wait_exit() {
 
 vm_stop() {
     vm_stop_pid "$vm_qemu_pid"
+}
+
+vm_bg() {
+    local out="$1"
+    shift
+    "$@" >"$out" 2>&1 </dev/null &
+    VM_BG_PID=$!
+    vm_pids+=("$VM_BG_PID")
+}
+
+vm_wait_pid() {
+    local pid="$1" secs="$2" what="$3" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ! vm_alive "$pid"; then
+            wait "$pid" 2>/dev/null && return 0
+            return 1
+        fi
+        sleep 0.1
+    done
+    vm_fail "$what: not done after ${secs}s"
 }

@@ -6,8 +6,12 @@
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
 #   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
-#   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock
-#   make -f image.mk demo      (for now) the VM test; later: a container says hello
+#   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
+#                              Check/Version, then vm-test-containers
+#   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
+#                              cgroups v1 and v2: limits, exec, OOM event, power off
+#   make -f image.mk demo      build, boot, run `echo hello from the guest; uname -a` in a
+#                              container, print its output, power off
 #
 # Variables (defaults in brackets; each is also read by the script it is passed to):
 #   BUILD_DIR          where everything is written [build]
@@ -46,7 +50,8 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test demo
+.PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
+	vm-test-boot vm-test-containers demo
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
@@ -74,13 +79,15 @@ reproducible: rootfs
 agent-ctl:
 	$(CARGO) build --locked -p agent-ctl
 
-vm-test: initrd agent-ctl
-	KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)" \
-	tests/vm/run.sh
+VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-# Placeholder until containers run in the guest: boots the VM and checks the
-# agent. Once CreateContainer works it will build everything, boot the
-# micro-VM, run `echo hello from the guest; uname -a` in a busybox container
-# shared over virtio-fs, print its output and power the VM off.
-demo: vm-test
-	@echo "demo: the guest booted and its agent answered; running a container in it comes with the containers work"
+vm-test: vm-test-boot vm-test-containers
+
+vm-test-boot: initrd agent-ctl
+	$(VM_ENV) tests/vm/run.sh
+
+vm-test-containers: initrd agent-ctl
+	$(VM_ENV) tests/vm/containers.sh
+
+demo: initrd agent-ctl
+	@$(VM_ENV) tests/vm/demo.sh

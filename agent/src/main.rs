@@ -65,6 +65,31 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Env var choosing how container helpers start: `zygote` (default), a
+/// process forked now that forks one helper per container, or `reexec`,
+/// an execve of this binary per container.
+const LAUNCHER_ENV: &str = "KATA_AGENT_LAUNCHER";
+
+/// Starts the pre-forked launcher unless re-exec was asked for. Must run
+/// before the runtime starts any thread.
+fn start_launcher() -> Option<std::sync::Arc<rustjail::zygote::Zygote>> {
+    if std::env::var(LAUNCHER_ENV).as_deref() == Ok("reexec") {
+        log::info!("container helpers: re-exec of the agent binary");
+        return None;
+    }
+    // SAFETY: no thread exists yet: the runtime is built after this.
+    match unsafe { rustjail::zygote::Zygote::start() } {
+        Ok(z) => {
+            log::info!("container helpers: forked by launcher pid {}", z.pid());
+            Some(std::sync::Arc::new(z))
+        }
+        Err(e) => {
+            log::warn!("start the launcher: {e}; falling back to re-exec");
+            None
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     #[error("init: {0}")]
@@ -123,6 +148,7 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
         );
     }
 
+    let zygote = start_launcher();
     // One async thread serves every connection; blocking work (fork,
     // mounts, cgroup files) runs on a small pool whose idle threads retire
     // quickly, so an idle agent holds one thread.
@@ -134,6 +160,6 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
         .thread_stack_size(256 * 1024)
         .build()
         .map_err(StartError::Runtime)?;
-    rt.block_on(server::serve(&cfg))?;
+    rt.block_on(server::serve(&cfg, zygote))?;
     Ok(())
 }

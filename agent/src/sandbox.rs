@@ -44,6 +44,8 @@ pub struct Settings {
     /// F_SETPIPE_SZ for container stdout and stderr; 0 means
     /// [`DEFAULT_OUTPUT_PIPE`].
     pub pipe_size: u32,
+    /// The pre-forked launcher containers are forked from, if running.
+    pub zygote: Option<Arc<rustjail::zygote::Zygote>>,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
             launcher: PathBuf::from("/proc/self/exe"),
             run_dir: PathBuf::from(RUN_DIR),
             pipe_size: 0,
+            zygote: None,
         }
     }
 }

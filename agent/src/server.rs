@@ -66,7 +66,10 @@ fn clear_stale_socket(path: &Path, addr: &str) -> Result<(), ServerError> {
 }
 
 /// Serves until SIGTERM or SIGINT.
-pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
+pub async fn serve(
+    cfg: &Config,
+    zygote: Option<Arc<rustjail::zygote::Zygote>>,
+) -> Result<(), ServerError> {
     let started = Instant::now();
     let uri = cfg.server_addr.to_uri();
 
@@ -96,6 +99,7 @@ pub async fn serve(cfg: &Config) -> Result<(), ServerError> {
     tokio::spawn(reaper.clone().run());
     let settings = Settings {
         pipe_size: cfg.container_pipe_size,
+        zygote,
         ..Settings::default()
     };
     let sandbox = Arc::new(Sandbox::new(settings, reaper));

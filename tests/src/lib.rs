@@ -381,7 +381,8 @@ pub fn mounts_under(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Pids whose parent is `ppid`.
+/// Pids whose parent is `ppid`, except the agent's pre-forked launcher
+/// (`kata-launcher`), which lives as long as the agent.
 pub fn children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -392,7 +393,10 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
             continue;
         };
         if proc_status_field(pid, "PPid:") == Some(u64::from(ppid)) {
-            out.push(pid);
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "kata-launcher" {
+                out.push(pid);
+            }
         }
     }
     out

@@ -20,7 +20,6 @@
 # exit; the guest console log of the failing boot is printed on failure.
 # Environment: as lib.sh (KERNEL, INITRD, AGENT_CTL, KERNEL_APPEND, ...), and
 #   LAYOUTS        which guest cgroup layouts to test ["v1 v2"]
-#   BUSYBOX        static busybox for the container rootfs [/bin/busybox]
 #   MEM_LIMIT_MB   memory limit of the "limits" container [48]
 #   PIDS_LIMIT     pids limit of the "limits" container [12]
 #   OOM_LIMIT_MB   memory limit of the "oom" container [32]
@@ -31,126 +30,33 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAYOUTS="${LAYOUTS:-v1 v2}"
-BUSYBOX="${BUSYBOX:-/bin/busybox}"
 MEM_LIMIT_MB="${MEM_LIMIT_MB:-48}"
 PIDS_LIMIT="${PIDS_LIMIT:-12}"
 OOM_LIMIT_MB="${OOM_LIMIT_MB:-32}"
 POWEROFF_TIMEOUT="${POWEROFF_TIMEOUT:-30}"
 
-SHARED_MP=/run/kata-containers/shared/containers
-
 vm_init
-[[ -x "$BUSYBOX" ]] || vm_fail "busybox $BUSYBOX: not found (apt-get install busybox-static)"
-
-# A busybox rootfs where the shim puts one: <shared dir>/<cid>/rootfs.
-make_rootfs() {
-    local dir="$VM_DIR/shared/$1/rootfs" applet
-    mkdir -p "$dir"/{bin,etc,proc,sys,dev,tmp,root}
-    cp "$BUSYBOX" "$dir/bin/busybox"
-    for applet in $("$BUSYBOX" --list); do
-        [[ "$applet" == busybox ]] || ln -sf busybox "$dir/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$dir/etc/passwd"
-    printf 'root:x:0:\n' >"$dir/etc/group"
-}
-
-# `step NAME SECS METHOD [JSON]`: one request; its answer in $OUT.
-step() {
-    local name="$1"
-    shift
-    vm_step="$layout: $name"
-    OUT="$(vm_ctl "$@" 2>&1)" || vm_fail "$name: $OUT"
-}
-
-# The OCI spec of a container the way the shim writes it: rootfs under the
-# shared mount, the usual kernel filesystems, a cgroup mount and namespace.
-# Args: CID SCRIPT RESOURCES_JSON
-spec() {
-    local cid="$1" script="$2" resources="$3"
-    cat <<EOF
-{
-  "Process": {"Args": ["sh", "-c", $(json_str "$script")], "Env": ["PATH=/bin"], "Cwd": "/"},
-  "Root": {"Path": "$SHARED_MP/$cid/rootfs"},
-  "Hostname": "vm-test",
-  "Mounts": [
-    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
-  ],
-  "Linux": {
-    "CgroupsPath": "/vm-test/$cid",
-    "Resources": $resources,
-    "Namespaces": [{"Type": "mount"}, {"Type": "pid"}, {"Type": "ipc"}, {"Type": "uts"}, {"Type": "cgroup"}]
-  }
-}
-EOF
-}
-
-json_str() {
-    local s="$1"
-    s="${s//\\/\\\\}"
-    s="${s//\"/\\\"}"
-    s="${s//$'\n'/\\n}"
-    s="${s//$'\t'/\\t}"
-    printf '"%s"' "$s"
-}
-
-create_request() {
-    local cid="$1"
-    printf '{"container_id": "%s", "exec_id": "%s", "OCI": %s}' "$cid" "$cid" "$(spec "$@")"
-}
-
-# The value of a top-level scalar FIELD in agent-ctl's one-line JSON.
-field() {
-    sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2"
-}
-
-# Reads a process's stdout until it contains PATTERN or the stream ends
-# (ReadStdout fails at EOF); the text is in $TEXT.
-read_stdout() {
-    local cid="$1" eid="$2" pattern="$3" data
-    TEXT=""
-    while [[ "$TEXT" != *"$pattern"* ]]; do
-        vm_step="$layout: ReadStdout $eid"
-        OUT="$(vm_ctl "$CALL_TIMEOUT" ReadStdout \
-            "{\"container_id\": \"$cid\", \"exec_id\": \"$eid\", \"len\": 65536}" 2>&1)" || break
-        data="$(field data "$OUT")"
-        TEXT+="$(base64 -d <<<"$data")"$'\n'
-    done
-    [[ "$TEXT" == *"$pattern"* ]] || vm_fail "ReadStdout $eid: no '$pattern' in: $TEXT ($OUT)"
-}
-
-expect_status() {
-    local want="$1" what="$2" got
-    got="$(field status "$OUT")"
-    got="${got:-0}"
-    [[ "$got" == "$want" ]] || vm_fail "$what: exit status $got, expected $want ($OUT)"
-}
 
 run_layout() {
     local layout="$1" append=() cid oom_out oom_pid mem pids
+    VM_PHASE="$layout"
     local mem_bytes=$((MEM_LIMIT_MB << 20)) oom_bytes=$((OOM_LIMIT_MB << 20))
     if [[ "$layout" == v2 ]]; then
         append=(cgroup_no_v1=all)
     fi
-    vm_step="$layout: boot"
+    vm_step="$VM_PHASE: rootfs"
+    vm_make_rootfs "limits-$layout"
+    vm_make_rootfs "oom-$layout"
+    vm_step="$VM_PHASE: boot"
     VM_CONSOLE="$VM_DIR/console-$layout.log"
     vm_start_backends
     vm_boot "${append[@]}"
     vm_wait_ready
 
-    step CreateSandbox "$CALL_TIMEOUT" CreateSandbox "$(
-        cat <<EOF
-{"hostname": "vm-test", "sandbox_id": "sb-$layout", "sandbox_pidns": false,
- "storages": [{"driver": "virtio-fs", "source": "kataShared", "fstype": "virtiofs",
-               "options": ["nodev"], "mount_point": "$SHARED_MP/"}]}
-EOF
-    )"
+    vm_create_sandbox "sb-$layout"
 
     # --- limits, seen from inside ---------------------------------------
     cid="limits-$layout"
-    make_rootfs "$cid"
     # shellcheck disable=SC2016 # expanded by the container's shell
     local script='if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   echo "cgroup=v2 mem=$(cat /sys/fs/cgroup/memory.max) pids=$(cat /sys/fs/cgroup/pids.max)"
@@ -161,13 +67,13 @@ echo "hello from $(hostname)"
 echo ready
 exec sleep 600'
     local resources="{\"Memory\": {\"Limit\": $mem_bytes}, \"Pids\": {\"Limit\": $PIDS_LIMIT}}"
-    step CreateContainer "$CALL_TIMEOUT" CreateContainer "$(create_request "$cid" "$script" "$resources")"
-    step StartContainer "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
-    read_stdout "$cid" "$cid" ready
-    vm_log "$layout: container says: $(head -n 2 <<<"$TEXT" | tr '\n' ';')"
-    [[ "$TEXT" == *"cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"* ]] ||
-        vm_fail "limits seen in the container: $TEXT; expected cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"
-    [[ "$TEXT" == *"hello from vm-test"* ]] || vm_fail "hostname: $TEXT"
+    vm_call CreateContainer "$CALL_TIMEOUT" CreateContainer "$(vm_create_request "$cid" "$script" "$resources")"
+    vm_call StartContainer "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
+    vm_read_stdout "$cid" "$cid" ready
+    vm_log "$layout: container says: $(head -n 2 <<<"$VM_TEXT" | tr '\n' ';')"
+    [[ "$VM_TEXT" == *"cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"* ]] ||
+        vm_fail "limits seen in the container: $VM_TEXT; expected cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"
+    [[ "$VM_TEXT" == *"hello from vm-test"* ]] || vm_fail "hostname: $VM_TEXT"
 
     # The pids limit holds: a subshell starts background sleeps until fork
     # fails; then, with shell builtins only (no fork left), the counters.
@@ -177,56 +83,55 @@ read cur <\$d/pids.current; read ev <\$d/pids.events
 echo \"pids.current=\$cur pids.events=\$ev\"
 kill -9 -1
 echo exec-done"
-    step ExecProcess "$CALL_TIMEOUT" ExecProcess "$(
+    vm_call ExecProcess "$CALL_TIMEOUT" ExecProcess "$(
         printf '{"container_id": "%s", "exec_id": "probe", "process": {"Args": ["sh", "-c", %s], "Env": ["PATH=/bin"], "Cwd": "/"}}' \
-            "$cid" "$(json_str "$exec_script")"
+            "$cid" "$(vm_json_str "$exec_script")"
     )"
-    step "WaitProcess probe" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"probe\"}"
-    expect_status 0 "exec probe"
-    read_stdout "$cid" probe exec-done
-    vm_log "$layout: exec: $(head -n 1 <<<"$TEXT")"
-    pids="$(sed -n 's/^pids.current=\([0-9]*\) .*/\1/p' <<<"$TEXT")"
-    [[ -n "$pids" ]] || vm_fail "exec probe: no pids.current in $TEXT"
+    vm_call "WaitProcess probe" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"probe\"}"
+    vm_expect_status 0 "exec probe"
+    vm_read_stdout "$cid" probe exec-done
+    vm_log "$layout: exec: $(head -n 1 <<<"$VM_TEXT")"
+    pids="$(sed -n 's/^pids.current=\([0-9]*\) .*/\1/p' <<<"$VM_TEXT")"
+    [[ -n "$pids" ]] || vm_fail "exec probe: no pids.current in $VM_TEXT"
     ((pids <= PIDS_LIMIT)) || vm_fail "pids limit $PIDS_LIMIT not enforced: pids.current=$pids"
-    [[ "$TEXT" =~ pids.events=max\ [1-9] ]] || vm_fail "pids limit $PIDS_LIMIT never refused a fork: $TEXT"
+    [[ "$VM_TEXT" =~ pids.events=max\ [1-9] ]] || vm_fail "pids limit $PIDS_LIMIT never refused a fork: $VM_TEXT"
 
-    step StatsContainer "$CALL_TIMEOUT" StatsContainer "{\"container_id\": \"$cid\"}"
+    vm_call StatsContainer "$CALL_TIMEOUT" StatsContainer "{\"container_id\": \"$cid\"}"
     # 64-bit integers are JSON strings; the first "limit" is memory_stats.usage's.
-    mem="$(grep -o '"limit": *"[0-9]*"' <<<"$OUT" | head -n 1 | tr -dc 0-9)" || true
-    pids="$(grep -o '"pids_stats": *{[^}]*}' <<<"$OUT" | tr -d ' ')" || true
+    mem="$(grep -o '"limit": *"[0-9]*"' <<<"$VM_OUT" | head -n 1 | tr -dc 0-9)" || true
+    pids="$(grep -o '"pids_stats": *{[^}]*}' <<<"$VM_OUT" | tr -d ' ')" || true
     vm_log "$layout: StatsContainer: memory limit ${mem:-none}, $pids"
-    [[ "$mem" == "$mem_bytes" ]] || vm_fail "StatsContainer: memory limit ${mem:-none}, expected $mem_bytes: $OUT"
-    step SignalProcess "$CALL_TIMEOUT" SignalProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\", \"signal\": 9}"
-    step "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
-    expect_status 137 "container $cid after SIGKILL"
-    step RemoveContainer "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\", \"timeout\": 10}"
+    [[ "$mem" == "$mem_bytes" ]] || vm_fail "StatsContainer: memory limit ${mem:-none}, expected $mem_bytes: $VM_OUT"
+    vm_call SignalProcess "$CALL_TIMEOUT" SignalProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\", \"signal\": 9}"
+    vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
+    vm_expect_status 137 "container $cid after SIGKILL"
+    vm_call RemoveContainer "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\", \"timeout\": 10}"
 
     # --- OOM kill, reported by GetOOMEvent -------------------------------
     cid="oom-$layout"
-    make_rootfs "$cid"
     # Swap = limit: no swap on top of the memory limit.
     resources="{\"Memory\": {\"Limit\": $oom_bytes, \"Swap\": $oom_bytes}}"
-    step "CreateContainer $cid" "$CALL_TIMEOUT" CreateContainer "$(
-        create_request "$cid" "exec dd if=/dev/zero of=/dev/null bs=256M count=1" "$resources"
+    vm_call "CreateContainer $cid" "$CALL_TIMEOUT" CreateContainer "$(
+        vm_create_request "$cid" "exec dd if=/dev/zero of=/dev/null bs=256M count=1" "$resources"
     )"
     oom_out="$VM_DIR/oom-$layout.json"
     vm_bg "$oom_out" timeout --kill-after=5 "$((CALL_TIMEOUT + 5))" \
         "$AGENT_CTL" --addr "$VM_ADDR" --timeout "${CALL_TIMEOUT}s" call GetOOMEvent '{}'
     oom_pid="$VM_BG_PID"
-    step "StartContainer $cid" "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
-    step "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
-    expect_status 137 "dd under a ${OOM_LIMIT_MB} MiB limit"
-    vm_step="$layout: GetOOMEvent"
+    vm_call "StartContainer $cid" "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
+    vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
+    vm_expect_status 137 "dd under a ${OOM_LIMIT_MB} MiB limit"
+    vm_step="$VM_PHASE: GetOOMEvent"
     vm_wait_pid "$oom_pid" "$((CALL_TIMEOUT + 10))" GetOOMEvent ||
         vm_fail "GetOOMEvent: $(cat "$oom_out")"
-    [[ "$(field container_id "$(cat "$oom_out")")" == "$cid" ]] ||
+    [[ "$(vm_field container_id "$(cat "$oom_out")")" == "$cid" ]] ||
         vm_fail "GetOOMEvent: expected $cid, got $(cat "$oom_out")"
     vm_log "$layout: GetOOMEvent: $(cat "$oom_out")"
-    step "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
+    vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
 
     # --- the end: the VM powers itself off --------------------------------
-    step DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
-    vm_step="$layout: power off"
+    vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
+    vm_step="$VM_PHASE: power off"
     vm_wait_exit "$POWEROFF_TIMEOUT"
     vm_log "$layout: guest powered off $(($(vm_now_ms) - VM_START_MS)) ms after QEMU started"
     vm_stop_all

@@ -18,6 +18,11 @@
 #   vm_stop              end QEMU by PID
 #   vm_fail MESSAGE      fail the current step (the trap prints the console log)
 #
+# Containers (the shim's requests; see each function): vm_make_rootfs CID,
+# vm_call NAME SECS METHOD [JSON], vm_create_sandbox ID,
+# vm_create_request CID SCRIPT [RESOURCES], vm_read_stdout CID EXEC_ID [PATTERN],
+# vm_expect_status CODE WHAT, vm_field FIELD JSON, vm_json_str STRING.
+#
 # Environment (defaults in brackets):
 #   KERNEL          guest kernel [newest /boot/vmlinuz-*-cloud-amd64]
 #   INITRD          guest initrd from rootfs-builder [build/kata-initrd.img]
@@ -36,6 +41,7 @@
 #   VM_TEST_DIR     working directory (sockets, logs, share) [mktemp]
 #   KEEP            1 keeps the working directory after success too [0]
 #   VHOST_VSOCK     [vhost-device-vsock]   VIRTIOFSD [virtiofsd]
+#   BUSYBOX         static busybox for container rootfs trees [/bin/busybox]
 
 vm_lib_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 vm_repo="$(cd "$vm_lib_dir/../.." && pwd)"
@@ -58,6 +64,7 @@ vm_init() {
     KEEP="${KEEP:-0}"
     VHOST_VSOCK="${VHOST_VSOCK:-vhost-device-vsock}"
     VIRTIOFSD="${VIRTIOFSD:-virtiofsd}"
+    BUSYBOX="${BUSYBOX:-/bin/busybox}"
 
     if [[ -z "$KERNEL" || ! -f "$KERNEL" ]]; then
         vm_log "kernel '$KERNEL': not found (apt-get install linux-image-cloud-amd64, or KERNEL=)"
@@ -264,4 +271,117 @@ vm_wait_pid() {
         sleep 0.1
     done
     vm_fail "$what: not done after ${secs}s"
+}
+
+# --- containers: the shim's requests ---------------------------------------
+
+# Where the shim's virtio-fs share is mounted in the guest.
+VM_SHARED_MP=/run/kata-containers/shared/containers
+
+# A busybox rootfs, made once, copied to where the shim puts a container's:
+# <shared dir>/<cid>/rootfs.
+vm_make_rootfs() {
+    local tpl="$VM_DIR/rootfs-template" applet
+    if [[ ! -d "$tpl" ]]; then
+        [[ -x "$BUSYBOX" ]] || vm_fail "busybox $BUSYBOX: not found (apt-get install busybox-static)"
+        mkdir -p "$tpl"/{bin,etc,proc,sys,dev,tmp,root}
+        cp "$BUSYBOX" "$tpl/bin/busybox"
+        for applet in $("$BUSYBOX" --list); do
+            [[ "$applet" == busybox ]] || ln -s busybox "$tpl/bin/$applet"
+        done
+        printf 'root:x:0:0:root:/root:/bin/sh\n' >"$tpl/etc/passwd"
+        printf 'root:x:0:\n' >"$tpl/etc/group"
+    fi
+    mkdir -p "$VM_DIR/shared/$1"
+    cp -a "$tpl" "$VM_DIR/shared/$1/rootfs"
+}
+
+# `vm_call NAME SECS METHOD [JSON]`: one request as step NAME (prefixed
+# with $VM_PHASE); its answer in $VM_OUT; fails the test on an error.
+vm_call() {
+    local name="$1"
+    shift
+    vm_step="${VM_PHASE:+$VM_PHASE: }$name"
+    VM_OUT="$(vm_ctl "$@" 2>&1)" || vm_fail "$name: $VM_OUT"
+}
+
+# A string as a JSON string literal.
+vm_json_str() {
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    s="${s//$'\n'/\\n}"
+    s="${s//$'\t'/\\t}"
+    printf '"%s"' "$s"
+}
+
+# The value of a top-level scalar FIELD in agent-ctl's one-line JSON.
+vm_field() {
+    sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2"
+}
+
+# CreateSandbox with the storage Kata's shim sends for its virtio-fs share
+# (runtime-rs share_fs: driver virtio-fs, source kataShared, fstype
+# virtiofs, options nodev, mount point the guest's shared directory).
+vm_create_sandbox() {
+    vm_call CreateSandbox "$CALL_TIMEOUT" CreateSandbox "$(
+        cat <<JSON
+{"hostname": "vm-test", "sandbox_id": "$1", "sandbox_pidns": false,
+ "storages": [{"driver": "virtio-fs", "source": "kataShared", "fstype": "virtiofs",
+               "options": ["nodev"], "mount_point": "$VM_SHARED_MP/"}]}
+JSON
+    )"
+}
+
+# A CreateContainerRequest the way the shim writes one: rootfs under the
+# shared mount, the usual kernel filesystems, a cgroup mount and namespace.
+# Args: CID SCRIPT (run by sh -c) [RESOURCES_JSON]
+vm_create_request() {
+    local cid="$1" script="$2" resources="${3:-}"
+    [[ -n "$resources" ]] || resources='{}'
+    cat <<JSON
+{"container_id": "$cid", "exec_id": "$cid", "OCI": {
+  "Process": {"Args": ["sh", "-c", $(vm_json_str "$script")], "Env": ["PATH=/bin"], "Cwd": "/"},
+  "Root": {"Path": "$VM_SHARED_MP/$cid/rootfs"},
+  "Hostname": "vm-test",
+  "Mounts": [
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+  ],
+  "Linux": {
+    "CgroupsPath": "/vm-test/$cid",
+    "Resources": $resources,
+    "Namespaces": [{"Type": "mount"}, {"Type": "pid"}, {"Type": "ipc"}, {"Type": "uts"}, {"Type": "cgroup"}]
+  }
+}}
+JSON
+}
+
+# `vm_read_stdout CID EXEC_ID [PATTERN]`: ReadStdout until the text holds
+# PATTERN, or (no PATTERN) until the stream ends: ReadStdout fails at EOF.
+# The text is in $VM_TEXT and in the file $VM_DIR/stdout-CID-EXEC_ID.
+vm_read_stdout() {
+    local cid="$1" eid="$2" pattern="${3:-}" file="$VM_DIR/stdout-$1-$2"
+    : >"$file"
+    VM_TEXT=""
+    while [[ -z "$pattern" || "$VM_TEXT" != *"$pattern"* ]]; do
+        vm_step="${VM_PHASE:+$VM_PHASE: }ReadStdout $eid"
+        VM_OUT="$(vm_ctl "$CALL_TIMEOUT" ReadStdout \
+            "{\"container_id\": \"$cid\", \"exec_id\": \"$eid\", \"len\": 65536}" 2>&1)" || break
+        vm_field data "$VM_OUT" | base64 -d >>"$file"
+        VM_TEXT="$(cat "$file")"
+    done
+    if [[ -n "$pattern" && "$VM_TEXT" != *"$pattern"* ]]; then
+        vm_fail "ReadStdout $eid: no '$pattern' in: $VM_TEXT ($VM_OUT)"
+    fi
+}
+
+# `vm_expect_status CODE WHAT`: the WaitProcess answer in $VM_OUT has CODE.
+vm_expect_status() {
+    local got
+    got="$(vm_field status "$VM_OUT")"
+    got="${got:-0}"
+    [[ "$got" == "$1" ]] || vm_fail "$2: exit status $got, expected $1 ($VM_OUT)"
 }

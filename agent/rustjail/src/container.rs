@@ -8,6 +8,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::{Command, Stdio as StdStdio};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::init::{CreateRequest, ExecRequest, Request, INIT_ARG};
 use crate::oom::OomEvents;
 use crate::sync::{self, Msg};
 use crate::utils::{errno_text, io_text, validate_id};
+use crate::zygote::Zygote;
 
 /// Errors of container operations; each names the container.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,9 @@ pub struct CreateOpts {
     /// Enter the rootfs with `MS_MOVE` + chroot instead of `pivot_root`
     /// (which is also the automatic fallback where pivot_root fails).
     pub no_pivot: bool,
+    /// Fork init helpers from this pre-forked launcher instead of
+    /// re-executing `launcher`.
+    pub zygote: Option<Arc<Zygote>>,
 }
 
 impl Default for CreateOpts {
@@ -98,6 +103,7 @@ impl Default for CreateOpts {
             default_cgroup_path: None,
             timeout: None,
             no_pivot: false,
+            zygote: None,
         }
     }
 }
@@ -140,6 +146,7 @@ pub struct Spawned {
 pub struct Container {
     id: String,
     launcher: PathBuf,
+    zygote: Option<Arc<Zygote>>,
     init_pid: Pid,
     namespaces: Vec<LinuxNamespaceType>,
     cgroup: CgroupManager,
@@ -156,8 +163,48 @@ pub struct Container {
 
 /// A spawned init helper and our end of its socket.
 struct Helper {
-    child: std::process::Child,
+    proc: HelperProc,
     sock: UnixStream,
+}
+
+/// How the helper was started, which decides who reaps it.
+enum HelperProc {
+    /// Re-executed launcher: our child, reaped here.
+    Child(std::process::Child),
+    /// Forked by the zygote, which reaps it.
+    Forked(Pid),
+}
+
+impl HelperProc {
+    fn id(&self) -> i32 {
+        match self {
+            HelperProc::Child(c) => c.id() as i32,
+            HelperProc::Forked(p) => p.as_raw(),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            HelperProc::Child(c) => {
+                let _ = c.kill();
+            }
+            HelperProc::Forked(p) => {
+                let _ = kill(*p, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Waits for the exit where we can; returns how it ended if known.
+    fn wait(&mut self) -> Option<String> {
+        match self {
+            HelperProc::Child(c) => Some(
+                c.wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| io_text(&e)),
+            ),
+            HelperProc::Forked(_) => None,
+        }
+    }
 }
 
 impl Container {
@@ -241,6 +288,7 @@ impl Container {
         let mut c = Container {
             id: id.to_string(),
             launcher: opts.launcher,
+            zygote: opts.zygote,
             init_pid: Pid::from_raw(0),
             namespaces,
             cgroup,
@@ -286,18 +334,28 @@ impl Container {
     fn spawn_helper(&mut self, req: &Request, stdio: Stdio) -> Result<Helper> {
         let fds = self.stdio_fds(stdio)?;
         let (ours, theirs) = UnixStream::pair().map_err(self.op_err("create socket pair"))?;
-        let child = Command::new(&self.launcher)
-            .arg(INIT_ARG)
-            .env_clear()
-            .stdin(StdStdio::from(OwnedFd::from(theirs)))
-            .stdout(StdStdio::null())
-            .stderr(StdStdio::inherit())
-            .spawn()
-            .map_err(self.op_err(format!("spawn init helper {}", self.launcher.display())))?;
-        let mut helper = Helper { child, sock: ours };
+        let proc = match &self.zygote {
+            Some(z) => HelperProc::Forked(Pid::from_raw(
+                z.spawn(OwnedFd::from(theirs))
+                    .map_err(self.op_err("fork init helper from the zygote"))?,
+            )),
+            None => HelperProc::Child(
+                Command::new(&self.launcher)
+                    .arg(INIT_ARG)
+                    .env_clear()
+                    .stdin(StdStdio::from(OwnedFd::from(theirs)))
+                    .stdout(StdStdio::null())
+                    .stderr(StdStdio::inherit())
+                    .spawn()
+                    .map_err(
+                        self.op_err(format!("spawn init helper {}", self.launcher.display())),
+                    )?,
+            ),
+        };
+        let mut helper = Helper { proc, sock: ours };
         let result = (|| {
             self.cgroup
-                .add_process(helper.child.id() as i32)
+                .add_process(helper.proc.id())
                 .map_err(|e| Error::Cgroup {
                     id: self.id.clone(),
                     source: e,
@@ -307,8 +365,8 @@ impl Container {
             sync::send(&helper.sock, req).map_err(self.op_err("send request to init helper"))
         })();
         if let Err(e) = result {
-            let _ = helper.child.kill();
-            let _ = helper.child.wait();
+            helper.proc.kill();
+            helper.proc.wait();
             return Err(e);
         }
         Ok(helper)
@@ -340,8 +398,8 @@ impl Container {
     fn run_create(&mut self, req: Request, stdio: Stdio, timeout: Option<Duration>) -> Result<()> {
         let mut helper = self.spawn_helper(&req, stdio)?;
         if let Err(e) = helper.sock.set_read_timeout(timeout) {
-            let _ = helper.child.kill();
-            let _ = helper.child.wait();
+            helper.proc.kill();
+            helper.proc.wait();
             return Err(self.op_err("set timeout")(e));
         }
         let result = loop {
@@ -376,10 +434,10 @@ impl Container {
         };
         if result.is_err() {
             // A stuck helper (e.g. joining a namespace) would block the wait.
-            let _ = helper.child.kill();
+            helper.proc.kill();
         }
         // The helper exits once it has reported the pid.
-        let _ = helper.child.wait();
+        helper.proc.wait();
         result?;
         let _ = helper.sock.set_read_timeout(None);
         self.sync = Some(helper.sock);
@@ -413,12 +471,10 @@ impl Container {
     }
 
     fn helper_died(&self, helper: &mut Helper) -> Error {
-        let status = helper
-            .child
-            .wait()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| io_text(&e));
-        self.setup_err(format!("init helper exited early ({status})"))
+        match helper.proc.wait() {
+            Some(status) => self.setup_err(format!("init helper exited early ({status})")),
+            None => self.setup_err("init helper exited early".into()),
+        }
     }
 
     /// Kills whatever a failed create left and removes the cgroup.
@@ -535,7 +591,7 @@ impl Container {
                 Err(e) => break Err(self.op_err("read from init helper")(e)),
             }
         };
-        let _ = helper.child.wait();
+        helper.proc.wait();
         if let (Err(_), Some(p)) = (&result, pid) {
             // The process reported its error and exits; it was re-parented
             // to us when the helper exited.

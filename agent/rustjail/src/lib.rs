@@ -53,6 +53,7 @@ mod seccomp_table;
 mod sync;
 mod tty;
 mod utils;
+pub mod zygote;
 
 pub use container::{
     set_child_subreaper, Container, CreateOpts, Error, Result, Spawned, Status, Stdio,

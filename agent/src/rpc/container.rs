@@ -239,6 +239,7 @@ impl AgentImpl {
             // A container whose setup hangs (a FIFO for /etc/passwd, a
             // stuck mount) fails instead of holding its slot forever.
             timeout: Some(CREATE_STEP_TIMEOUT),
+            zygote: settings.zygote.clone(),
             ..rustjail::CreateOpts::default()
         };
         let reaper = self.sandbox.reaper.clone();

@@ -1,0 +1,240 @@
+//! The debug console (`agent.debug_console`, `agent.debug_console_vport=N`):
+//! a shell from the guest's rootfs on a PTY, one per connection to vsock
+//! port N. Off by default; a developer's tool, as in Kata.
+//!
+//! The shell is started with `std::process::Command`; the only code run
+//! between fork and exec is `setsid` and `TIOCSCTTY` (async-signal-safe
+//! syscalls), so the multi-threaded agent never runs Rust code in a forked
+//! child. Nobody waits for the shell here: the agent's reaper collects it.
+//! When the host disconnects, the PTY master is closed and the kernel
+//! hangs the shell's session up (SIGHUP).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Shells tried in order, as Kata does.
+pub const SHELLS: &[&str] = &["/bin/bash", "/bin/sh"];
+
+/// The first shell of [`SHELLS`] the rootfs has.
+pub fn find_shell() -> Option<&'static str> {
+    SHELLS.iter().copied().find(|s| Path::new(s).exists())
+}
+
+/// The master side of a PTY, for tokio.
+pub struct PtyMaster {
+    fd: AsyncFd<File>,
+}
+
+/// Starts `shell` on a new PTY, as the leader of a new session whose
+/// controlling terminal is the PTY. Returns the master and the child.
+pub fn spawn_shell(shell: &str) -> io::Result<(PtyMaster, Child)> {
+    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    let master: OwnedFd = pty.master;
+    let slave: OwnedFd = pty.slave;
+    for fd in [&master, &slave] {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(io::Error::from)?;
+    }
+    let mut cmd = Command::new(shell);
+    cmd.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave))
+        .env("TERM", "vt100");
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid(2) and ioctl(2), both async-signal-safe; it allocates
+    // nothing and touches no lock. fd 0 is the PTY slave by then.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(io::Error::from)?;
+    let fd = AsyncFd::new(File::from(master))?;
+    Ok((PtyMaster { fd }, child))
+}
+
+/// EIO from a PTY master means every slave descriptor is closed: the
+/// shell and whatever it started have exited. That is the end of input.
+fn eof_on_eio(r: io::Result<usize>) -> io::Result<usize> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+        r => r,
+    }
+}
+
+impl AsyncRead for PtyMaster {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|f| eof_on_eio(f.get_ref().read(unfilled))) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyMaster {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|f| f.get_ref().write(data)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Copies between the host's stream and the PTY until either side ends:
+/// the host disconnects, or the shell exits.
+pub async fn bridge<S>(stream: &mut S, pty: &mut PtyMaster) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut from_host = [0u8; 4096];
+    let mut from_pty = [0u8; 4096];
+    loop {
+        tokio::select! {
+            r = stream.read(&mut from_host) => match r? {
+                0 => return Ok(()),
+                n => pty.write_all(&from_host[..n]).await?,
+            },
+            r = pty.read(&mut from_pty) => match r? {
+                0 => return Ok(()),
+                n => {
+                    stream.write_all(&from_pty[..n]).await?;
+                    stream.flush().await?;
+                }
+            },
+        }
+    }
+}
+
+/// Listens on vsock `port`; each connection gets its own shell.
+pub async fn serve(port: u32) {
+    let Some(shell) = find_shell() else {
+        log::warn!(
+            "debug console: no shell in the rootfs ({}); not started",
+            SHELLS.join(", ")
+        );
+        return;
+    };
+    let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+    let listener = match tokio_vsock::VsockListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("debug console: listen on vsock port {port}: {e}");
+            return;
+        }
+    };
+    log::info!("debug console: {shell} on vsock port {port}");
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("debug console: accept on vsock port {port}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let (mut pty, child) = match spawn_shell(shell) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("debug console: start {shell}: {e}");
+                    return;
+                }
+            };
+            let pid = child.id();
+            // The reaper collects it; dropping a Child neither waits nor kills.
+            drop(child);
+            log::info!("debug console: {peer:?} connected, shell pid {pid}");
+            let r = bridge(&mut stream, &mut pty).await;
+            log::info!("debug console: session of shell pid {pid} ended ({r:?})");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shell_on_a_pty_answers_and_ends_with_exit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut pty, mut child) = match spawn_shell("/bin/sh") {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("skipped: no PTY here: {e}");
+                    return;
+                }
+            };
+            let (mut agent_end, mut host_end) = tokio::net::UnixStream::pair().unwrap();
+            let task = tokio::spawn(async move { bridge(&mut agent_end, &mut pty).await });
+            host_end
+                .write_all(b"echo h''i; tty >/dev/null && echo on-a-tty; exit\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let read_all = host_end.read_to_end(&mut out);
+            tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+                .await
+                .expect("the shell's session ends after exit")
+                .unwrap();
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains("hi\r\n"), "{text}");
+            assert!(text.contains("on-a-tty"), "{text}");
+            task.await.unwrap().unwrap();
+            assert!(child.wait().unwrap().success());
+        });
+    }
+}

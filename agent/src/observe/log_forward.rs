@@ -1,0 +1,291 @@
+//! Log lines to the host over vsock (`agent.log_vport=N`).
+//!
+//! The logger writes into a [`LogBuffer`] and never waits for the network:
+//! while no reader is connected (the guest boots before the host connects)
+//! lines are kept, up to a bound; past it the oldest are dropped and the
+//! next reader is told how many with a note line. [`serve`] listens on the
+//! port and streams to one reader at a time: what was kept, then every new
+//! line as it comes.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// How much is kept while no reader is connected.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+#[derive(Default)]
+struct Inner {
+    /// One log line (a `write` call of the logger) per entry.
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    /// The port could not be served: lines go to stderr instead.
+    to_stderr: bool,
+}
+
+/// Bounded store of log lines between the logger and the vsock reader.
+pub struct LogBuffer {
+    inner: Mutex<Inner>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl LogBuffer {
+    pub fn new(capacity: usize) -> Arc<LogBuffer> {
+        Arc::new(LogBuffer {
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Stores one line, dropping the oldest ones past the capacity.
+    pub fn push(&self, line: &[u8]) {
+        let mut st = self.lock();
+        if st.to_stderr {
+            drop(st);
+            let _ = io::stderr().write_all(line);
+            return;
+        }
+        st.lines.push_back(line.to_vec());
+        st.bytes += line.len();
+        while st.bytes > self.capacity {
+            match st.lines.pop_front() {
+                Some(old) => {
+                    st.bytes -= old.len();
+                    st.dropped_lines += 1;
+                    st.dropped_bytes += old.len() as u64;
+                }
+                None => break,
+            }
+        }
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    /// Everything stored, oldest first, preceded by a note if lines were
+    /// dropped; `None` when empty.
+    pub fn take(&self) -> Option<Vec<u8>> {
+        let mut st = self.lock();
+        if st.lines.is_empty() && st.dropped_lines == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(st.bytes + 256);
+        if st.dropped_lines > 0 {
+            let msg = format!(
+                "log forwarding: {} lines ({} bytes) dropped while no reader was connected",
+                st.dropped_lines, st.dropped_bytes
+            );
+            let pid = std::process::id().to_string();
+            let note = crate::logging::format_line(
+                &pid,
+                log::Level::Warn,
+                module_path!(),
+                &msg,
+                SystemTime::now(),
+            );
+            out.extend_from_slice(note.as_bytes());
+            st.dropped_lines = 0;
+            st.dropped_bytes = 0;
+        }
+        for line in st.lines.drain(..) {
+            out.extend_from_slice(&line);
+        }
+        st.bytes = 0;
+        Some(out)
+    }
+
+    /// Puts back what a reader did not get, in front of newer lines.
+    fn unread(&self, data: Vec<u8>) {
+        let mut st = self.lock();
+        st.bytes += data.len();
+        st.lines.push_front(data);
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    /// From now on lines go to stderr (with what was kept): nobody can
+    /// connect, and the console is better than nothing.
+    pub fn fall_back_to_stderr(&self) {
+        let kept = self.take();
+        let mut st = self.lock();
+        st.to_stderr = true;
+        drop(st);
+        if let Some(kept) = kept {
+            let _ = io::stderr().write_all(&kept);
+        }
+    }
+
+    /// Bytes waiting for a reader.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// The logger's sink: a writer into the buffer.
+pub struct BufferSink(pub Arc<LogBuffer>);
+
+impl Write for BufferSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams the buffer to one reader until it disconnects or a write fails.
+/// Whatever could not be written is kept for the next reader.
+pub async fn stream_to<S>(buffer: &LogBuffer, stream: &mut S) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut probe = [0u8; 256];
+    loop {
+        while let Some(chunk) = buffer.take() {
+            if let Err(e) = stream.write_all(&chunk).await {
+                buffer.unread(chunk);
+                return Err(e);
+            }
+        }
+        stream.flush().await?;
+        tokio::select! {
+            _ = buffer.ready.notified() => {}
+            // The reader has nothing to say; a read only tells that it left.
+            r = stream.read(&mut probe) => match r {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+}
+
+/// Listens on vsock `port` and streams the logs to each reader in turn.
+/// If the port cannot be listened on, logs go to stderr instead.
+pub async fn serve(buffer: Arc<LogBuffer>, port: u32) {
+    let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+    let listener = match tokio_vsock::VsockListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            buffer.fall_back_to_stderr();
+            log::error!("log forwarding: listen on vsock port {port}: {e}; logging to stderr");
+            return;
+        }
+    };
+    log::info!("log forwarding: listening on vsock port {port}");
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("log forwarding: accept on vsock port {port}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        log::info!("log forwarding: reader {peer:?} connected");
+        if let Err(e) = stream_to(&buffer, &mut stream).await {
+            log::info!("log forwarding: reader {peer:?} left: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn keeps_lines_until_read() {
+        let b = LogBuffer::new(1024);
+        assert!(b.take().is_none());
+        let mut sink = BufferSink(b.clone());
+        sink.write_all(b"one\n").unwrap();
+        sink.write_all(b"two\n").unwrap();
+        assert_eq!(b.take().unwrap(), b"one\ntwo\n");
+        assert!(b.take().is_none());
+    }
+
+    #[test]
+    fn drops_oldest_past_capacity_and_says_so() {
+        let b = LogBuffer::new(10);
+        for l in [b"aaaa\n", b"bbbb\n", b"cccc\n"] {
+            b.push(l);
+        }
+        assert_eq!(b.pending(), 10);
+        let out = String::from_utf8(b.take().unwrap()).unwrap();
+        let (note, rest) = out.split_once('\n').unwrap();
+        assert!(
+            note.contains("1 lines (5 bytes) dropped while no reader was connected"),
+            "{note}"
+        );
+        assert!(note.contains(r#""level":"warn""#), "{note}");
+        assert_eq!(rest, "bbbb\ncccc\n");
+        // The note is given once.
+        b.push(b"d\n");
+        assert_eq!(b.take().unwrap(), b"d\n");
+    }
+
+    #[test]
+    fn streams_kept_then_live_lines_and_ends_when_the_reader_leaves() {
+        let rt = rt();
+        rt.block_on(async {
+            let b = LogBuffer::new(DEFAULT_CAPACITY);
+            b.push(b"boot line\n");
+            let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            let b2 = b.clone();
+            let task = tokio::spawn(async move { stream_to(&b2, &mut agent_end).await });
+            let mut lines = tokio::io::BufReader::new(host_end).lines();
+            assert_eq!(lines.next_line().await.unwrap().unwrap(), "boot line");
+            b.push(b"live line\n");
+            assert_eq!(lines.next_line().await.unwrap().unwrap(), "live line");
+            drop(lines);
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .expect("stream_to ends when the reader leaves")
+                .unwrap();
+            assert!(r.is_ok(), "{r:?}");
+            // Lines written with no reader wait for the next one.
+            b.push(b"after\n");
+            assert_eq!(b.take().unwrap(), b"after\n");
+        });
+    }
+
+    #[test]
+    fn unsent_data_is_kept_for_the_next_reader() {
+        let rt = rt();
+        rt.block_on(async {
+            let b = LogBuffer::new(DEFAULT_CAPACITY);
+            let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            drop(host_end);
+            b.push(b"kept\n");
+            let r = stream_to(&b, &mut agent_end).await;
+            // Either the write failed (kept) or the reader's EOF was seen first.
+            let _ = r;
+            assert_eq!(b.take().unwrap(), b"kept\n");
+        });
+    }
+}

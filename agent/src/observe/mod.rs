@@ -1,0 +1,61 @@
+//! What lets a developer see into the guest: the agent's logs forwarded to
+//! the host over vsock ([`log_forward`], `agent.log_vport`) and the debug
+//! console ([`debug_console`], `agent.debug_console` +
+//! `agent.debug_console_vport`).
+//!
+//! [`Observe::new`] is called before the logger exists: with a log port,
+//! the logger's sink is a bounded buffer that keeps the boot lines until the
+//! host connects; without one, stderr (the console when PID 1).
+//! [`Observe::run`] starts the listeners once the runtime runs.
+
+pub mod debug_console;
+pub mod log_forward;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::logging::Sink;
+use log_forward::{BufferSink, LogBuffer};
+
+/// The observability settings and the log buffer, between start-up and the
+/// runtime.
+pub struct Observe {
+    log: Option<(Arc<LogBuffer>, u32)>,
+    debug_console_vport: Option<u32>,
+}
+
+impl Observe {
+    pub fn new(cfg: &Config) -> Observe {
+        let log = (cfg.log_vport > 0)
+            .then(|| (LogBuffer::new(log_forward::DEFAULT_CAPACITY), cfg.log_vport));
+        let debug_console_vport = cfg.debug_console.then_some(cfg.debug_console_vport);
+        Observe {
+            log,
+            debug_console_vport,
+        }
+    }
+
+    /// Where the logger writes.
+    pub fn log_sink(&self) -> Sink {
+        match &self.log {
+            Some((buffer, _)) => Box::new(BufferSink(buffer.clone())),
+            None => Box::new(std::io::stderr()),
+        }
+    }
+
+    /// Serves the log port and the debug console; returns at once.
+    pub fn run(self) {
+        if let Some((buffer, port)) = self.log {
+            tokio::spawn(log_forward::serve(buffer, port));
+        }
+        match self.debug_console_vport {
+            Some(0) => log::warn!(
+                "debug console: agent.debug_console_vport is not set; only the vsock console is supported"
+            ),
+            Some(port) => {
+                tokio::spawn(debug_console::serve(port));
+            }
+            None => {}
+        }
+    }
+}

@@ -10,6 +10,9 @@
 #                              Check/Version, then vm-test-containers
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
+#   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
+#                              console (a shell over vsock), with $(DEBUG_INITRD)
+#   make -f image.mk initrd-debug  the initrd with busybox (a shell for the debug console)
 #   make -f image.mk demo      build, boot, run `echo hello from the guest; uname -a` in a
 #                              container, print its output, power off
 #
@@ -46,12 +49,14 @@ AGENT := target/$(TARGET)/release/kata-agent
 AGENT_CTL := target/debug/agent-ctl
 ROOTFS_DIR := $(BUILD_DIR)/rootfs
 INITRD := $(BUILD_DIR)/kata-initrd.img
+DEBUG_ROOTFS_DIR := $(BUILD_DIR)/rootfs-debug
+DEBUG_INITRD := $(BUILD_DIR)/kata-initrd-debug.img
 IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
 .PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-containers demo
+	vm-test-boot vm-test-containers vm-test-observe initrd-debug demo
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
@@ -73,6 +78,13 @@ initrd: rootfs
 image: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) IMAGE=$(IMAGE) IMAGE_FORMAT=$(IMAGE_FORMAT) rootfs-builder/image.sh
 
+# The same with busybox, whatever WITH_BUSYBOX says: the debug console's shell.
+initrd-debug: agent
+	AGENT=$(AGENT) ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) WITH_BUSYBOX=1 \
+	MODULES_KVER=$(MODULES_KVER) $(if $(MODULES),MODULES="$(MODULES)") \
+	rootfs-builder/rootfs.sh
+	ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) INITRD=$(DEBUG_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
+
 reproducible: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) rootfs-builder/check-reproducible.sh
 
@@ -81,13 +93,16 @@ agent-ctl:
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-containers
+vm-test: vm-test-boot vm-test-containers vm-test-observe
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
 
 vm-test-containers: initrd agent-ctl
 	$(VM_ENV) tests/vm/containers.sh
+
+vm-test-observe: initrd-debug agent-ctl
+	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh
 
 demo: initrd agent-ctl
 	@$(VM_ENV) tests/vm/demo.sh

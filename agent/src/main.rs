@@ -8,6 +8,7 @@
 mod config;
 mod init;
 mod logging;
+mod observe;
 mod oci;
 mod oom;
 mod pause;
@@ -132,7 +133,9 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
     // First, so that /proc (and with it the kernel command line) exists.
     init::setup_pid1(false)?;
     let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;
-    logging::init(cfg.log_level, Box::new(std::io::stderr()))?;
+    // Logs to stderr, or kept for the host's reader on agent.log_vport.
+    let observe = observe::Observe::new(&cfg);
+    logging::init(cfg.log_level, observe.log_sink())?;
     for p in &notes.unknown_params {
         log::debug!("ignoring unknown parameter {p:?}");
     }
@@ -160,6 +163,11 @@ fn run(args: Vec<String>) -> Result<(), StartError> {
         .thread_stack_size(256 * 1024)
         .build()
         .map_err(StartError::Runtime)?;
+    {
+        // Log port and debug console: tasks that start with the server.
+        let _rt = rt.enter();
+        observe.run();
+    }
     rt.block_on(server::serve(&cfg, zygote))?;
     Ok(())
 }

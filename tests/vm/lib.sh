@@ -9,8 +9,9 @@
 #                        (between boots: then vm_start_backends again)
 #   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters;
 #                        the console goes to $VM_CONSOLE (set it per boot)
-#   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT; its
-#                        PID is in $VM_BG_PID and is ended by the trap
+#   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT, stdin
+#                        from $VM_BG_STDIN [/dev/null]; its PID is in $VM_BG_PID
+#                        and is ended by the trap
 #   vm_wait_pid PID SECS WHAT   wait for a vm_bg job to end; fails after SECS
 #   vm_wait_ready        retry Check until the agent answers; sets VM_BOOT_MS
 #   vm_ctl SECS METHOD [JSON]   one agent-ctl call, bounded by SECS
@@ -256,7 +257,7 @@ vm_stop() {
 vm_bg() {
     local out="$1"
     shift
-    "$@" >"$out" 2>&1 </dev/null &
+    "$@" >"$out" 2>&1 <"${VM_BG_STDIN:-/dev/null}" &
     VM_BG_PID=$!
     vm_pids+=("$VM_BG_PID")
 }

@@ -9,17 +9,15 @@
 //! When the host disconnects, the PTY master is closed and the kernel
 //! hangs the shell's session up (SIGHUP).
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::task::{ready, Context, Poll};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::stream::FdStream;
 
 /// Shells tried in order, as Kata does.
 pub const SHELLS: &[&str] = &["/bin/bash", "/bin/sh"];
@@ -29,14 +27,10 @@ pub fn find_shell() -> Option<&'static str> {
     SHELLS.iter().copied().find(|s| Path::new(s).exists())
 }
 
-/// The master side of a PTY, for tokio.
-pub struct PtyMaster {
-    fd: AsyncFd<File>,
-}
-
 /// Starts `shell` on a new PTY, as the leader of a new session whose
-/// controlling terminal is the PTY. Returns the master and the child.
-pub fn spawn_shell(shell: &str) -> io::Result<(PtyMaster, Child)> {
+/// controlling terminal is the PTY. Returns the master (for the runtime:
+/// call from inside it) and the child.
+pub fn spawn_shell(shell: &str) -> io::Result<(FdStream, Child)> {
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     let master: OwnedFd = pty.master;
     let slave: OwnedFd = pty.slave;
@@ -67,72 +61,12 @@ pub fn spawn_shell(shell: &str) -> io::Result<(PtyMaster, Child)> {
         });
     }
     let child = cmd.spawn()?;
-    nix::fcntl::fcntl(
-        master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .map_err(io::Error::from)?;
-    let fd = AsyncFd::new(File::from(master))?;
-    Ok((PtyMaster { fd }, child))
-}
-
-/// EIO from a PTY master means every slave descriptor is closed: the
-/// shell and whatever it started have exited. That is the end of input.
-fn eof_on_eio(r: io::Result<usize>) -> io::Result<usize> {
-    match r {
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
-        r => r,
-    }
-}
-
-impl AsyncRead for PtyMaster {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|f| eof_on_eio(f.get_ref().read(unfilled))) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-impl AsyncWrite for PtyMaster {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            match guard.try_io(|f| f.get_ref().write(data)) {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
+    Ok((FdStream::new(master, true)?, child))
 }
 
 /// Copies between the host's stream and the PTY until either side ends:
 /// the host disconnects, or the shell exits.
-pub async fn bridge<S>(stream: &mut S, pty: &mut PtyMaster) -> io::Result<()>
+pub async fn bridge<S>(stream: &mut S, pty: &FdStream) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -183,7 +117,7 @@ pub async fn serve(port: u32) {
             }
         };
         tokio::spawn(async move {
-            let (mut pty, child) = match spawn_shell(shell) {
+            let (pty, child) = match spawn_shell(shell) {
                 Ok(s) => s,
                 Err(e) => {
                     log::warn!("debug console: start {shell}: {e}");
@@ -194,7 +128,7 @@ pub async fn serve(port: u32) {
             // The reaper collects it; dropping a Child neither waits nor kills.
             drop(child);
             log::info!("debug console: {peer:?} connected, shell pid {pid}");
-            let r = bridge(&mut stream, &mut pty).await;
+            let r = bridge(&mut stream, &pty).await;
             log::info!("debug console: session of shell pid {pid} ended ({r:?})");
         });
     }
@@ -211,7 +145,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (mut pty, mut child) = match spawn_shell("/bin/sh") {
+            let (pty, mut child) = match spawn_shell("/bin/sh") {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("skipped: no PTY here: {e}");
@@ -219,7 +153,7 @@ mod tests {
                 }
             };
             let (mut agent_end, mut host_end) = tokio::net::UnixStream::pair().unwrap();
-            let task = tokio::spawn(async move { bridge(&mut agent_end, &mut pty).await });
+            let task = tokio::spawn(async move { bridge(&mut agent_end, &pty).await });
             host_end
                 .write_all(b"echo h''i; tty >/dev/null && echo on-a-tty; exit\n")
                 .await

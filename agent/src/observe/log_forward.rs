@@ -150,13 +150,17 @@ impl Write for BufferSink {
     }
 }
 
-/// Streams the buffer to one reader until it disconnects or a write fails.
-/// Whatever could not be written is kept for the next reader.
+/// Streams the buffer to one reader until a write or read fails (the reader
+/// left). Whatever could not be written is kept for the next reader.
 pub async fn stream_to<S>(buffer: &LogBuffer, stream: &mut S) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut probe = [0u8; 256];
+    // Whether the reader may still send: it has nothing to say, a read only
+    // tells that it left. A reader that only closed its sending side (EOF)
+    // still reads; if it is gone, the next write fails.
+    let mut open = true;
     loop {
         while let Some(chunk) = buffer.take() {
             if let Err(e) = stream.write_all(&chunk).await {
@@ -167,9 +171,8 @@ where
         stream.flush().await?;
         tokio::select! {
             _ = buffer.ready.notified() => {}
-            // The reader has nothing to say; a read only tells that it left.
-            r = stream.read(&mut probe) => match r {
-                Ok(0) => return Ok(()),
+            r = stream.read(&mut probe), if open => match r {
+                Ok(0) => open = false,
                 Ok(_) => {}
                 Err(e) => return Err(e),
             },
@@ -263,14 +266,32 @@ mod tests {
             b.push(b"live line\n");
             assert_eq!(lines.next_line().await.unwrap().unwrap(), "live line");
             drop(lines);
+            // The reader's departure shows at the next write, which is kept.
+            b.push(b"after\n");
             let r = tokio::time::timeout(std::time::Duration::from_secs(5), task)
                 .await
                 .expect("stream_to ends when the reader leaves")
                 .unwrap();
-            assert!(r.is_ok(), "{r:?}");
-            // Lines written with no reader wait for the next one.
-            b.push(b"after\n");
+            assert!(r.is_err(), "{r:?}");
             assert_eq!(b.take().unwrap(), b"after\n");
+        });
+    }
+
+    #[test]
+    fn a_reader_that_closed_its_sending_side_still_gets_lines() {
+        let rt = rt();
+        rt.block_on(async {
+            let b = LogBuffer::new(DEFAULT_CAPACITY);
+            let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            let (host_read, mut host_write) = host_end.into_split();
+            host_write.shutdown().await.unwrap();
+            let b2 = b.clone();
+            let task = tokio::spawn(async move { stream_to(&b2, &mut agent_end).await });
+            tokio::task::yield_now().await;
+            b.push(b"still read\n");
+            let mut lines = tokio::io::BufReader::new(host_read).lines();
+            assert_eq!(lines.next_line().await.unwrap().unwrap(), "still read");
+            task.abort();
         });
     }
 
@@ -282,9 +303,7 @@ mod tests {
             let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
             drop(host_end);
             b.push(b"kept\n");
-            let r = stream_to(&b, &mut agent_end).await;
-            // Either the write failed (kept) or the reader's EOF was seen first.
-            let _ = r;
+            assert!(stream_to(&b, &mut agent_end).await.is_err());
             assert_eq!(b.take().unwrap(), b"kept\n");
         });
     }

@@ -63,6 +63,11 @@ fn limit_malloc_arenas() {
     // thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // Fixed thresholds turn off glibc's dynamic ones, which after one
+        // freed 1 MiB ReadStdout buffer would keep such buffers on the heap
+        // and resident for good.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
     }
 }
 

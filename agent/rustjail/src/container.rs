@@ -8,8 +8,8 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::{Command, Stdio as StdStdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;

@@ -198,6 +198,7 @@ fn set_hostname(path: &Path) -> Result<(), InitError> {
 /// exits: PID 1 exiting would panic the kernel. Outside PID 1 (tests, a
 /// systemd service) it exits the process instead of powering off the host.
 pub fn poweroff() -> ! {
+    crate::observe::flush_logs();
     nix::unistd::sync();
     if !is_pid1() {
         std::process::exit(0);

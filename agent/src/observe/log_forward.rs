@@ -9,8 +9,9 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -27,6 +28,9 @@ struct Inner {
     dropped_bytes: u64,
     /// The port could not be served: lines go to stderr instead.
     to_stderr: bool,
+    /// A duplicate of the connected reader's socket, for the last lines
+    /// before power-off (see [`LogBuffer::drain_blocking`]).
+    reader: Option<OwnedFd>,
 }
 
 /// Bounded store of log lines between the logger and the vsock reader.
@@ -129,6 +133,40 @@ impl LogBuffer {
         }
     }
 
+    /// Writes what is kept to the connected reader, if any, synchronously
+    /// and within `timeout`: the last lines before the guest powers off,
+    /// when the async task will not run again.
+    pub fn drain_blocking(&self, timeout: Duration) {
+        let reader = match self.lock().reader.as_ref().map(|fd| fd.try_clone()) {
+            Some(Ok(fd)) => fd,
+            _ => return,
+        };
+        let Some(data) = self.take() else { return };
+        let deadline = Instant::now() + timeout;
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            if ms == 0 {
+                return;
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                reader.as_fd(),
+                nix::poll::PollFlags::POLLOUT,
+            )];
+            match nix::poll::poll(&mut fds, ms) {
+                Ok(n) if n > 0 => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => return,
+            }
+            match nix::unistd::write(&reader, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Bytes waiting for a reader.
     #[cfg(test)]
     fn pending(&self) -> usize {
@@ -154,8 +192,16 @@ impl Write for BufferSink {
 /// left). Whatever could not be written is kept for the next reader.
 pub async fn stream_to<S>(buffer: &LogBuffer, stream: &mut S) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
+    struct Connected<'a>(&'a LogBuffer);
+    impl Drop for Connected<'_> {
+        fn drop(&mut self) {
+            self.0.lock().reader = None;
+        }
+    }
+    buffer.lock().reader = Some(stream.as_fd().try_clone_to_owned()?);
+    let _connected = Connected(buffer);
     let mut probe = [0u8; 256];
     // Whether the reader may still send: it has nothing to say, a read only
     // tells that it left. A reader that only closed its sending side (EOF)
@@ -293,6 +339,30 @@ mod tests {
             assert_eq!(lines.next_line().await.unwrap().unwrap(), "still read");
             task.abort();
         });
+    }
+
+    #[test]
+    fn the_last_lines_go_out_synchronously_before_power_off() {
+        let rt = rt();
+        rt.block_on(async {
+            let b = LogBuffer::new(DEFAULT_CAPACITY);
+            let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            let b2 = b.clone();
+            let task = tokio::spawn(async move { stream_to(&b2, &mut agent_end).await });
+            b.push(b"first\n");
+            let mut lines = tokio::io::BufReader::new(host_end).lines();
+            assert_eq!(lines.next_line().await.unwrap().unwrap(), "first");
+            // The runtime's thread is busy powering off: the task cannot run.
+            b.push(b"powering off\n");
+            b.drain_blocking(Duration::from_secs(1));
+            task.abort();
+            assert_eq!(lines.next_line().await.unwrap().unwrap(), "powering off");
+        });
+        // Without a reader it returns at once and keeps the lines.
+        let b = LogBuffer::new(DEFAULT_CAPACITY);
+        b.push(b"kept\n");
+        b.drain_blocking(Duration::from_secs(1));
+        assert_eq!(b.take().unwrap(), b"kept\n");
     }
 
     #[test]

@@ -11,11 +11,23 @@
 pub mod debug_console;
 pub mod log_forward;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::logging::Sink;
 use log_forward::{BufferSink, LogBuffer};
+
+/// The log buffer when logs go to a vsock port, for [`flush_logs`].
+static LOG_BUFFER: OnceLock<Arc<LogBuffer>> = OnceLock::new();
+
+/// Before the guest powers off: the lines not yet forwarded go to the
+/// connected log reader now (bounded wait), not with the VM.
+pub fn flush_logs() {
+    if let Some(b) = LOG_BUFFER.get() {
+        b.drain_blocking(Duration::from_millis(500));
+    }
+}
 
 /// The observability settings and the log buffer, between start-up and the
 /// runtime.
@@ -28,6 +40,9 @@ impl Observe {
     pub fn new(cfg: &Config) -> Observe {
         let log = (cfg.log_vport > 0)
             .then(|| (LogBuffer::new(log_forward::DEFAULT_CAPACITY), cfg.log_vport));
+        if let Some((buffer, _)) = &log {
+            let _ = LOG_BUFFER.set(buffer.clone());
+        }
         let debug_console_vport = cfg.debug_console.then_some(cfg.debug_console_vport);
         Observe {
             log,

@@ -5,6 +5,7 @@
 
 mod container;
 mod diagnostic;
+mod guest;
 pub mod health;
 mod process;
 mod sandbox;
@@ -144,11 +145,11 @@ agent_service! {
     "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;
     "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => do_create_sandbox;
     "DestroySandbox" destroy_sandbox(DestroySandboxRequest) -> Empty => do_destroy_sandbox;
-    "OnlineCPUMem" online_cpu_mem(OnlineCPUMemRequest) -> Empty => unimplemented;
-    "ReseedRandomDev" reseed_random_dev(ReseedRandomDevRequest) -> Empty => unimplemented;
-    "GetGuestDetails" get_guest_details(GuestDetailsRequest) -> GuestDetailsResponse => unimplemented;
-    "MemHotplugByProbe" mem_hotplug_by_probe(MemHotplugByProbeRequest) -> Empty => unimplemented;
-    "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => unimplemented;
+    "OnlineCPUMem" online_cpu_mem(OnlineCPUMemRequest) -> Empty => do_online_cpu_mem;
+    "ReseedRandomDev" reseed_random_dev(ReseedRandomDevRequest) -> Empty => do_reseed_random_dev;
+    "GetGuestDetails" get_guest_details(GuestDetailsRequest) -> GuestDetailsResponse => do_get_guest_details;
+    "MemHotplugByProbe" mem_hotplug_by_probe(MemHotplugByProbeRequest) -> Empty => do_mem_hotplug_by_probe;
+    "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => do_set_guest_date_time;
     "CopyFile" copy_file(CopyFileRequest) -> Empty => unimplemented;
     "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => do_get_oom_event;
     "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;

@@ -31,8 +31,8 @@ echo "== Check"
 "$CTL" --addr "$ADDR" --timeout 10s call Check
 echo "== Version"
 "$CTL" --addr "$ADDR" call Version
-echo "== CopyFile (not implemented yet: expect an UNIMPLEMENTED status)"
-if "$CTL" --addr "$ADDR" call CopyFile '{"path": "/tmp/x"}'; then
+echo "== ListInterfaces (not implemented yet: expect an UNIMPLEMENTED status)"
+if "$CTL" --addr "$ADDR" call ListInterfaces; then
     echo "unexpected success" >&2
     exit 1
 fi

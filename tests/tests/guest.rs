@@ -77,3 +77,90 @@ fn guest_details_time_entropy_and_online() {
             .unwrap();
     });
 }
+
+#[test]
+fn copy_file_in_chunks_and_confined() {
+    if !can_run_containers() {
+        return;
+    }
+    let agent = Agent::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = agent.uri();
+    let top = format!("/run/kata-containers/copytest-{}", std::process::id());
+    rt.block_on(async {
+        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
+        let copy = |path: String, mode: u32, data: &[u8], offset: i64, size: i64| {
+            let mut r = CopyFileRequest::new();
+            r.path = path;
+            r.file_mode = mode;
+            r.dir_mode = 0o750;
+            r.uid = 1234;
+            r.gid = 5678;
+            r.offset = offset;
+            r.file_size = size;
+            r.data = data.to_vec();
+            r
+        };
+        // A regular file in two chunks, into directories created on the way.
+        let f = format!("{top}/a/b/hosts");
+        let body = b"127.0.0.1 localhost\n10.0.0.2 pod\n";
+        c.copy_file(
+            ctx(),
+            &copy(f.clone(), 0o100644, &body[..10], 0, body.len() as i64),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !std::path::Path::new(&f).exists(),
+            "renamed before the last chunk"
+        );
+        c.copy_file(
+            ctx(),
+            &copy(f.clone(), 0o100644, &body[10..], 10, body.len() as i64),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), body);
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 1234, 5678));
+        let d = std::fs::metadata(format!("{top}/a/b")).unwrap();
+        assert_eq!(d.mode() & 0o7777, 0o750);
+
+        // A symlink to outside, then a write through it: refused.
+        c.copy_file(ctx(), &copy(format!("{top}/link"), 0o120777, b"/etc", 0, 4))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_link(format!("{top}/link")).unwrap().to_str(),
+            Some("/etc")
+        );
+        let evil = format!("evil-{}", std::process::id());
+        let e = c
+            .copy_file(
+                ctx(),
+                &copy(format!("{top}/link/{evil}"), 0o100644, b"x", 0, 1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+        assert!(!std::path::Path::new("/etc").join(&evil).exists());
+
+        for bad in [
+            "/etc/kata-evil".to_string(),
+            format!("{top}/../../../etc/kata-evil"),
+            "relative".to_string(),
+        ] {
+            let e = c
+                .copy_file(ctx(), &copy(bad.clone(), 0o100644, b"x", 0, 1))
+                .await
+                .unwrap_err();
+            assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{bad}: {e:?}");
+        }
+        assert!(!std::path::Path::new("/etc/kata-evil").exists());
+    });
+    std::fs::remove_dir_all(&top).unwrap();
+}

@@ -4,6 +4,7 @@
 //! [`METHODS`], which tests and the README's status table read.
 
 mod container;
+mod copy_file;
 mod diagnostic;
 mod guest;
 pub mod health;
@@ -150,7 +151,7 @@ agent_service! {
     "GetGuestDetails" get_guest_details(GuestDetailsRequest) -> GuestDetailsResponse => do_get_guest_details;
     "MemHotplugByProbe" mem_hotplug_by_probe(MemHotplugByProbeRequest) -> Empty => do_mem_hotplug_by_probe;
     "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => do_set_guest_date_time;
-    "CopyFile" copy_file(CopyFileRequest) -> Empty => unimplemented;
+    "CopyFile" copy_file(CopyFileRequest) -> Empty => do_copy_file;
     "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => do_get_oom_event;
     "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
     "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => unimplemented;

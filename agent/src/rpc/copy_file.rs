@@ -1,0 +1,207 @@
+//! CopyFile: the shim copies files into the guest in chunks (when it has no
+//! shared filesystem, and for files such as a container's /etc/hosts).
+//!
+//! Targets stay under `/run/kata-containers/`: the path must be absolute
+//! and free of `..`, and it is walked one component at a time from that
+//! directory with `O_NOFOLLOW`, so no symlink (not even one created by an
+//! earlier CopyFile) can lead a write elsewhere. A regular file is written
+//! to `<name>.tmp` at the given offset and renamed into place, with its
+//! mode and owner, once it holds `file_size` bytes.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path};
+
+use protocols::agent::CopyFileRequest;
+use protocols::empty::Empty;
+use ttrpc::asynchronous::TtrpcContext;
+use ttrpc::Code;
+
+use super::{blocking, status, AgentImpl};
+
+/// Where copied files may go.
+pub const COPY_BASE: &str = "/run/kata-containers";
+
+fn cstr(s: &str) -> std::io::Result<CString> {
+    CString::new(s).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+}
+
+fn last_err<T>(rc: T) -> std::io::Result<T>
+where
+    T: Copy + PartialOrd + Default,
+{
+    if rc < T::default() {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The path's components below [`COPY_BASE`], or why it is refused.
+pub fn components_below_base(path: &str) -> Result<Vec<String>, String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err("not an absolute path".into());
+    }
+    let rel = p
+        .strip_prefix(COPY_BASE)
+        .map_err(|_| format!("not under {COPY_BASE}/"))?;
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(s) => out.push(
+                s.to_str()
+                    .ok_or_else(|| "not valid utf-8".to_string())?
+                    .to_string(),
+            ),
+            Component::CurDir => {}
+            _ => return Err("contains \"..\"".into()),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("names {COPY_BASE} itself"));
+    }
+    Ok(out)
+}
+
+/// Opens (creating if missing) directory `name` in `dir`, refusing links.
+fn open_dir_at(dir: &OwnedFd, name: &str, mode: u32) -> std::io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY;
+    // SAFETY: openat with a valid dir fd and a NUL-terminated name.
+    let mut fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+        // SAFETY: as above; mkdirat creates nothing but the directory.
+        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) };
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    }
+    last_err(fd)?;
+    // SAFETY: openat returned a new descriptor that we alone own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn copy(req: &CopyFileRequest) -> Result<(), String> {
+    let parts = components_below_base(&req.path)?;
+    let (name, dirs) = parts.split_last().ok_or("empty path")?;
+    std::fs::create_dir_all(COPY_BASE).map_err(|e| format!("create {COPY_BASE}: {e}"))?;
+    let base = std::fs::File::open(COPY_BASE).map_err(|e| format!("open {COPY_BASE}: {e}"))?;
+    let dir_mode = if req.dir_mode == 0 {
+        0o755
+    } else {
+        req.dir_mode & 0o7777
+    };
+    let mut dir = OwnedFd::from(base);
+    for d in dirs {
+        dir = open_dir_at(&dir, d, dir_mode).map_err(|e| format!("directory {d:?}: {e}"))?;
+    }
+    let kind = req.file_mode & libc::S_IFMT;
+    let perm = req.file_mode & 0o7777;
+    let cname = cstr(name).map_err(|e| e.to_string())?;
+    let (uid, gid) = (req.uid as libc::uid_t, req.gid as libc::gid_t);
+    let chown_at = |fdir: &OwnedFd, n: &CString, flags: i32| -> Result<(), String> {
+        // SAFETY: fchownat with a valid dir fd and a NUL-terminated name.
+        last_err(unsafe { libc::fchownat(fdir.as_raw_fd(), n.as_ptr(), uid, gid, flags) })
+            .map(|_| ())
+            .map_err(|e| format!("chown: {e}"))
+    };
+    if kind == libc::S_IFDIR {
+        open_dir_at(&dir, name, if perm == 0 { dir_mode } else { perm })
+            .map_err(|e| format!("mkdir: {e}"))?;
+        return chown_at(&dir, &cname, libc::AT_SYMLINK_NOFOLLOW);
+    }
+    if kind == libc::S_IFLNK {
+        let target = CString::new(req.data.clone()).map_err(|_| "link target has a NUL byte")?;
+        // SAFETY: symlinkat with NUL-terminated strings and a valid dir fd.
+        last_err(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), cname.as_ptr()) })
+            .map_err(|e| format!("symlink: {e}"))?;
+        return chown_at(&dir, &cname, libc::AT_SYMLINK_NOFOLLOW);
+    }
+    if kind != 0 && kind != libc::S_IFREG {
+        return Err(format!(
+            "file mode {:#o}: unsupported file type",
+            req.file_mode
+        ));
+    }
+    if req.offset < 0 || req.file_size < 0 {
+        return Err("negative offset or size".into());
+    }
+    let tmp = cstr(&format!("{name}.tmp")).map_err(|e| e.to_string())?;
+    let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    if req.offset == 0 {
+        flags |= libc::O_TRUNC;
+    }
+    // SAFETY: openat with a valid dir fd and a NUL-terminated name.
+    let fd = last_err(unsafe { libc::openat(dir.as_raw_fd(), tmp.as_ptr(), flags, 0o600) })
+        .map_err(|e| format!("open: {e}"))?;
+    // SAFETY: openat returned a new descriptor that we alone own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::os::unix::fs::FileExt::write_all_at(&file, &req.data, req.offset as u64)
+        .map_err(|e| format!("write: {e}"))?;
+    let size = file.metadata().map_err(|e| format!("stat: {e}"))?.len();
+    if size < req.file_size as u64 {
+        return Ok(()); // more chunks to come
+    }
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(perm))
+        .map_err(|e| format!("chmod: {e}"))?;
+    // SAFETY: fchown on a descriptor we own.
+    last_err(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })
+        .map_err(|e| format!("chown: {e}"))?;
+    // SAFETY: renameat within one directory fd, NUL-terminated names.
+    last_err(unsafe {
+        libc::renameat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            dir.as_raw_fd(),
+            cname.as_ptr(),
+        )
+    })
+    .map_err(|e| format!("rename into place: {e}"))?;
+    Ok(())
+}
+
+impl AgentImpl {
+    pub(super) async fn do_copy_file(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CopyFileRequest,
+    ) -> ttrpc::Result<Empty> {
+        let path = req.path.clone();
+        blocking(move || copy(&req)).await?.map_err(|e| {
+            let code = if e.starts_with("not ") || e.contains("..") || e.contains("names ") {
+                Code::INVALID_ARGUMENT
+            } else {
+                Code::FAILED_PRECONDITION
+            };
+            status(code, format!("copy file {path:?}: {e}"))
+        })?;
+        Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined() {
+        assert_eq!(
+            components_below_base("/run/kata-containers/shared/x/hosts").unwrap(),
+            vec!["shared", "x", "hosts"]
+        );
+        for bad in [
+            "relative/path",
+            "/etc/passwd",
+            "/run/kata-containers",
+            "/run/kata-containers/../../etc/shadow",
+            "/run/kata-containers/a/../../x",
+            "/run/kata-containersX/a",
+        ] {
+            assert!(components_below_base(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -408,3 +408,46 @@ pub fn fd_count(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// A wire spec for a busybox container: `args` with `PATH=/bin` in `/`,
+/// `/proc` mounted, new mount, pid, ipc and uts namespaces, and the cgroup
+/// `/<cgroup_parent>/<cid>`. Tests adjust it from there.
+pub fn busybox_spec(
+    rootfs: &str,
+    cid: &str,
+    args: &[&str],
+    cgroup_parent: &str,
+) -> protocols::oci::Spec {
+    use protocols::oci;
+    let mut s = oci::Spec::new();
+    s.Version = "1.0.2".into();
+    let mut p = oci::Process::new();
+    p.Args = args.iter().map(|a| a.to_string()).collect();
+    p.Env = vec!["PATH=/bin".into()];
+    p.Cwd = "/".into();
+    p.User = Some(oci::User::new()).into();
+    s.Process = Some(p).into();
+    let mut root = oci::Root::new();
+    root.Path = rootfs.to_string();
+    s.Root = Some(root).into();
+    s.Mounts = vec![oci_mount("/proc", "proc", "proc", &[])];
+    let mut l = oci::Linux::new();
+    for t in ["mount", "pid", "ipc", "uts"] {
+        let mut ns = oci::LinuxNamespace::new();
+        ns.Type = t.into();
+        l.Namespaces.push(ns);
+    }
+    l.CgroupsPath = format!("/{cgroup_parent}/{cid}");
+    s.Linux = Some(l).into();
+    s
+}
+
+/// A wire OCI mount.
+pub fn oci_mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> protocols::oci::Mount {
+    let mut m = protocols::oci::Mount::new();
+    m.destination = dest.into();
+    m.type_ = typ.into();
+    m.source = source.into();
+    m.options = options.iter().map(|o| o.to_string()).collect();
+    m
+}

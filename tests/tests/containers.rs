@@ -38,31 +38,8 @@ fn unique(name: &str) -> String {
 const CGROUP_PARENT: &str = "guest-agent-tests";
 
 fn spec(rootfs: &Path, cid: &str, args: &[&str]) -> oci::Spec {
-    let mut s = oci::Spec::new();
-    s.Version = "1.0.2".into();
+    let mut s = busybox_spec(&rootfs.display().to_string(), cid, args, CGROUP_PARENT);
     s.Hostname = "box".into();
-    let mut p = oci::Process::new();
-    p.Args = args.iter().map(|a| a.to_string()).collect();
-    p.Env = vec!["PATH=/bin".into()];
-    p.Cwd = "/".into();
-    p.User = Some(oci::User::new()).into();
-    s.Process = Some(p).into();
-    let mut root = oci::Root::new();
-    root.Path = rootfs.display().to_string();
-    s.Root = Some(root).into();
-    let mut m = oci::Mount::new();
-    m.destination = "/proc".into();
-    m.source = "proc".into();
-    m.type_ = "proc".into();
-    s.Mounts = vec![m];
-    let mut l = oci::Linux::new();
-    for t in ["mount", "pid", "ipc", "uts"] {
-        let mut ns = oci::LinuxNamespace::new();
-        ns.Type = t.into();
-        l.Namespaces.push(ns);
-    }
-    l.CgroupsPath = format!("/{CGROUP_PARENT}/{cid}");
-    s.Linux = Some(l).into();
     s
 }
 

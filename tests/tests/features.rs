@@ -17,41 +17,30 @@ fn ctx() -> ttrpc::context::Context {
 }
 
 fn base(rootfs: &std::path::Path, cid: &str, script: &str) -> oci::Spec {
-    let mut s = oci::Spec::new();
+    let mut s = busybox_spec(
+        &rootfs.display().to_string(),
+        cid,
+        &["sh", "-c", script],
+        "guest-agent-tests",
+    );
     s.Hostname = "feature-box".into();
-    let mut p = oci::Process::new();
-    p.Args = vec!["sh".into(), "-c".into(), script.into()];
-    p.Env = vec!["PATH=/bin".into()];
-    p.Cwd = "/".into();
-    s.Process = Some(p).into();
-    let mut root = oci::Root::new();
-    root.Path = rootfs.display().to_string();
-    s.Root = Some(root).into();
-    for (dest, typ, opts) in [
-        ("/proc", "proc", vec![]),
-        ("/dev", "tmpfs", vec!["nosuid", "mode=755"]),
-        ("/sys", "sysfs", vec!["nosuid", "noexec", "nodev", "ro"]),
-        (
-            "/sys/fs/cgroup",
-            "cgroup",
-            vec!["nosuid", "noexec", "nodev", "relatime", "ro"],
-        ),
-    ] {
-        let mut m = oci::Mount::new();
-        m.destination = dest.into();
-        m.source = typ.into();
-        m.type_ = typ.into();
-        m.options = opts.into_iter().map(String::from).collect();
-        s.Mounts.push(m);
-    }
-    let mut l = oci::Linux::new();
-    for t in ["mount", "pid", "ipc", "uts", "cgroup"] {
-        let mut ns = oci::LinuxNamespace::new();
-        ns.Type = t.into();
-        l.Namespaces.push(ns);
-    }
-    l.CgroupsPath = format!("/guest-agent-tests/{cid}");
-    s.Linux = Some(l).into();
+    s.Mounts
+        .push(oci_mount("/dev", "tmpfs", "tmpfs", &["nosuid", "mode=755"]));
+    s.Mounts.push(oci_mount(
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    ));
+    s.Mounts.push(oci_mount(
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    ));
+    let mut ns = oci::LinuxNamespace::new();
+    ns.Type = "cgroup".into();
+    s.Linux.as_mut().unwrap().Namespaces.push(ns);
     s
 }
 

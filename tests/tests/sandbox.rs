@@ -86,32 +86,16 @@ fn shim_sequence_leaves_nothing_behind() {
         // A second CreateSandbox is refused.
         assert!(c.create_sandbox(ctx(), &sb).await.is_err());
 
-        let mut s = oci::Spec::new();
-        let mut p = oci::Process::new();
-        p.Args = vec![
-            "sh".into(),
-            "-c".into(),
-            "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000".into(),
-        ];
-        p.Env = vec!["PATH=/bin".into()];
-        p.Cwd = "/".into();
-        s.Process = Some(p).into();
-        let mut root = oci::Root::new();
-        root.Path = format!("{shared_mp}{cid}/rootfs");
-        s.Root = Some(root).into();
-        let mut m = oci::Mount::new();
-        m.destination = "/proc".into();
-        m.type_ = "proc".into();
-        m.source = "proc".into();
-        s.Mounts = vec![m];
-        let mut l = oci::Linux::new();
-        for t in ["mount", "pid", "ipc", "uts"] {
-            let mut ns = oci::LinuxNamespace::new();
-            ns.Type = t.into();
-            l.Namespaces.push(ns);
-        }
-        l.CgroupsPath = format!("/guest-agent-tests/{cid}");
-        s.Linux = Some(l).into();
+        let s = busybox_spec(
+            &format!("{shared_mp}{cid}/rootfs"),
+            &cid,
+            &[
+                "sh",
+                "-c",
+                "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000",
+            ],
+            "guest-agent-tests",
+        );
         let mut req = CreateContainerRequest::new();
         req.container_id = cid.clone();
         req.exec_id = cid.clone();

@@ -40,7 +40,16 @@ fn main() -> ExitCode {
     } else {
         std::env::args().skip(1).collect()
     };
-    let result = run(args);
+    // A panic is a bug, but it must end in the logs and, as PID 1, in an
+    // orderly power-off rather than a kernel panic.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("kata-agent: {info}");
+        log::error!("panic: {info}");
+    }));
+    let result = match std::panic::catch_unwind(|| run(args)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("panicked".to_string()),
+    };
     if let Err(e) = &result {
         eprintln!("kata-agent: {e}");
         log::error!("{e}");

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+/// How long the last lines get to leave the guest before it powers off.
+const SEND_GRACE: Duration = Duration::from_millis(100);
+
 /// How much is kept while no reader is connected.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
@@ -165,6 +168,13 @@ impl LogBuffer {
                 Err(_) => return,
             }
         }
+        // virtio-vsock hands the bytes to the device from a kernel worker;
+        // a power-off right now would lose them. Let it run (bounded).
+        std::thread::sleep(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(SEND_GRACE),
+        );
     }
 
     /// Bytes waiting for a reader.

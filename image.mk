@@ -11,8 +11,12 @@
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
 #   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
-#                              console (a shell over vsock), with $(DEBUG_INITRD)
+#                              console (a shell over vsock, then on the serial console),
+#                              with $(DEBUG_INITRD)
 #   make -f image.mk initrd-debug  the initrd with busybox (a shell for the debug console)
+#   make -f image.mk boot-bench  boot-to-agent-ready figures, Debian's kernel with $(INITRD)
+#                              and ours ($(OUR_KERNEL), when built) with $(BARE_INITRD)
+#   make -f image.mk initrd-bare   the initrd without kernel modules (for our kernel)
 #   make -f image.mk demo      build, boot, run `echo hello from the guest; uname -a` in a
 #                              container, print its output, power off
 #
@@ -30,6 +34,8 @@
 #   KERNEL_SRC         kernel source tarball [/usr/src/linux-source-6.1.tar.xz]
 #   KERNEL_OUT         kernel build directory [$(BUILD_DIR)/kernel]
 #   KERNEL_APPEND      extra guest kernel parameters for vm-test, e.g. cgroup_no_v1=all []
+#   OUR_KERNEL         our kernel for boot-bench [$(KERNEL_OUT)/bzImage]
+#   BOOT_RUNS          boots per kernel in boot-bench [3]
 #   CARGO (cargo), TARGET (x86_64-unknown-linux-gnu): as in the Makefile
 
 CARGO ?= cargo
@@ -44,6 +50,8 @@ SOURCE_DATE_EPOCH ?= 0
 KERNEL_SRC ?= /usr/src/linux-source-6.1.tar.xz
 KERNEL_OUT ?= $(BUILD_DIR)/kernel
 KERNEL_APPEND ?=
+OUR_KERNEL ?= $(KERNEL_OUT)/bzImage
+BOOT_RUNS ?= 3
 
 AGENT := target/$(TARGET)/release/kata-agent
 AGENT_CTL := target/debug/agent-ctl
@@ -51,12 +59,14 @@ ROOTFS_DIR := $(BUILD_DIR)/rootfs
 INITRD := $(BUILD_DIR)/kata-initrd.img
 DEBUG_ROOTFS_DIR := $(BUILD_DIR)/rootfs-debug
 DEBUG_INITRD := $(BUILD_DIR)/kata-initrd-debug.img
+BARE_ROOTFS_DIR := $(BUILD_DIR)/rootfs-bare
+BARE_INITRD := $(BUILD_DIR)/kata-initrd-bare.img
 IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
 .PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-containers vm-test-observe initrd-debug demo
+	vm-test-boot vm-test-containers vm-test-observe initrd-debug initrd-bare boot-bench demo
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
@@ -85,6 +95,12 @@ initrd-debug: agent
 	rootfs-builder/rootfs.sh
 	ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) INITRD=$(DEBUG_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
 
+# Without modules: what a kernel built from kernel-config/ boots.
+initrd-bare: agent
+	AGENT=$(AGENT) ROOTFS_DIR=$(BARE_ROOTFS_DIR) WITH_BUSYBOX=0 MODULES_KVER= \
+	rootfs-builder/rootfs.sh
+	ROOTFS_DIR=$(BARE_ROOTFS_DIR) INITRD=$(BARE_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
+
 reproducible: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) rootfs-builder/check-reproducible.sh
 
@@ -103,6 +119,11 @@ vm-test-containers: initrd agent-ctl
 
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh
+
+boot-bench: initrd initrd-bare agent-ctl
+	@INITRD=$(INITRD) OUR_KERNEL=$(OUR_KERNEL) OUR_INITRD=$(BARE_INITRD) AGENT_CTL=$(AGENT_CTL) \
+	BOOT_RUNS=$(BOOT_RUNS) tests/vm/boot-bench.sh 2>$(BUILD_DIR)/boot-bench.log || \
+	{ cat $(BUILD_DIR)/boot-bench.log >&2; exit 1; }
 
 demo: initrd agent-ctl
 	@$(VM_ENV) tests/vm/demo.sh

@@ -47,13 +47,13 @@ fn check_version_and_unimplemented_through_agent_ctl() {
         "--addr",
         &uri,
         "call",
-        "UpdateRoutes",
-        r#"{"routes": {"Routes": [{"dest": "10.0.0.0/8", "device": "eth0"}]}}"#,
+        "SetIPTables",
+        r#"{"is_ipv6": false, "data": "KmZpbHRlcgpDT01NSVQK"}"#,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("/grpc.AgentService/UpdateRoutes"),
+        err.contains("UNIMPLEMENTED") && err.contains("/grpc.AgentService/SetIPTables"),
         "{err}"
     );
 }

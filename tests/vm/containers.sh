@@ -9,12 +9,16 @@
 #   container "limits" (memory and pids limits, rootfs placed by the host at
 #   <shared>/<cid>/rootfs): CreateContainer, StartContainer, ReadStdout (the
 #   limits as the container sees them in its cgroup mount), ExecProcess (a
-#   process that tries to start more processes than pids.max allows, and
-#   the guest's view of the container's cgroup), WaitProcess, SignalProcess,
-#   WaitProcess, StatsContainer, RemoveContainer;
+#   process that starts more processes than pids.max allows, then reads
+#   pids.current and pids.events: forks were refused), WaitProcess,
+#   StatsContainer (the limits again), SignalProcess, WaitProcess (137),
+#   RemoveContainer;
 #   container "oom" (32 MiB limit, dd with a 256 MiB buffer): GetOOMEvent
 #   waiting before StartContainer, WaitProcess (137), the event names it;
-#   RemoveContainer; DestroySandbox; the guest powers off by itself.
+#   RemoveContainer;
+#   container "inspect" (the guest's cgroup namespace, its /run/kata-containers
+#   bound in): no cgroup or bundle of the removed containers is left;
+#   DestroySandbox; the guest powers off by itself.
 #
 # Every step has a timeout; every process started here is ended by PID on
 # exit; the guest console log of the failing boot is printed on failure.
@@ -47,6 +51,7 @@ run_layout() {
     vm_step="$VM_PHASE: rootfs"
     vm_make_rootfs "limits-$layout"
     vm_make_rootfs "oom-$layout"
+    vm_make_rootfs "inspect-$layout"
     vm_step="$VM_PHASE: boot"
     VM_CONSOLE="$VM_DIR/console-$layout.log"
     vm_start_backends
@@ -129,6 +134,30 @@ echo exec-done"
     vm_log "$layout: GetOOMEvent: $(cat "$oom_out")"
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
 
+    # --- nothing left: a container in the guest's cgroup namespace, with
+    # the guest's /run/kata-containers bound in, looks at what remains -----
+    cid="inspect-$layout"
+    # shellcheck disable=SC2016 # expanded by the container's shell
+    script='for c in /sys/fs/cgroup/vm-test /sys/fs/cgroup/memory/vm-test /sys/fs/cgroup/pids/vm-test; do
+  [ -d $c ] && for d in $c/*/; do echo "cgroup: $d"; done
+done
+for d in /guest-run/*; do echo "run: $d"; done
+echo inspected'
+    vm_call "CreateContainer $cid" "$CALL_TIMEOUT" CreateContainer "$(
+        vm_create_request "$cid" "$script" '{}' "mount pid ipc uts" \
+            '{"destination": "/guest-run", "type": "bind", "source": "/run/kata-containers", "options": ["rbind", "ro"]}'
+    )"
+    vm_call "StartContainer $cid" "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
+    vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
+    vm_expect_status 0 "inspector"
+    vm_read_stdout "$cid" "$cid" inspected
+    vm_log "$layout: left in the guest: $(grep -v inspected <<<"$VM_TEXT" | tr '\n' ' ')"
+    if grep -E "limits-$layout|oom-$layout" <<<"$VM_TEXT"; then
+        vm_fail "removed containers left cgroups or bundles behind: $VM_TEXT"
+    fi
+    grep -q "cgroup: .*/inspect-$layout/" <<<"$VM_TEXT" || vm_fail "inspector: its own cgroup not seen: $VM_TEXT"
+    vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
+
     # --- the end: the VM powers itself off --------------------------------
     vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
     vm_step="$VM_PHASE: power off"
@@ -139,7 +168,13 @@ echo exec-done"
 
 for layout in $LAYOUTS; do
     case "$layout" in
-    v1 | v2) run_layout "$layout" ;;
+    v1 | v2)
+        if [[ "$layout" == v1 && " $KERNEL_APPEND " =~ \ (cgroup_no_v1=all|systemd.unified_cgroup_hierarchy=1)\  ]]; then
+            vm_log "v1: skipped: KERNEL_APPEND='$KERNEL_APPEND' asks for cgroup v2"
+            continue
+        fi
+        run_layout "$layout"
+        ;;
     *) vm_fail "LAYOUTS: unknown layout '$layout' (v1, v2)" ;;
     esac
 done

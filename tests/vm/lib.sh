@@ -8,7 +8,8 @@
 #   vm_stop_all          end QEMU, the backends and background jobs by PID
 #                        (between boots: then vm_start_backends again)
 #   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters;
-#                        the console goes to $VM_CONSOLE (set it per boot)
+#                        the console goes to $VM_CONSOLE (set it per boot);
+#                        VM_SERIAL=socket: also to $VM_DIR/serial.sock, for input
 #   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT, stdin
 #                        from $VM_BG_STDIN [/dev/null]; its PID is in $VM_BG_PID
 #                        and is ended by the trap
@@ -137,7 +138,7 @@ vm_cleanup() {
     if [[ $rc -ne 0 ]]; then
         vm_log "FAILED${vm_step:+ at: $vm_step}; guest console ($VM_CONSOLE):"
         sed 's/^/  | /' "$VM_CONSOLE" >&2 || true
-        for f in "$VM_DIR/virtiofsd.log" "$VM_DIR/vhost-vsock.log"; do
+        for f in "$VM_DIR/qemu.log" "$VM_DIR/virtiofsd.log" "$VM_DIR/vhost-vsock.log"; do
             if [[ -s "$f" ]]; then
                 vm_log "$f:"
                 sed 's/^/  | /' "$f" >&2
@@ -203,6 +204,14 @@ vm_boot() {
         append="root=/dev/vda rootfstype=${ROOT_IMAGE##*.} ro $append"
         what="root image $ROOT_IMAGE"
     fi
+    # The serial console: QEMU's stdout, or (VM_SERIAL=socket) a socket a
+    # test can type into, $VM_DIR/serial.sock, logged to the same file.
+    local serial=(-serial stdio) qemu_out="$VM_CONSOLE"
+    if [[ "${VM_SERIAL:-stdio}" == socket ]]; then
+        serial=(-chardev "socket,id=ser0,path=$VM_DIR/serial.sock,server=on,wait=off,logfile=$VM_CONSOLE"
+            -serial chardev:ser0)
+        qemu_out="$VM_DIR/qemu.log"
+    fi
     vm_log "kernel $KERNEL, $what ($(stat -c %s "${ROOT_IMAGE:-$INITRD}") bytes), append '$append'"
     VM_START_MS="$(vm_now_ms)"
     "$QEMU" -accel "$ACCEL" -machine q35 -cpu max -smp "$SMP" -m "$MEM_MB" \
@@ -210,8 +219,8 @@ vm_boot() {
         -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device vhost-user-vsock-pci,chardev=vsock0 \
         -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=kataShared \
         -kernel "$KERNEL" "${root[@]}" -append "$append" \
-        -nographic -no-reboot -nodefaults -serial stdio \
-        >"$VM_CONSOLE" 2>&1 </dev/null &
+        -nographic -no-reboot -nodefaults "${serial[@]}" \
+        >"$qemu_out" 2>&1 </dev/null &
     vm_qemu_pid=$!
     vm_pids+=("$vm_qemu_pid")
 }
@@ -336,10 +345,15 @@ JSON
 
 # A CreateContainerRequest the way the shim writes one: rootfs under the
 # shared mount, the usual kernel filesystems, a cgroup mount and namespace.
-# Args: CID SCRIPT (run by sh -c) [RESOURCES_JSON]
+# Args: CID SCRIPT (run by sh -c) [RESOURCES_JSON [NAMESPACES [EXTRA_MOUNTS_JSON]]]
+# NAMESPACES: space-separated types [mount pid ipc uts cgroup].
 vm_create_request() {
-    local cid="$1" script="$2" resources="${3:-}"
+    local cid="$1" script="$2" resources="${3:-}" nss="${4:-mount pid ipc uts cgroup}" extra="${5:-}"
+    local ns namespaces=""
     [[ -n "$resources" ]] || resources='{}'
+    for ns in $nss; do
+        namespaces+="${namespaces:+, }{\"Type\": \"$ns\"}"
+    done
     cat <<JSON
 {"container_id": "$cid", "exec_id": "$cid", "OCI": {
   "Process": {"Args": ["sh", "-c", $(vm_json_str "$script")], "Env": ["PATH=/bin"], "Cwd": "/"},
@@ -349,12 +363,12 @@ vm_create_request() {
     {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}${extra:+, $extra}
   ],
   "Linux": {
     "CgroupsPath": "/vm-test/$cid",
     "Resources": $resources,
-    "Namespaces": [{"Type": "mount"}, {"Type": "pid"}, {"Type": "ipc"}, {"Type": "uts"}, {"Type": "cgroup"}]
+    "Namespaces": [$namespaces]
   }
 }}
 JSON

@@ -5,7 +5,9 @@
 #   agent answers Check still gets the boot lines (configuration, PID 1's
 #   figures, "listening on"), then live ones up to "powering off";
 # - debug console: with agent.debug_console agent.debug_console_vport=
-#   CONSOLE_PORT, a shell on a PTY answers `echo hi` and ends with `exit`.
+#   CONSOLE_PORT, a shell on a PTY answers `echo hi` and ends with `exit`;
+#   after a second boot with agent.debug_console alone, a shell on the
+#   serial console answers, and another starts after `exit`.
 # The initrd must have a shell: `make -f image.mk initrd-debug` (busybox).
 #
 # Every step has a timeout; every process started here is ended by PID on
@@ -93,4 +95,29 @@ vm_wait_exit 30
 wait_for "$VM_DIR/log.out" '"msg":"powering off"' 5 "log port: last line"
 vm_wait_pid "$log_pid" 10 "log reader: end after power off" || true
 exec 3>&-
-vm_log "PASS (log port $LOG_PORT: $(grep -c '"name":"kata-agent"' "$VM_DIR/log.out") lines; debug console on port $CONSOLE_PORT)"
+log_lines="$(grep -c '"name":"kata-agent"' "$VM_DIR/log.out")"
+vm_stop_all
+
+# --- second boot: agent.debug_console without a port: the serial console ------
+VM_CONSOLE="$VM_DIR/console-serial.log"
+VM_SERIAL=socket
+vm_start_backends
+vm_boot agent.debug_console
+vm_wait_ready
+vm_step="serial debug console"
+mkfifo "$VM_DIR/serial.in"
+VM_BG_STDIN="$VM_DIR/serial.in" vm_bg "$VM_DIR/serial.out" "$SOCAT" - "UNIX-CONNECT:$VM_DIR/serial.sock"
+exec 5<>"$VM_DIR/serial.in"
+printf "echo h''i on the serial console\n" >&5
+wait_for "$VM_DIR/serial.out" "hi on the serial console" "$CALL_TIMEOUT" "serial debug console"
+# After exit, another shell.
+printf 'exit\n' >&5
+wait_for "$VM_CONSOLE" "exited; starting another" "$CALL_TIMEOUT" "serial debug console restart"
+printf "echo h''i again\n" >&5
+wait_for "$VM_DIR/serial.out" "hi again" "$CALL_TIMEOUT" "serial debug console after restart"
+vm_log "serial debug console: answered, restarted after exit, answered again"
+vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
+vm_step="power off (serial)"
+vm_wait_exit 30
+exec 5>&-
+vm_log "PASS (log port $LOG_PORT: $log_lines lines; debug console on vsock port $CONSOLE_PORT and on the serial console)"

@@ -1,6 +1,8 @@
 //! The debug console (`agent.debug_console`, `agent.debug_console_vport=N`):
 //! a shell from the guest's rootfs on a PTY, one per connection to vsock
-//! port N. Off by default; a developer's tool, as in Kata.
+//! port N; without a port, a shell on `/dev/console` (the serial console),
+//! started again whenever it exits. Off by default; a developer's tool, as
+//! in Kata.
 //!
 //! The shell is started with `std::process::Command`; the only code run
 //! between fork and exec is `setsid` and `TIOCSCTTY` (async-signal-safe
@@ -11,6 +13,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -86,6 +89,87 @@ where
                 }
             },
         }
+    }
+}
+
+/// Starts `shell` on the console `tty`, as the leader of a new session whose
+/// controlling terminal it is (taken over if another session had it).
+fn spawn_on_tty(shell: &str, tty: OwnedFd) -> io::Result<Child> {
+    let mut cmd = Command::new(shell);
+    cmd.stdin(Stdio::from(tty.try_clone()?))
+        .stdout(Stdio::from(tty.try_clone()?))
+        .stderr(Stdio::from(tty))
+        .env("TERM", "vt100");
+    // SAFETY: as in spawn_shell: only setsid(2) and ioctl(2) between fork
+    // and exec. The argument 1 steals the terminal from a session that
+    // still holds it; PID 1 has CAP_SYS_ADMIN.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Waits until process `pid` has exited, without reaping it (the agent's
+/// reaper does): its pidfd turns readable.
+async fn wait_exit(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+    // descriptor or -1; no memory is passed.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = i32::try_from(raw).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: the OwnedFd moves into the AsyncFd, so the descriptor stays
+    // open and unchanged for the AsyncFd's whole life.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
+/// The serial console: a shell on `/dev/console`, again after each exit.
+pub async fn serve_serial() {
+    let Some(shell) = find_shell() else {
+        log::warn!(
+            "debug console: no shell in the rootfs ({}); not started",
+            SHELLS.join(", ")
+        );
+        return;
+    };
+    log::info!("debug console: {shell} on /dev/console");
+    loop {
+        let console = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/console");
+        let child = match console.and_then(|c| spawn_on_tty(shell, c.into())) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("debug console: start {shell} on /dev/console: {e}; not started");
+                return;
+            }
+        };
+        let pid = child.id();
+        // The reaper collects it; dropping a Child neither waits nor kills.
+        drop(child);
+        if let Err(e) = wait_exit(pid).await {
+            log::warn!("debug console: wait for shell pid {pid}: {e}; not restarted");
+            return;
+        }
+        log::info!("debug console: shell pid {pid} exited; starting another");
+        // A shell that cannot start must not turn into a busy loop.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
@@ -169,6 +253,54 @@ mod tests {
             assert!(text.contains("on-a-tty"), "{text}");
             task.await.unwrap().unwrap();
             assert!(child.wait().unwrap().success());
+        });
+    }
+
+    #[test]
+    fn exit_is_seen_without_reaping() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), wait_exit(child.id()))
+                .await
+                .expect("exit seen")
+                .unwrap();
+        });
+        // Still ours to reap, with its status.
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn the_shell_is_hung_up_when_the_host_leaves() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (pty, mut child) = match spawn_shell("/bin/sh") {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("skipped: no PTY here: {e}");
+                    return;
+                }
+            };
+            let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            drop(host_end);
+            // The host is gone: the session ends (on its EOF, or on a failed
+            // write of the shell's prompt) and the master is closed.
+            let _ = bridge(&mut agent_end, &pty).await;
+            drop(pty);
+            let status = tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!status.success(), "the shell ends by SIGHUP: {status:?}");
         });
     }
 }

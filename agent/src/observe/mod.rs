@@ -64,9 +64,9 @@ impl Observe {
             tokio::spawn(log_forward::serve(buffer, port));
         }
         match self.debug_console_vport {
-            Some(0) => log::warn!(
-                "debug console: agent.debug_console_vport is not set; only the vsock console is supported"
-            ),
+            Some(0) => {
+                tokio::spawn(debug_console::serve_serial());
+            }
             Some(port) => {
                 tokio::spawn(debug_console::serve(port));
             }

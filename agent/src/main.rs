@@ -8,6 +8,7 @@
 mod config;
 mod init;
 mod logging;
+mod network;
 mod observe;
 mod oci;
 mod oom;

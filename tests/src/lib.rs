@@ -59,8 +59,10 @@ impl Agent {
         Agent::start_with(&bin("kata-agent"), "", &[])
     }
 
-    /// Starts the agent in its own mount and UTS namespaces (as in a guest,
-    /// its mounts and hostname are its own), via `unshare`.
+    /// Starts the agent in its own mount, UTS and network namespaces (as in
+    /// a guest, its mounts, hostname, links and routes are its own), via
+    /// `unshare`. Any test whose requests may change mounts, the hostname
+    /// or the network must use this.
     pub fn start_isolated() -> Agent {
         Agent::spawn(&bin("kata-agent"), "", &[], true)
     }
@@ -78,7 +80,7 @@ impl Agent {
         let log_file = std::fs::File::create(&log).expect("create log");
         let mut cmd = if isolated {
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--uts", "--propagation", "private"])
+            c.args(["--mount", "--uts", "--net", "--propagation", "private"])
                 .arg(exe);
             c
         } else {

@@ -164,3 +164,71 @@ fn copy_file_in_chunks_and_confined() {
     });
     std::fs::remove_dir_all(&top).unwrap();
 }
+
+#[test]
+fn metrics_and_volume_stats() {
+    let agent = Agent::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = agent.uri();
+    let vol = format!("/run/kata-containers/volstat-{}", std::process::id());
+    std::fs::create_dir_all(&vol).unwrap();
+    rt.block_on(async {
+        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
+        let m = c
+            .get_metrics(ctx(), &GetMetricsRequest::new())
+            .await
+            .unwrap();
+        // The read itself runs on a blocking thread: 1 or 2.
+        let threads: u32 = m
+            .metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kata_agent_threads "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&threads), "{}", m.metrics);
+        assert!(
+            m.metrics.contains("kata_agent_containers 0\n"),
+            "{}",
+            m.metrics
+        );
+        assert!(
+            m.metrics
+                .contains("kata_guest_meminfo_bytes{item=\"MemTotal\"}"),
+            "{}",
+            m.metrics
+        );
+
+        let mut req = VolumeStatsRequest::new();
+        req.volume_guest_path = vol.clone();
+        let st = c.get_volume_stats(ctx(), &req).await.unwrap();
+        assert_eq!(st.usage.len(), 2);
+        let bytes = &st.usage[0];
+        assert_eq!(
+            bytes.unit.enum_value_or_default(),
+            protocols::csi::volume_usage::Unit::BYTES
+        );
+        assert!(bytes.total > 0 && bytes.used <= bytes.total, "{bytes:?}");
+
+        for (path, want) in [
+            ("/etc", ttrpc::Code::INVALID_ARGUMENT),
+            (
+                "/run/kata-containers/../../etc",
+                ttrpc::Code::INVALID_ARGUMENT,
+            ),
+            ("relative", ttrpc::Code::INVALID_ARGUMENT),
+            (
+                "/run/kata-containers/no-such-volume-here",
+                ttrpc::Code::NOT_FOUND,
+            ),
+        ] {
+            req.volume_guest_path = path.into();
+            let e = c.get_volume_stats(ctx(), &req).await.unwrap_err();
+            assert_eq!(code(&e), want, "{path}: {e:?}");
+        }
+    });
+    std::fs::remove_dir(&vol).unwrap();
+}

@@ -8,6 +8,7 @@ mod copy_file;
 mod diagnostic;
 mod guest;
 pub mod health;
+mod metrics;
 mod network;
 mod process;
 mod sandbox;
@@ -142,7 +143,7 @@ agent_service! {
     "AddARPNeighbors" add_arp_neighbors(AddARPNeighborsRequest) -> Empty => do_add_arp_neighbors;
     "GetIPTables" get_ip_tables(GetIPTablesRequest) -> GetIPTablesResponse => unimplemented;
     "SetIPTables" set_ip_tables(SetIPTablesRequest) -> SetIPTablesResponse => unimplemented;
-    "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => unimplemented;
+    "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => do_get_metrics;
     "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented;
     "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;
     "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => do_create_sandbox;
@@ -156,7 +157,7 @@ agent_service! {
     "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => do_get_oom_event;
     "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
     "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => unimplemented;
-    "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => unimplemented;
+    "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => do_get_volume_stats;
     "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => unimplemented;
     "SetPolicy" set_policy(SetPolicyRequest) -> Empty => unimplemented;
 }

@@ -49,13 +49,13 @@ fn check_version_and_unimplemented_through_agent_ctl() {
         "--addr",
         &uri,
         "call",
-        "SetIPTables",
-        r#"{"is_ipv6": false, "data": "KmZpbHRlcgpDT01NSVQK"}"#,
+        "AddSwapPath",
+        r#"{"path": "/run/kata-containers/swapfile"}"#,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("/grpc.AgentService/SetIPTables"),
+        err.contains("UNIMPLEMENTED") && err.contains("/grpc.AgentService/AddSwapPath"),
         "{err}"
     );
 }

@@ -232,3 +232,47 @@ fn metrics_and_volume_stats() {
     });
     std::fs::remove_dir(&vol).unwrap();
 }
+
+#[test]
+fn ip_tables_round_trip_in_the_agents_own_network_namespace() {
+    if !can_run_containers() {
+        return;
+    }
+    if !std::path::Path::new("/usr/sbin/iptables-save").exists() {
+        eprintln!("skipped: iptables-save missing (apt-get install iptables)");
+        return;
+    }
+    // Its own network namespace: the host's rules are never touched.
+    let agent = Agent::start_isolated();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = agent.uri();
+    rt.block_on(async {
+        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
+        let mut set = SetIPTablesRequest::new();
+        set.data = b"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -s 10.99.99.99/32 -j DROP\nCOMMIT\n"
+            .to_vec();
+        c.set_ip_tables(ctx(), &set).await.unwrap();
+        let got = c
+            .get_ip_tables(ctx(), &GetIPTablesRequest::new())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&got.data);
+        assert!(
+            text.contains("-A INPUT -s 10.99.99.99/32 -j DROP"),
+            "{text}"
+        );
+
+        set.data = b"*filter\n-A NOSUCHCHAIN -j DROP\nCOMMIT\n".to_vec();
+        let e = c.set_ip_tables(ctx(), &set).await.unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+        assert!(format!("{e:?}").contains("iptables-restore"), "{e:?}");
+    });
+    let host = std::process::Command::new("iptables-save")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&host.stdout).contains("10.99.99.99"));
+}

@@ -8,6 +8,7 @@ mod copy_file;
 mod diagnostic;
 mod guest;
 pub mod health;
+mod iptables;
 mod metrics;
 mod network;
 mod process;
@@ -141,8 +142,8 @@ agent_service! {
     "ListInterfaces" list_interfaces(ListInterfacesRequest) -> Interfaces => do_list_interfaces;
     "ListRoutes" list_routes(ListRoutesRequest) -> Routes => do_list_routes;
     "AddARPNeighbors" add_arp_neighbors(AddARPNeighborsRequest) -> Empty => do_add_arp_neighbors;
-    "GetIPTables" get_ip_tables(GetIPTablesRequest) -> GetIPTablesResponse => unimplemented;
-    "SetIPTables" set_ip_tables(SetIPTablesRequest) -> SetIPTablesResponse => unimplemented;
+    "GetIPTables" get_ip_tables(GetIPTablesRequest) -> GetIPTablesResponse => do_get_ip_tables;
+    "SetIPTables" set_ip_tables(SetIPTablesRequest) -> SetIPTablesResponse => do_set_ip_tables;
     "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => do_get_metrics;
     "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented;
     "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;

@@ -46,6 +46,8 @@ pub struct Settings {
     pub pipe_size: u32,
     /// The pre-forked launcher containers are forked from, if running.
     pub zygote: Option<Arc<rustjail::zygote::Zygote>>,
+    /// How long to wait for a hot-plugged device (agent.hotplug_timeout).
+    pub hotplug_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             run_dir: PathBuf::from(RUN_DIR),
             pipe_size: 0,
             zygote: None,
+            hotplug_timeout: crate::config::DEFAULT_HOTPLUG_TIMEOUT,
         }
     }
 }

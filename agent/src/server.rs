@@ -99,6 +99,7 @@ pub async fn serve(
     tokio::spawn(reaper.clone().run());
     let settings = Settings {
         pipe_size: cfg.container_pipe_size,
+        hotplug_timeout: cfg.hotplug_timeout,
         zygote,
         ..Settings::default()
     };

@@ -228,3 +228,63 @@ fn shim_sequence_leaves_nothing_behind() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_ne!(host.trim(), "pod-host");
 }
+
+#[test]
+fn update_ephemeral_mounts_resizes_the_tmpfs() {
+    if !can_run_containers() {
+        return;
+    }
+    let agent = Agent::start_isolated();
+    let pid = agent.pid();
+    let mp = format!("/run/kata-containers/sandbox/eph-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = agent.uri();
+    let size_of = |mp: &str| -> Option<String> {
+        agent_mountinfo(pid)
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(mp))
+            .and_then(|l| {
+                l.split(',')
+                    .find_map(|o| o.strip_prefix("size="))
+                    .map(String::from)
+            })
+    };
+    rt.block_on(async {
+        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "eph".into();
+        sb.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", &["size=1m"], &mp)];
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        assert_eq!(size_of(&mp).as_deref(), Some("1024k"));
+
+        let mut up = UpdateEphemeralMountsRequest::new();
+        up.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", &["size=2m"], &mp)];
+        c.update_ephemeral_mounts(ctx(), &up).await.unwrap();
+        assert_eq!(size_of(&mp).as_deref(), Some("2048k"));
+
+        // Only ephemeral storages this agent set up.
+        up.storages = vec![storage(
+            "ephemeral",
+            "tmpfs",
+            "tmpfs",
+            &["size=2m"],
+            "/run/kata-containers/not-ours",
+        )];
+        let e = c.update_ephemeral_mounts(ctx(), &up).await.unwrap_err();
+        assert!(format!("{e:?}").contains("not-ours"), "{e:?}");
+        up.storages = vec![storage("local", "x", "", &[], &mp)];
+        assert!(c.update_ephemeral_mounts(ctx(), &up).await.is_err());
+
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+    });
+    assert_eq!(size_of(&mp), None, "tmpfs left mounted");
+}
+
+fn agent_mountinfo(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
+}

@@ -126,7 +126,7 @@ agent_service! {
     "SignalProcess" signal_process(SignalProcessRequest) -> Empty => do_signal_process;
     "WaitProcess" wait_process(WaitProcessRequest) -> WaitProcessResponse => do_wait_process;
     "UpdateContainer" update_container(UpdateContainerRequest) -> Empty => do_update_container;
-    "UpdateEphemeralMounts" update_ephemeral_mounts(UpdateEphemeralMountsRequest) -> Empty => unimplemented;
+    "UpdateEphemeralMounts" update_ephemeral_mounts(UpdateEphemeralMountsRequest) -> Empty => do_update_ephemeral_mounts;
     "StatsContainer" stats_container(StatsContainerRequest) -> StatsContainerResponse => do_stats_container;
     "PauseContainer" pause_container(PauseContainerRequest) -> Empty => do_pause_container;
     "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => do_resume_container;

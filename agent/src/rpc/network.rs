@@ -44,8 +44,7 @@ impl AgentImpl {
                 "update interface: the request has no interface",
             )
         })?;
-        // The configured agent.hotplug_timeout is not plumbed this far yet.
-        net::update_interface(&iface, crate::config::DEFAULT_HOTPLUG_TIMEOUT)
+        net::update_interface(&iface, self.sandbox.settings.hotplug_timeout)
             .await
             .map_err(net_status)
     }

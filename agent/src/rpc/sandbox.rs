@@ -186,6 +186,25 @@ impl AgentImpl {
         .unwrap_or_else(|e| vec![format!("{e:?}")])
     }
 
+    pub(super) async fn do_update_ephemeral_mounts(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateEphemeralMountsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let sandbox = self.sandbox.clone();
+        blocking(move || {
+            for s in &req.storages {
+                sandbox
+                    .storage
+                    .update_ephemeral(s)
+                    .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+            }
+            Ok::<(), ttrpc::Error>(())
+        })
+        .await??;
+        Ok(Empty::new())
+    }
+
     pub(super) async fn do_destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,

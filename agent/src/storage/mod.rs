@@ -690,6 +690,57 @@ impl StorageManager {
         self.run_teardowns(work)
     }
 
+    /// Remounts an ephemeral storage set up earlier with the options of `s`
+    /// (UpdateEphemeralMounts: a new `size=`, say). Only ephemeral mount
+    /// points this manager set up are accepted; nothing else is touched.
+    pub fn update_ephemeral(&self, s: &Storage) -> Result<(), StorageError> {
+        let invalid = |reason: String| StorageError::Invalid {
+            mount_point: s.mount_point.clone(),
+            driver: s.driver.clone(),
+            reason,
+        };
+        if s.driver != DRIVER_EPHEMERAL_TYPE {
+            return Err(invalid(format!(
+                "only \"{DRIVER_EPHEMERAL_TYPE}\" storages can be updated"
+            )));
+        }
+        let checked = path::check(&s.mount_point, &self.roots).map_err(|reason| {
+            StorageError::InvalidMountPoint {
+                mount_point: s.mount_point.clone(),
+                driver: s.driver.clone(),
+                reason,
+            }
+        })?;
+        let real = match self.lock().entries.get(&checked.key) {
+            Some(e) if e.phase == Phase::Ready && e.driver == DRIVER_EPHEMERAL_TYPE => {
+                e.real.clone()
+            }
+            _ => return Err(invalid("no ephemeral storage is set up there".into())),
+        };
+        let mut opts = parse_mount_options(&options::without_keys(&s.options, &["fsgid"]));
+        opts.flags.remove(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if opts.data.contains('\0') {
+            return Err(invalid("options contain a nul byte".into()));
+        }
+        nix::mount::mount(
+            Some("tmpfs"),
+            &real,
+            Some("tmpfs"),
+            opts.flags | MsFlags::MS_REMOUNT,
+            opts.data(),
+        )
+        .map_err(|e| StorageError::Io {
+            mount_point: s.mount_point.clone(),
+            driver: s.driver.clone(),
+            op: "remount tmpfs".into(),
+            cause: io::Error::from(e),
+        })?;
+        if let Some(e) = self.lock().entries.get_mut(&checked.key) {
+            e.options = s.options.clone();
+        }
+        Ok(())
+    }
+
     /// Mount points and their reference counts, sorted by path (for tests
     /// and diagnostics: the agent need not call it).
     #[cfg_attr(not(test), allow(dead_code))]

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 CARGO=${CARGO:-cargo}
-PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio zstd socat kmod
+PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio zstd xz-utils socat kmod
     e2fsprogs erofs-utils libseccomp-dev libcap-ng-dev pkg-config)
 
 if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then

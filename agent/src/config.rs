@@ -547,10 +547,17 @@ where
     };
     notes.cmdline_source = Some(cmdline_path);
 
-    // The config file may be named on the kernel command line, so find it first.
-    let mut probe = Config::default();
-    probe.apply_cmdline(&cmdline)?;
-    let file = flags.config_file.clone().or(probe.config_file);
+    // The config file may be named on the kernel command line: look for it
+    // before the file's settings are applied (the full parse comes after,
+    // and rejects an empty value).
+    let file = flags.config_file.clone().or_else(|| {
+        cmdline
+            .split_ascii_whitespace()
+            .rev()
+            .filter_map(|t| t.strip_prefix("agent.config_file="))
+            .find(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
 
     let mut cfg = Config::default();
     if let Some(path) = &file {

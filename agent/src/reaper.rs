@@ -80,10 +80,7 @@ impl Reaper {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sandbox::lock(&self.state)
     }
 
     fn deliver(&self, pid: i32, status: RawStatus) {
@@ -198,15 +195,13 @@ fn reap(pid: i32) -> Option<RawStatus> {
     (rc == pid).then_some(status)
 }
 
-/// Exit code as Kata reports it: the exit status, or 128 + signal.
+/// Exit code as Kata reports it: the exit status, or 128 + signal
+/// (rustjail's mapping); 255 for a status that is neither.
 pub fn exit_code(status: RawStatus) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
-    }
+    nix::sys::wait::WaitStatus::from_raw(nix::unistd::Pid::from_raw(0), status)
+        .ok()
+        .and_then(rustjail::wait_status_to_code)
+        .unwrap_or(255)
 }
 
 #[cfg(test)]

@@ -453,3 +453,23 @@ pub fn oci_mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> proto
     m.options = options.iter().map(|o| o.to_string()).collect();
     m
 }
+
+/// A current-thread runtime and an AgentService client connected to `agent`.
+pub fn agent_client(
+    agent: &Agent,
+) -> (
+    tokio::runtime::Runtime,
+    protocols::agent_ttrpc::AgentServiceClient,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let uri = agent.uri();
+    let client = rt.block_on(async {
+        ttrpc::asynchronous::Client::connect(&uri)
+            .await
+            .expect("connect to the agent")
+    });
+    (rt, protocols::agent_ttrpc::AgentServiceClient::new(client))
+}

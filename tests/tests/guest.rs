@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use integration_tests::*;
 use protocols::agent::*;
-use protocols::agent_ttrpc::AgentServiceClient;
 
 fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(20).as_nanos() as i64)
@@ -24,14 +23,8 @@ fn code(e: &ttrpc::Error) -> ttrpc::Code {
 #[test]
 fn guest_details_time_entropy_and_online() {
     let agent = Agent::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
-
         let mut req = GuestDetailsRequest::new();
         req.mem_block_size = true;
         req.mem_hotplug_probe = true;
@@ -84,14 +77,9 @@ fn copy_file_in_chunks_and_confined() {
         return;
     }
     let agent = Agent::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     let top = format!("/run/kata-containers/copytest-{}", std::process::id());
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
         let copy = |path: String, mode: u32, data: &[u8], offset: i64, size: i64| {
             let mut r = CopyFileRequest::new();
             r.path = path;
@@ -168,15 +156,10 @@ fn copy_file_in_chunks_and_confined() {
 #[test]
 fn metrics_and_volume_stats() {
     let agent = Agent::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     let vol = format!("/run/kata-containers/volstat-{}", std::process::id());
     std::fs::create_dir_all(&vol).unwrap();
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
         let m = c
             .get_metrics(ctx(), &GetMetricsRequest::new())
             .await
@@ -244,13 +227,8 @@ fn ip_tables_round_trip_in_the_agents_own_network_namespace() {
     }
     // Its own network namespace: the host's rules are never touched.
     let agent = Agent::start_isolated();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
         let mut set = SetIPTablesRequest::new();
         set.data = b"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
 -A INPUT -s 10.99.99.99/32 -j DROP\nCOMMIT\n"

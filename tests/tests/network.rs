@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use integration_tests::*;
 use protocols::agent::*;
-use protocols::agent_ttrpc::AgentServiceClient;
 use protocols::types::{ARPNeighbor, IPAddress, IPFamily, Interface, Route};
 use serde_json::Value;
 
@@ -269,14 +268,8 @@ fn network_calls_configure_the_agents_namespace() {
     add_link(pid, "eth0", OTHER_MAC);
     ip(&agent, &["link", "set", "eth0", "up"]);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
-
         // The netlink socket is opened on the first network call, once.
         assert_eq!(
             route_netlink_sockets(pid),

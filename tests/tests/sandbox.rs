@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use integration_tests::*;
 use protocols::agent::*;
-use protocols::agent_ttrpc::AgentServiceClient;
 use protocols::oci;
 
 fn ctx() -> ttrpc::context::Context {
@@ -52,13 +51,8 @@ fn shim_sequence_leaves_nothing_behind() {
     std::fs::create_dir_all(guest_rootfs.parent().unwrap()).unwrap();
     std::fs::rename(rootfs.path(), &guest_rootfs).unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
         let shared_mp = "/run/kata-containers/shared/containers/";
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = "sb1".into();
@@ -237,11 +231,7 @@ fn update_ephemeral_mounts_resizes_the_tmpfs() {
     let agent = Agent::start_isolated();
     let pid = agent.pid();
     let mp = format!("/run/kata-containers/sandbox/eph-{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let uri = agent.uri();
+    let (rt, c) = agent_client(&agent);
     let size_of = |mp: &str| -> Option<String> {
         agent_mountinfo(pid)
             .lines()
@@ -253,7 +243,6 @@ fn update_ephemeral_mounts_resizes_the_tmpfs() {
             })
     };
     rt.block_on(async {
-        let c = AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap());
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = "eph".into();
         sb.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", &["size=1m"], &mp)];

@@ -60,4 +60,4 @@ pub use container::{
 };
 pub use oci_spec;
 pub use tty::set_window_size;
-pub use utils::wait_status_to_code;
+pub use utils::{validate_id, wait_status_to_code};

@@ -86,21 +86,21 @@ pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> io::Result<PathBuf
 
 /// Checks a container id: non-empty, at most 255 bytes, made of
 /// `[A-Za-z0-9_.-]` and neither `.` nor `..`, so it can name a directory.
-pub(crate) fn validate_id(id: &str) -> Result<(), &'static str> {
+pub fn validate_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
-        return Err("empty id");
+        return Err("empty");
     }
-    if id.len() > 255 {
-        return Err("id longer than 255 bytes");
+    if id.len() > 256 {
+        return Err("longer than 256 bytes");
     }
-    if id == "." || id == ".." {
-        return Err("id must not be . or ..");
+    if id == "." || id.contains("..") {
+        return Err("\".\" or contains \"..\"");
     }
     if !id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
-        return Err("id may only contain letters, digits, '_', '-' and '.'");
+        return Err("only letters, digits, '-', '_' and '.' are allowed");
     }
     Ok(())
 }
@@ -140,7 +140,17 @@ mod tests {
     #[test]
     fn ids() {
         assert!(validate_id("abc-1.2_3").is_ok());
-        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+        assert!(validate_id(&"a".repeat(256)).is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a..b",
+            "a/b",
+            "../x",
+            "a b",
+            &"a".repeat(257),
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
     }

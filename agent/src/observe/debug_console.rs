@@ -44,26 +44,7 @@ pub fn spawn_shell(shell: &str) -> io::Result<(FdStream, Child)> {
         )
         .map_err(io::Error::from)?;
     }
-    let mut cmd = Command::new(shell);
-    cmd.stdin(Stdio::from(slave.try_clone()?))
-        .stdout(Stdio::from(slave.try_clone()?))
-        .stderr(Stdio::from(slave))
-        .env("TERM", "vt100");
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only setsid(2) and ioctl(2), both async-signal-safe; it allocates
-    // nothing and touches no lock. fd 0 is the PTY slave by then.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
+    let child = spawn_on_terminal(shell, slave, 0)?;
     Ok((FdStream::new(master, true)?, child))
 }
 
@@ -95,20 +76,28 @@ where
 /// Starts `shell` on the console `tty`, as the leader of a new session whose
 /// controlling terminal it is (taken over if another session had it).
 fn spawn_on_tty(shell: &str, tty: OwnedFd) -> io::Result<Child> {
+    // The argument 1 steals the terminal from a session that still holds
+    // it; PID 1 has CAP_SYS_ADMIN.
+    spawn_on_terminal(shell, tty, 1)
+}
+
+/// Starts `shell` with `tty` as its stdio and controlling terminal, as the
+/// leader of a new session; `steal` is TIOCSCTTY's argument.
+fn spawn_on_terminal(shell: &str, tty: OwnedFd, steal: libc::c_int) -> io::Result<Child> {
     let mut cmd = Command::new(shell);
     cmd.stdin(Stdio::from(tty.try_clone()?))
         .stdout(Stdio::from(tty.try_clone()?))
         .stderr(Stdio::from(tty))
         .env("TERM", "vt100");
-    // SAFETY: as in spawn_shell: only setsid(2) and ioctl(2) between fork
-    // and exec. The argument 1 steals the terminal from a session that
-    // still holds it; PID 1 has CAP_SYS_ADMIN.
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid(2) and ioctl(2), both async-signal-safe; it allocates
+    // nothing and touches no lock. fd 0 is the terminal by then.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::ioctl(0, libc::TIOCSCTTY, 1) < 0 {
+            if libc::ioctl(0, libc::TIOCSCTTY, steal) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

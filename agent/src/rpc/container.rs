@@ -45,33 +45,15 @@ fn termination_log_of(spec: &Spec) -> TerminationLog {
 /// Limit for each step of creating a container.
 const CREATE_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest container or exec id accepted.
-const MAX_ID_LEN: usize = 256;
-
-/// Container and exec ids name directories and cgroups: no path tricks.
+/// Container and exec ids name directories and cgroups: rustjail's rule
+/// (letters, digits, `-`, `_`, `.`, no `..`, at most 256 bytes).
 pub fn validate_id(kind: &str, id: &str) -> ttrpc::Result<()> {
-    let bad = |why: &str| {
+    rustjail::validate_id(id).map_err(|why| {
         status(
             Code::INVALID_ARGUMENT,
             format!("{kind} {id:?}: invalid id: {why}"),
         )
-    };
-    if id.is_empty() {
-        return Err(bad("empty"));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(bad("longer than 256 bytes"));
-    }
-    if id == "." || id == ".." || id.contains("..") {
-        return Err(bad("contains \"..\""));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(bad("only letters, digits, '-', '_' and '.' are allowed"));
-    }
-    Ok(())
+    })
 }
 
 /// Rewrites the spec's namespaces for the guest, as Kata's agent does:

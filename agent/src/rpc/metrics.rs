@@ -39,7 +39,7 @@ pub fn render(status_text: &str, meminfo: &str, fds: usize, containers: usize) -
     let _ = writeln!(
         out,
         "kata_agent_process_resident_memory_bytes {}",
-        get("VmRSS").unwrap_or(0) * 1024
+        get("VmRSS").unwrap_or(0).saturating_mul(1024)
     );
     let _ = writeln!(out, "# HELP kata_agent_threads Agent threads.");
     let _ = writeln!(out, "# TYPE kata_agent_threads gauge");
@@ -62,7 +62,11 @@ pub fn render(status_text: &str, meminfo: &str, fds: usize, containers: usize) -
         if k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')')
         {
-            let _ = writeln!(out, "kata_guest_meminfo_bytes{{item=\"{k}\"}} {}", v * 1024);
+            let _ = writeln!(
+                out,
+                "kata_guest_meminfo_bytes{{item=\"{k}\"}} {}",
+                v.saturating_mul(1024)
+            );
         }
     }
     out
@@ -142,9 +146,11 @@ impl AgentImpl {
         resp.usage = vec![
             usage(
                 Unit::BYTES,
-                st.f_bavail as u64 * frsize,
-                st.f_blocks as u64 * frsize,
-                (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * frsize,
+                (st.f_bavail as u64).saturating_mul(frsize),
+                (st.f_blocks as u64).saturating_mul(frsize),
+                (st.f_blocks as u64)
+                    .saturating_sub(st.f_bfree as u64)
+                    .saturating_mul(frsize),
             ),
             usage(
                 Unit::INODES,

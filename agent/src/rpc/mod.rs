@@ -67,14 +67,6 @@ pub fn jail_error(e: rustjail::Error) -> ttrpc::Error {
     status(code, e.to_string())
 }
 
-/// The status for a method this agent does not provide.
-pub fn unimplemented_status(method: &str) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(
-        ttrpc::Code::UNIMPLEMENTED,
-        format!("/grpc.AgentService/{method}: not implemented by this agent"),
-    ))
-}
-
 /// Whether a method is served or answers `UNIMPLEMENTED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -109,7 +101,7 @@ macro_rules! agent_service {
     };
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented) => {{
         let _ = ($s, $ctx, $req);
-        Err(unimplemented_status($wire))
+        Err(protocols::unimplemented_status(concat!("/grpc.AgentService/", $wire)))
     }};
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, $handler:ident) => {
         $s.$handler($ctx, $req).await

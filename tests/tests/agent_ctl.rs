@@ -181,12 +181,35 @@ fn hybrid_vsock_retries_while_nothing_listens_yet() {
         .spawn()
         .unwrap();
     // The socket appears only after agent-ctl has started: it must keep
-    // trying until it exists, then finish the handshake.
+    // trying until it exists, then finish the handshake. (Whether a failed
+    // attempt happened before the bind is up to timing; the retry itself is
+    // proven below, with nothing listening at all.)
     assert!(!hv.exists());
     let _fake = FakeHybrid::start(&hv, agent.socket.clone(), 0);
     let out = child.wait_with_output().unwrap();
     let v = json_out(&out);
     assert_eq!(v["agent_version"], env!("CARGO_PKG_VERSION"));
+
+    // Nothing ever listens: agent-ctl tries again and again until the
+    // deadline, and says how often.
+    let never = agent.dir.path().join("never.sock");
+    let out = ctl(&[
+        "--addr",
+        &format!("hvsock://{}:1024", never.display()),
+        "--timeout",
+        "400ms",
+        "call",
+        "Check",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let attempts: u32 = err
+        .split(" attempt")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(attempts >= 2, "no retry while nothing listens: {err}");
 }
 
 #[test]

@@ -68,11 +68,16 @@ fn ipv6_enabled() -> bool {
         .unwrap_or(false)
 }
 
-fn no_device(object: &str, device: &str) -> Error {
-    Error::NotFound {
-        object: object.to_string(),
-        reason: format!("device {device:?}: no such interface"),
-    }
+/// The index of the link named `device`, or NOT_FOUND naming `object`.
+fn link_index(links: &[Link], object: &str, device: &str) -> Result<u32, Error> {
+    links
+        .iter()
+        .find(|l| l.name() == device)
+        .map(Link::index)
+        .ok_or_else(|| Error::NotFound {
+            object: object.to_string(),
+            reason: format!("device {device:?}: no such interface"),
+        })
 }
 
 /// How often UpdateInterface looks again for a hot-plugged NIC.
@@ -272,11 +277,7 @@ pub async fn update_routes(routes: &[Route]) -> Result<Vec<Route>, Error> {
     let names = link_names(&links);
     let mut plan = Vec::with_capacity(configs.len());
     for r in configs {
-        let oif = links
-            .iter()
-            .find(|l| l.name() == r.device)
-            .map(Link::index)
-            .ok_or_else(|| no_device(&r.label, &r.device))?;
+        let oif = link_index(&links, &r.label, &r.device)?;
         plan.push((r, oif));
     }
     let loopbacks: HashSet<u32> = links
@@ -367,11 +368,7 @@ pub async fn add_arp_neighbors(neighbors: &[ARPNeighbor]) -> Result<(), Error> {
         .map_err(|e| Error::kernel(object, "list links", e))?;
     let mut plan = Vec::with_capacity(configs.len());
     for n in configs {
-        let index = links
-            .iter()
-            .find(|l| l.name() == n.device)
-            .map(Link::index)
-            .ok_or_else(|| no_device(&n.label, &n.device))?;
+        let index = link_index(&links, &n.label, &n.device)?;
         plan.push((n, index));
     }
     for (n, index) in &plan {

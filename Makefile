@@ -3,20 +3,27 @@
 #   make demo    install the guest prerequisites, build the guest, boot the micro-VM,
 #                run a container in it, print its output, power off
 #   make run     build, start kata-agent on a Unix socket, drive it with agent-ctl
-#   make test    formatting, lints, unit and integration tests (run as root for all of them)
+#   make test    formatting, lints, unit and integration tests (as root, after
+#                `make test-deps`; with CI set, a test that would skip fails instead)
+#   make test-deps  install the Debian packages the tests need (tests/test-deps.sh)
+#   make install put release builds of kata-agent and agent-ctl into $(PREFIX)/bin
 #   make vm-test the micro-VM tests (after guest-deps): boot, containers on cgroup v1 and
 #                v2, logs and debug console over vsock
 #   make bench   static release agent, then the benchmark table (and boot figures when
 #                the micro-VM prerequisites are there)
 #
-# Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target.
+# Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
+# PREFIX (/usr/local) and DESTDIR for install.
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 AGENT_STATIC := target/$(TARGET)/release/kata-agent
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
-.PHONY: all build agent-static run test lint unit bench readme-methods guest-deps demo vm-test clean
+.PHONY: all build agent-static run test test-deps lint unit bench readme-methods guest-deps demo \
+	vm-test install clean
 
 all: build
 
@@ -36,7 +43,16 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 test: lint build
-	$(CARGO) test --locked --workspace
+	$(CARGO) test --locked --workspace --no-fail-fast
+
+test-deps:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $$(tests/test-deps.sh)
+
+install:
+	$(CARGO) build --locked --release -p kata-agent -p agent-ctl
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 target/release/kata-agent target/release/agent-ctl $(DESTDIR)$(BINDIR)/
 
 bench: agent-static
 	$(CARGO) build --locked --release -p integration-tests --bin bench
@@ -45,7 +61,8 @@ bench: agent-static
 	    $(MAKE) -s -f image.mk boot-bench; \
 	else echo "boot figures: skipped (make guest-deps installs QEMU and the vsock backend)"; fi
 
-# QEMU, Debian's cloud kernel, busybox, vhost-device-vsock and virtiofsd.
+# QEMU, busybox, vhost-device-vsock and virtiofsd; Debian's cloud kernel
+# unpacked into build/debian-kernel (not installed).
 guest-deps:
 	tests/vm/install-deps.sh
 

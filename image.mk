@@ -22,10 +22,16 @@
 #
 # Variables (defaults in brackets; each is also read by the script it is passed to):
 #   BUILD_DIR          where everything is written [build]
-#   KERNEL             guest kernel for vm-test [newest /boot/vmlinuz-*-cloud-amd64];
+#   KERNEL             guest kernel for vm-test [$(DEBIAN_KERNEL_DIR)/vmlinuz: Debian's cloud
+#                      kernel, downloaded and unpacked there, never installed on the host];
 #                      KERNEL=build/kernel/bzImage boots ours (after `make -f image.mk kernel`)
-#   MODULES_KVER       kernel release whose modules go into the rootfs; derived from a
-#                      /boot/vmlinuz-<release> KERNEL, empty (none) for any other kernel
+#   DEBIAN_KERNEL_DIR  where rootfs-builder/debian-kernel.sh unpacks Debian's kernel
+#                      [$(BUILD_DIR)/debian-kernel]
+#   MODULES_KVER       kernel release whose modules go into the rootfs; that of Debian's
+#                      kernel for the default KERNEL, derived from a /boot/vmlinuz-<release>
+#                      KERNEL, empty (none) for any other kernel
+#   MODULES_ROOT       where that release's modules are [$(DEBIAN_KERNEL_DIR)/lib/modules;
+#                      /lib/modules for a /boot kernel]
 #   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse, virtiofs]
 #   WITH_BUSYBOX       1 adds busybox (for the debug console) [0]
 #   COMPRESS           initrd compression: zstd, gzip or none [zstd]
@@ -41,8 +47,20 @@
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
 BUILD_DIR ?= build
-KERNEL ?= $(shell ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1)
-MODULES_KVER ?= $(if $(filter /boot/vmlinuz-%,$(KERNEL)),$(patsubst /boot/vmlinuz-%,%,$(KERNEL)))
+DEBIAN_KERNEL_DIR ?= $(BUILD_DIR)/debian-kernel
+DEBIAN_KERNEL := $(DEBIAN_KERNEL_DIR)/vmlinuz
+# Debian's kernel is fetched only when it is the one to boot.
+ifeq ($(origin KERNEL),undefined)
+KERNEL = $(DEBIAN_KERNEL)
+KERNEL_DEP := debian-kernel
+endif
+ifneq ($(filter /boot/vmlinuz-%,$(KERNEL)),)
+MODULES_KVER ?= $(patsubst /boot/vmlinuz-%,%,$(KERNEL))
+MODULES_ROOT ?= /lib/modules
+else
+MODULES_KVER ?= $(if $(filter $(DEBIAN_KERNEL),$(KERNEL)),$(shell cat $(DEBIAN_KERNEL_DIR)/release 2>/dev/null))
+MODULES_ROOT ?= $(DEBIAN_KERNEL_DIR)/lib/modules
+endif
 WITH_BUSYBOX ?= 0
 COMPRESS ?= zstd
 IMAGE_FORMAT ?= ext4
@@ -65,8 +83,12 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
+.PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
 	vm-test-boot vm-test-containers vm-test-observe initrd-debug initrd-bare boot-bench demo
+
+# Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
+debian-kernel:
+	OUT_DIR=$(DEBIAN_KERNEL_DIR) rootfs-builder/debian-kernel.sh
 
 kernel:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) kernel-config/build-kernel.sh
@@ -77,9 +99,9 @@ kernel-config:
 agent:
 	$(MAKE) agent-static CARGO=$(CARGO) TARGET=$(TARGET)
 
-rootfs: agent
+rootfs: agent $(KERNEL_DEP)
 	AGENT=$(AGENT) ROOTFS_DIR=$(ROOTFS_DIR) WITH_BUSYBOX=$(WITH_BUSYBOX) \
-	MODULES_KVER=$(MODULES_KVER) $(if $(MODULES),MODULES="$(MODULES)") \
+	MODULES_KVER=$(MODULES_KVER) MODULES_ROOT=$(MODULES_ROOT) $(if $(MODULES),MODULES="$(MODULES)") \
 	rootfs-builder/rootfs.sh
 
 initrd: rootfs
@@ -89,9 +111,9 @@ image: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) IMAGE=$(IMAGE) IMAGE_FORMAT=$(IMAGE_FORMAT) rootfs-builder/image.sh
 
 # The same with busybox, whatever WITH_BUSYBOX says: the debug console's shell.
-initrd-debug: agent
+initrd-debug: agent $(KERNEL_DEP)
 	AGENT=$(AGENT) ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) WITH_BUSYBOX=1 \
-	MODULES_KVER=$(MODULES_KVER) $(if $(MODULES),MODULES="$(MODULES)") \
+	MODULES_KVER=$(MODULES_KVER) MODULES_ROOT=$(MODULES_ROOT) $(if $(MODULES),MODULES="$(MODULES)") \
 	rootfs-builder/rootfs.sh
 	ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) INITRD=$(DEBUG_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
 
@@ -121,7 +143,7 @@ vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh
 
 boot-bench: initrd initrd-bare agent-ctl
-	@INITRD=$(INITRD) OUR_KERNEL=$(OUR_KERNEL) OUR_INITRD=$(BARE_INITRD) AGENT_CTL=$(AGENT_CTL) \
+	@DEBIAN_KERNEL=$(KERNEL) INITRD=$(INITRD) OUR_KERNEL=$(OUR_KERNEL) OUR_INITRD=$(BARE_INITRD) AGENT_CTL=$(AGENT_CTL) \
 	BOOT_RUNS=$(BOOT_RUNS) tests/vm/boot-bench.sh 2>$(BUILD_DIR)/boot-bench.log || \
 	{ cat $(BUILD_DIR)/boot-bench.log >&2; exit 1; }
 

@@ -236,6 +236,9 @@ pub struct SandboxState {
     /// The namespace holder (see `pause.rs`): its pid, its exit, and
     /// whether it owns a pid namespace for `sandbox_pidns` containers.
     pub holder: Option<Holder>,
+    /// The DNS file and bind mount CreateSandbox set up, if it set one up:
+    /// DestroySandbox undoes exactly this.
+    pub dns: Option<crate::sandbox_files::DnsSetup>,
 }
 
 #[derive(Debug)]

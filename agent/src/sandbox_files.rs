@@ -133,22 +133,36 @@ pub fn validate_dns_line(line: &str) -> Result<Option<&str>, SandboxFilesError> 
     Ok(Some(trimmed))
 }
 
-/// Whether `a` and `b` are the same file (a bind mount of one on the other).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
+/// What [`setup_dns`] set up, so that [`teardown_dns`] undoes exactly
+/// that: the file it wrote and the identity of that file, by which its bind
+/// mount is recognised even after someone removed or replaced the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSetup {
+    src: PathBuf,
+    etc_resolv: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl DnsSetup {
+    /// Whether `path` currently shows the file this setup wrote.
+    fn shows_ours(&self, path: &Path) -> bool {
+        fs::metadata(path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
     }
 }
 
 /// Writes `dir/resolv.conf` from the `dns` lines and bind-mounts it over
-/// `etc_resolv` (created empty if missing). An empty `dns` changes nothing,
-/// as upstream Kata does. Called again, it rewrites the file in place and
-/// keeps the one bind mount. Lines are all checked before anything is
-/// written.
-pub fn setup_dns(dir: &Path, dns: &[String], etc_resolv: &Path) -> Result<(), SandboxFilesError> {
+/// `etc_resolv` (created empty if missing). An empty `dns` changes nothing
+/// and returns `None`, as upstream Kata does. Called again, it rewrites the
+/// file in place and keeps the one bind mount. Lines are all checked before
+/// anything is written.
+pub fn setup_dns(
+    dir: &Path,
+    dns: &[String],
+    etc_resolv: &Path,
+) -> Result<Option<DnsSetup>, SandboxFilesError> {
     if dns.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut content = String::new();
     for line in dns {
@@ -174,10 +188,17 @@ pub fn setup_dns(dir: &Path, dns: &[String], etc_resolv: &Path) -> Result<(), Sa
         .map_err(|e| dns_err("open", &src, e))?;
     file.write_all(content.as_bytes())
         .map_err(|e| dns_err("write", &src, e))?;
+    let md = file.metadata().map_err(|e| dns_err("stat", &src, e))?;
     drop(file);
+    let setup = DnsSetup {
+        src: src.clone(),
+        etc_resolv: etc_resolv.to_path_buf(),
+        dev: md.dev(),
+        ino: md.ino(),
+    };
 
-    if same_file(&src, etc_resolv) {
-        return Ok(());
+    if setup.shows_ours(etc_resolv) {
+        return Ok(Some(setup));
     }
     let mut created = false;
     match fs::symlink_metadata(etc_resolv) {
@@ -216,38 +237,34 @@ pub fn setup_dns(dir: &Path, dns: &[String], etc_resolv: &Path) -> Result<(), Sa
         }
         return Err(dns_err("bind mount over", etc_resolv, e));
     }
-    Ok(())
+    Ok(Some(setup))
 }
 
-/// Undoes [`setup_dns`]: unmounts `dir/resolv.conf` from `etc_resolv` and
-/// removes it. Only our bind mount is unmounted (the two must be the same
-/// file): a bind mount someone else put on `etc_resolv`, as container
-/// engines do, is left alone. Does nothing when DNS was never set up.
-pub fn teardown_dns(dir: &Path, etc_resolv: &Path) -> Result<(), SandboxFilesError> {
-    let src = dir.join(RESOLV_NAME);
+/// Undoes [`setup_dns`]: unmounts this setup's file from `/etc/resolv.conf`
+/// and removes the file. Only what `setup` names is touched: a bind mount
+/// someone else put there (as container engines do), or a file another
+/// agent wrote at the same path, is left alone. A bind mount of ours that
+/// will not go is an error, never a silent success.
+pub fn teardown_dns(setup: &DnsSetup) -> Result<(), SandboxFilesError> {
+    let etc = &setup.etc_resolv;
     // Bounded: each round removes one bind mount of ours.
     for _ in 0..16 {
-        if !same_file(&src, etc_resolv) {
+        if !setup.shows_ours(etc) {
             break;
         }
-        nix::mount::umount2(etc_resolv, MntFlags::empty())
-            .map_err(|e| dns_err("unmount", etc_resolv, e))?;
+        nix::mount::umount2(etc, MntFlags::empty()).map_err(|e| dns_err("unmount", etc, e))?;
     }
-    if same_file(&src, etc_resolv) {
-        return Err(dns_err(
-            "unmount",
-            etc_resolv,
-            io::Error::from(Errno::EBUSY),
-        ));
+    if setup.shows_ours(etc) {
+        return Err(dns_err("unmount", etc, io::Error::from(Errno::EBUSY)));
     }
-    match fs::remove_file(&src) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(dns_err("remove", &src, e)),
-        _ => {
-            // The directory goes too once nothing else is in it.
-            let _ = fs::remove_dir(dir);
-            Ok(())
-        }
+    if setup.shows_ours(&setup.src) {
+        fs::remove_file(&setup.src).map_err(|e| dns_err("remove", &setup.src, e))?;
     }
+    if let Some(dir) = setup.src.parent() {
+        // The directory goes too once nothing else is in it.
+        let _ = fs::remove_dir(dir);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,11 +362,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = dir.path().join("sandbox");
         let target = dir.path().join("resolv.conf");
-        setup_dns(&sandbox, &[], &target).unwrap();
+        assert_eq!(setup_dns(&sandbox, &[], &target).unwrap(), None);
         assert!(!sandbox.exists());
         assert!(!target.exists());
-        // Nothing set up: teardown does nothing either.
-        teardown_dns(&sandbox, &target).unwrap();
     }
 
     #[test]
@@ -369,14 +384,15 @@ mod tests {
             "search default.svc.cluster.local svc.cluster.local",
             "options ndots:5",
         ]);
-        setup_dns(&sandbox, &dns, &target).unwrap();
+        let setup = setup_dns(&sandbox, &dns, &target).unwrap().unwrap();
         let want = "nameserver 8.8.8.8\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n";
         assert_eq!(fs::read_to_string(sandbox.join(RESOLV_NAME)).unwrap(), want);
         assert_eq!(fs::read_to_string(&target).unwrap(), want);
         assert!(crate::storage::mounted_at(&target).unwrap().is_some());
 
         // Again: rewritten in place, still one mount.
-        setup_dns(&sandbox, &lines(&["nameserver 1.1.1.1"]), &target).unwrap();
+        let again = setup_dns(&sandbox, &lines(&["nameserver 1.1.1.1"]), &target).unwrap();
+        assert_eq!(again.as_ref(), Some(&setup));
         assert_eq!(fs::read_to_string(&target).unwrap(), "nameserver 1.1.1.1\n");
         let n = crate::storage::mounts()
             .unwrap()
@@ -385,7 +401,7 @@ mod tests {
             .count();
         assert_eq!(n, 1);
 
-        teardown_dns(&sandbox, &target).unwrap();
+        teardown_dns(&setup).unwrap();
         assert!(crate::storage::mounted_at(&target).unwrap().is_none());
         assert_eq!(
             fs::read_to_string(&target).unwrap(),
@@ -393,7 +409,49 @@ mod tests {
             "the original file shows again"
         );
         assert!(!sandbox.join(RESOLV_NAME).exists());
-        teardown_dns(&sandbox, &target).unwrap();
+        teardown_dns(&setup).unwrap();
+    }
+
+    #[test]
+    fn dns_teardown_undoes_only_its_own_setup() {
+        if !testns::enter(test_name!(dns_teardown_undoes_only_its_own_setup), false) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = dir.path().join("sandbox");
+        let target = dir.path().join("resolv.conf");
+        fs::write(&target, "nameserver 127.0.0.1\n").unwrap();
+        let setup = setup_dns(&sandbox, &lines(&["nameserver 9.9.9.9"]), &target)
+            .unwrap()
+            .unwrap();
+
+        // Someone else removes the file and writes one of their own at the
+        // same path: our mount (of the removed inode) is still recognised.
+        fs::remove_file(sandbox.join(RESOLV_NAME)).unwrap();
+        fs::write(sandbox.join(RESOLV_NAME), "theirs\n").unwrap();
+        teardown_dns(&setup).unwrap();
+        assert!(crate::storage::mounted_at(&target).unwrap().is_none());
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "nameserver 127.0.0.1\n"
+        );
+        // Their file is not ours to remove.
+        assert_eq!(
+            fs::read_to_string(sandbox.join(RESOLV_NAME)).unwrap(),
+            "theirs\n"
+        );
+
+        // A mount of ours that cannot go is an error, not a success: an open
+        // file on it keeps it busy.
+        let setup = setup_dns(&sandbox, &lines(&["nameserver 9.9.9.9"]), &target)
+            .unwrap()
+            .unwrap();
+        let busy = fs::File::open(&target).unwrap();
+        let err = teardown_dns(&setup).unwrap_err();
+        assert!(err.to_string().contains("unmount"), "{err}");
+        assert!(crate::storage::mounted_at(&target).unwrap().is_some());
+        drop(busy);
+        teardown_dns(&setup).unwrap();
     }
 
     #[test]
@@ -407,9 +465,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = dir.path().join("sandbox");
         let target = dir.path().join("resolv.conf");
-        setup_dns(&sandbox, &lines(&["nameserver 9.9.9.9"]), &target).unwrap();
+        let setup = setup_dns(&sandbox, &lines(&["nameserver 9.9.9.9"]), &target)
+            .unwrap()
+            .unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "nameserver 9.9.9.9\n");
-        teardown_dns(&sandbox, &target).unwrap();
+        teardown_dns(&setup).unwrap();
         assert!(crate::storage::mounted_at(&target).unwrap().is_none());
 
         // A bind mount that is not ours (as a container engine makes) is
@@ -424,7 +484,7 @@ mod tests {
             None::<&str>,
         )
         .unwrap();
-        teardown_dns(&sandbox, &target).unwrap();
+        teardown_dns(&setup).unwrap();
         assert!(crate::storage::mounted_at(&target).unwrap().is_some());
         nix::mount::umount2(&target, MntFlags::empty()).unwrap();
 

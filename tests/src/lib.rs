@@ -59,10 +59,9 @@ impl Agent {
         Agent::start_with(&bin("kata-agent"), "", &[])
     }
 
-    /// Starts the agent in its own mount, UTS and network namespaces (as in
-    /// a guest, its mounts, hostname, links and routes are its own), via
-    /// `unshare`. Any test whose requests may change mounts, the hostname
-    /// or the network must use this.
+    /// Starts the agent in its own UTS and network namespaces too (as in a
+    /// guest, its hostname, links and routes are its own). Any test whose
+    /// requests may change the hostname or the network must use this.
     pub fn start_isolated() -> Agent {
         Agent::spawn(&bin("kata-agent"), "", &[], true)
     }
@@ -71,6 +70,10 @@ impl Agent {
         Agent::spawn(exe, cmdline, extra, false)
     }
 
+    /// As root, every agent runs in a mount namespace of its own with a
+    /// fresh tmpfs on `/run`: what it mounts and writes there (bundles,
+    /// sandbox files, storages) is its own, so agents of tests running in
+    /// parallel never meet. Tests look at it through [`Agent::path`].
     fn spawn(exe: &Path, cmdline: &str, extra: &[&str], isolated: bool) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("agent.sock");
@@ -78,14 +81,16 @@ impl Agent {
         let cmdline_file = dir.path().join("cmdline");
         std::fs::write(&cmdline_file, cmdline).expect("write cmdline");
         let log_file = std::fs::File::create(&log).expect("create log");
-        let mut cmd = if isolated {
-            let mut c = Command::new("unshare");
-            c.args(["--mount", "--uts", "--net", "--propagation", "private"])
-                .arg(exe);
-            c
+        let mut cmd = Command::new(exe);
+        if is_root() {
+            let mut flags = libc::CLONE_NEWNS;
+            if isolated {
+                flags |= libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
+            }
+            private_run(&mut cmd, flags);
         } else {
-            Command::new(exe)
-        };
+            assert!(!isolated, "an isolated agent needs root");
+        }
         let child = cmd
             .arg("--server-addr")
             .arg(format!("unix://{}", socket.display()))
@@ -107,6 +112,12 @@ impl Agent {
         };
         agent.wait_ready(Duration::from_secs(20));
         agent
+    }
+
+    /// `path` as the agent sees it, in its own mount namespace.
+    pub fn path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let rel = path.as_ref().strip_prefix("/").unwrap_or(path.as_ref());
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(rel)
     }
 
     pub fn uri(&self) -> String {
@@ -174,6 +185,126 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop_with(libc::SIGTERM, Duration::from_secs(15));
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether the tests run under CI (`CI` set and not `0`/`false`): there,
+/// everything a test needs is installed, so a test that would skip fails.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Says why a test cannot run here, and returns so that the caller
+/// returns. Under CI this is a failure instead: a skip there hides
+/// untested code.
+pub fn skip(why: &str) {
+    assert!(
+        !under_ci(),
+        "{why}: CI is set, so this test must run (as root, with .ci/run's packages)"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// Makes `cmd` run in new namespaces (`flags`, which include a mount
+/// namespace) with private propagation and a fresh tmpfs on `/run`.
+fn private_run(cmd: &mut Command, flags: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // Built before the fork: the child must not allocate.
+    let root = std::ffi::CString::new("/").expect("cstr");
+    let run = std::ffi::CString::new("/run").expect("cstr");
+    let tmpfs = std::ffi::CString::new("tmpfs").expect("cstr");
+    let opts = std::ffi::CString::new("mode=0755").expect("cstr");
+    // SAFETY: the closure runs between fork and exec and only makes
+    // syscalls on strings allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let none = std::ptr::null();
+            if libc::mount(
+                none,
+                root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ) != 0
+                || libc::mount(
+                    tmpfs.as_ptr(),
+                    run.as_ptr(),
+                    tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    opts.as_ptr().cast(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A cgroup parent of a test's own (`guest-agent-tests-<pid>-<n>`): the
+/// containers of one test never share a cgroup directory with another's.
+/// Dropping it removes the parent in every hierarchy (cgroup v1 and v2);
+/// containers left inside make that fail the test.
+pub struct CgroupParent {
+    pub name: String,
+}
+
+impl CgroupParent {
+    pub fn new() -> CgroupParent {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        CgroupParent {
+            name: format!(
+                "guest-agent-tests-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ),
+        }
+    }
+
+    /// Directories of this parent that exist now, in every hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let top = Path::new("/sys/fs/cgroup");
+        let mut candidates = vec![top.join(&self.name)];
+        if let Ok(d) = std::fs::read_dir(top) {
+            candidates.extend(d.flatten().map(|e| e.path().join(&self.name)));
+        }
+        for c in candidates {
+            if c.is_dir() && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl Default for CgroupParent {
+    fn default() -> Self {
+        CgroupParent::new()
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let mut left = Vec::new();
+        for d in self.dirs() {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                left.push(format!("{}: {e}", d.display()));
+            }
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("cgroup parent left behind: {left:?}");
+        }
     }
 }
 
@@ -301,15 +432,14 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Whether the container tests can run here; prints why not.
+/// Whether the container tests can run here; says why not (see [`skip`]).
 pub fn can_run_containers() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: container tests need root");
+    if !is_root() {
+        skip("container tests need root");
         return false;
     }
     if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: /bin/busybox missing (apt-get install busybox-static)");
+        skip("/bin/busybox missing (apt-get install busybox-static)");
         return false;
     }
     true
@@ -371,16 +501,6 @@ impl Default for Rootfs {
     fn default() -> Self {
         Rootfs::new()
     }
-}
-
-/// Mount points under `prefix` in this process's mount namespace.
-pub fn mounts_under(prefix: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(prefix))
-        .collect()
 }
 
 /// Pids whose parent is `ppid`, except the agent's pre-forked launcher

@@ -35,19 +35,13 @@ fn unique(name: &str) -> String {
     )
 }
 
-const CGROUP_PARENT: &str = "guest-agent-tests";
-
-fn spec(rootfs: &Path, cid: &str, args: &[&str]) -> oci::Spec {
-    let mut s = busybox_spec(&rootfs.display().to_string(), cid, args, CGROUP_PARENT);
-    s.Hostname = "box".into();
-    s
-}
-
 struct Env {
     agent: Agent,
     client: AgentServiceClient,
     rootfs: Rootfs,
     rt: tokio::runtime::Runtime,
+    /// Last: removed once the agent is gone.
+    cgroups: CgroupParent,
 }
 
 impl Env {
@@ -55,6 +49,7 @@ impl Env {
         if !can_run_containers() {
             return None;
         }
+        let cgroups = CgroupParent::new();
         let agent = Agent::start();
         let rt = rt();
         let uri = agent.uri();
@@ -66,7 +61,15 @@ impl Env {
             client,
             rootfs: Rootfs::new(),
             rt,
+            cgroups,
         })
+    }
+
+    /// The test spec for a busybox container in this test's cgroup parent.
+    fn spec(&self, rootfs: &Path, cid: &str, args: &[&str]) -> oci::Spec {
+        let mut s = busybox_spec(&rootfs.display().to_string(), cid, args, &self.cgroups.name);
+        s.Hostname = "box".into();
+        s
     }
 
     fn create(&self, cid: &str, s: oci::Spec) -> ttrpc::Result<()> {
@@ -88,7 +91,7 @@ impl Env {
     }
 
     fn run(&self, cid: &str, args: &[&str]) {
-        self.create(cid, spec(self.rootfs.path(), cid, args))
+        self.create(cid, self.spec(self.rootfs.path(), cid, args))
             .unwrap();
         self.start(cid).unwrap();
     }
@@ -176,13 +179,13 @@ impl Env {
     /// Checks that nothing of container `cid` is left.
     fn assert_gone(&mut self, cid: &str) {
         assert!(
-            !Path::new("/run/kata-containers").join(cid).exists(),
+            !self.agent.path("/run/kata-containers").join(cid).exists(),
             "bundle of {cid} left behind"
         );
         for ctrl in ["memory", "pids", "cpu", "freezer"] {
             let p = Path::new("/sys/fs/cgroup")
                 .join(ctrl)
-                .join(CGROUP_PARENT)
+                .join(&self.cgroups.name)
                 .join(cid);
             assert!(!p.exists(), "cgroup {} left behind", p.display());
         }
@@ -349,7 +352,7 @@ fn bad_requests_get_clear_statuses_and_leave_nothing() {
 
     for bad in ["../escape", "a/b", "..", ""] {
         let e = env
-            .create(bad, spec(env.rootfs.path(), "x", &["true"]))
+            .create(bad, env.spec(env.rootfs.path(), "x", &["true"]))
             .unwrap_err();
         assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{bad:?}: {e:?}");
     }
@@ -358,7 +361,7 @@ fn bad_requests_get_clear_statuses_and_leave_nothing() {
     let e = env
         .create(
             &norootfs,
-            spec(Path::new("/nonexistent/rootfs"), &norootfs, &["true"]),
+            env.spec(Path::new("/nonexistent/rootfs"), &norootfs, &["true"]),
         )
         .unwrap_err();
     assert!(message(&e).contains("/nonexistent/rootfs"), "{e:?}");
@@ -366,7 +369,7 @@ fn bad_requests_get_clear_statuses_and_leave_nothing() {
     env.assert_gone(&norootfs);
 
     let badspec = unique("badspec");
-    let mut s = spec(env.rootfs.path(), &badspec, &["true"]);
+    let mut s = env.spec(env.rootfs.path(), &badspec, &["true"]);
     s.Linux.as_mut().unwrap().Namespaces[0].Type = "bogus".into();
     let e = env.create(&badspec, s).unwrap_err();
     assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{e:?}");
@@ -375,7 +378,7 @@ fn bad_requests_get_clear_statuses_and_leave_nothing() {
     let dup = unique("dup");
     env.run(&dup, &["sleep", "1000"]);
     let e = env
-        .create(&dup, spec(env.rootfs.path(), &dup, &["true"]))
+        .create(&dup, env.spec(env.rootfs.path(), &dup, &["true"]))
         .unwrap_err();
     assert_eq!(code(&e), Code::ALREADY_EXISTS, "{e:?}");
     let e = env.start(&dup).unwrap_err();
@@ -409,7 +412,7 @@ fn stats_pause_resume_update() {
         .block_on(env.client.pause_container(ctx(), &p))
         .unwrap();
     let freezer = Path::new("/sys/fs/cgroup/freezer")
-        .join(CGROUP_PARENT)
+        .join(&env.cgroups.name)
         .join(&cid)
         .join("freezer.state");
     assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
@@ -431,7 +434,7 @@ fn stats_pause_resume_update() {
         .block_on(env.client.update_container(ctx(), &u))
         .unwrap();
     let max = Path::new("/sys/fs/cgroup/pids")
-        .join(CGROUP_PARENT)
+        .join(&env.cgroups.name)
         .join(&cid)
         .join("pids.max");
     assert_eq!(std::fs::read_to_string(max).unwrap().trim(), "42");
@@ -442,7 +445,7 @@ fn stats_pause_resume_update() {
 
 /// What the agent holds: fds, threads, children, mounts in its namespace,
 /// and cgroups under the test parent.
-fn footprint(pid: u32) -> (usize, u64, usize, usize, usize) {
+fn footprint(pid: u32, parent: &str) -> (usize, u64, usize, usize, usize) {
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
         .map(|s| s.lines().count())
         .unwrap_or(0);
@@ -451,7 +454,7 @@ fn footprint(pid: u32) -> (usize, u64, usize, usize, usize) {
     ]
     .iter()
     .map(|c| {
-        std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join(CGROUP_PARENT))
+        std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join(parent))
             .map(|d| {
                 // Only this test's containers: others run in parallel.
                 d.flatten()
@@ -489,7 +492,7 @@ fn hundred_cycles_leave_no_fd_thread_child_mount_or_cgroup() {
         // a bounded time to do so.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let now = footprint(pid);
+            let now = footprint(pid, &env.cgroups.name);
             if now.0 <= want.0
                 && now.1 <= want.1
                 && now.2 <= want.2
@@ -531,6 +534,8 @@ fn agent_shutdown_removes_its_containers() {
         exec_pid = Some(p);
     }
     let init = exec_pid.expect("the container's init is the agent's child");
+    // The agent's own /run outlives it while this handle is open.
+    let run = std::fs::File::open(env.agent.path("/run/kata-containers")).unwrap();
     let status = env
         .agent
         .stop_with(libc::SIGTERM, Duration::from_secs(30))
@@ -540,9 +545,13 @@ fn agent_shutdown_removes_its_containers() {
         !Path::new(&format!("/proc/{init}")).exists(),
         "container init {init} outlived the agent"
     );
-    assert!(!Path::new("/run/kata-containers").join(&cid).exists());
+    let run_dir = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&run));
+    assert!(
+        !Path::new(&run_dir).join(&cid).exists(),
+        "bundle left behind"
+    );
     let cg = Path::new("/sys/fs/cgroup/memory")
-        .join(CGROUP_PARENT)
+        .join(&env.cgroups.name)
         .join(&cid);
     assert!(!cg.exists(), "{} left behind", cg.display());
 }
@@ -551,7 +560,7 @@ fn agent_shutdown_removes_its_containers() {
 fn memory_capped_process_is_oom_killed_and_reported() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("oom");
-    let mut s = spec(
+    let mut s = env.spec(
         env.rootfs.path(),
         &cid,
         &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
@@ -603,7 +612,7 @@ fn a_stuck_container_does_not_delay_another() {
 
     let a = unique("stuck");
     let b = unique("free");
-    let s = spec(stuck_root.path(), &a, &["true"]);
+    let s = env.spec(stuck_root.path(), &a, &["true"]);
     let client = env.client.clone();
     let a2 = a.clone();
     let stuck = env.rt.spawn(async move {
@@ -653,7 +662,7 @@ fn a_stuck_container_does_not_delay_another() {
 fn terminal_session_with_resize() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("pty");
-    let mut s = spec(
+    let mut s = env.spec(
         env.rootfs.path(),
         &cid,
         &[
@@ -763,7 +772,7 @@ fn termination_log_through_get_diagnostic_data() {
 
     // A symlink cannot lead the read out of the container.
     let b = unique("termesc");
-    let mut s = spec(
+    let mut s = env.spec(
         env.rootfs.path(),
         &b,
         &[
@@ -791,7 +800,7 @@ fn termination_log_through_get_diagnostic_data() {
     let msg_dir = tempfile::tempdir().unwrap();
     let msg_file = msg_dir.path().join("msg-file");
     std::fs::write(&msg_file, "").unwrap();
-    let mut s = spec(
+    let mut s = env.spec(
         env.rootfs.path(),
         &c,
         &["sh", "-c", "echo the end > /dev/termination-log"],

@@ -16,12 +16,12 @@ fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
 }
 
-fn base(rootfs: &std::path::Path, cid: &str, script: &str) -> oci::Spec {
+fn base(cgroups: &CgroupParent, rootfs: &std::path::Path, cid: &str, script: &str) -> oci::Spec {
     let mut s = busybox_spec(
         &rootfs.display().to_string(),
         cid,
         &["sh", "-c", script],
-        "guest-agent-tests",
+        &cgroups.name,
     );
     s.Hostname = "feature-box".into();
     s.Mounts
@@ -91,6 +91,7 @@ fn spec_features_seen_from_inside() {
     if !can_run_containers() {
         return;
     }
+    let cgroups = CgroupParent::new();
     let agent = Agent::start();
     let rootfs = Rootfs::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -107,6 +108,7 @@ fn spec_features_seen_from_inside() {
     // no_new_privs, oom_score_adj, masked and readonly paths.
     let cid = format!("feat-{tag}-proc");
     let mut s = base(
+        &cgroups,
         rootfs.path(),
         &cid,
         "id; umask; pwd; echo HOME=$HOME; hostname; ulimit -n; cat /proc/self/status; \
@@ -168,6 +170,7 @@ fn spec_features_seen_from_inside() {
     // A readonly rootfs; mounts as the spec lists them.
     let cid = format!("feat-{tag}-ro");
     let mut s = base(
+        &cgroups,
         rootfs.path(),
         &cid,
         "touch /x 2>/dev/null && echo root-writable || echo root-readonly; cat /proc/self/mountinfo",
@@ -198,6 +201,7 @@ fn spec_features_seen_from_inside() {
     // cgroup limits, as the container sees them in its own cgroup mount.
     let cid = format!("feat-{tag}-cg");
     let mut s = base(
+        &cgroups,
         rootfs.path(),
         &cid,
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
@@ -217,6 +221,7 @@ fn spec_features_seen_from_inside() {
     // seccomp: mkdir refused with EPERM, everything else allowed.
     let cid = format!("feat-{tag}-seccomp");
     let mut s = base(
+        &cgroups,
         rootfs.path(),
         &cid,
         "grep Seccomp: /proc/self/status; mkdir /tmp/d 2>&1; echo mkdir=$?; echo still-running",

@@ -101,21 +101,18 @@ fn copy_file_in_chunks_and_confined() {
         )
         .await
         .unwrap();
-        assert!(
-            !std::path::Path::new(&f).exists(),
-            "renamed before the last chunk"
-        );
+        assert!(!agent.path(&f).exists(), "renamed before the last chunk");
         c.copy_file(
             ctx(),
             &copy(f.clone(), 0o100644, &body[10..], 10, body.len() as i64),
         )
         .await
         .unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), body);
+        assert_eq!(std::fs::read(agent.path(&f)).unwrap(), body);
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(&f).unwrap();
+        let m = std::fs::metadata(agent.path(&f)).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 1234, 5678));
-        let d = std::fs::metadata(format!("{top}/a/b")).unwrap();
+        let d = std::fs::metadata(agent.path(format!("{top}/a/b"))).unwrap();
         assert_eq!(d.mode() & 0o7777, 0o750);
 
         // A symlink to outside, then a write through it: refused.
@@ -123,7 +120,9 @@ fn copy_file_in_chunks_and_confined() {
             .await
             .unwrap();
         assert_eq!(
-            std::fs::read_link(format!("{top}/link")).unwrap().to_str(),
+            std::fs::read_link(agent.path(format!("{top}/link")))
+                .unwrap()
+                .to_str(),
             Some("/etc")
         );
         let evil = format!("evil-{}", std::process::id());
@@ -150,7 +149,7 @@ fn copy_file_in_chunks_and_confined() {
         }
         assert!(!std::path::Path::new("/etc/kata-evil").exists());
     });
-    std::fs::remove_dir_all(&top).unwrap();
+    std::fs::remove_dir_all(agent.path(&top)).unwrap();
 }
 
 #[test]
@@ -158,7 +157,7 @@ fn metrics_and_volume_stats() {
     let agent = Agent::start();
     let (rt, c) = agent_client(&agent);
     let vol = format!("/run/kata-containers/volstat-{}", std::process::id());
-    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::create_dir_all(agent.path(&vol)).unwrap();
     rt.block_on(async {
         let m = c
             .get_metrics(ctx(), &GetMetricsRequest::new())
@@ -213,7 +212,7 @@ fn metrics_and_volume_stats() {
             assert_eq!(code(&e), want, "{path}: {e:?}");
         }
     });
-    std::fs::remove_dir(&vol).unwrap();
+    std::fs::remove_dir(agent.path(&vol)).unwrap();
 }
 
 #[test]
@@ -222,7 +221,7 @@ fn ip_tables_round_trip_in_the_agents_own_network_namespace() {
         return;
     }
     if !std::path::Path::new("/usr/sbin/iptables-save").exists() {
-        eprintln!("skipped: iptables-save missing (apt-get install iptables)");
+        skip("iptables-save missing (apt-get install iptables)");
         return;
     }
     // Its own network namespace: the host's rules are never touched.

@@ -34,7 +34,7 @@ fn status_of(e: &ttrpc::Error) -> (ttrpc::Code, String) {
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: network tests need root");
+        skip("network tests need root");
         return false;
     }
     for tool in ["ip", "nsenter", "unshare"] {
@@ -45,42 +45,19 @@ fn can_run() -> bool {
             .status()
             .is_ok();
         if !found {
-            eprintln!("skipped: {tool} missing (apt-get install iproute2 util-linux)");
+            skip(&format!(
+                "{tool} missing (apt-get install iproute2 util-linux)"
+            ));
             return false;
         }
     }
     true
 }
 
-/// Starts the agent as `Agent::start_isolated` does, and in a new network
-/// namespace too.
+/// Starts the agent in namespaces of its own (network included) and
+/// checks that it really is not in ours.
 fn start_in_own_netns() -> Agent {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("agent.sock");
-    let log = dir.path().join("agent.log");
-    let cmdline = dir.path().join("cmdline");
-    std::fs::write(&cmdline, "").expect("write cmdline");
-    let child = Command::new("unshare")
-        .args(["--net", "--mount", "--uts", "--propagation", "private"])
-        .arg(bin("kata-agent"))
-        .arg("--server-addr")
-        .arg(format!("unix://{}", socket.display()))
-        .arg("--cmdline")
-        .arg(&cmdline)
-        .env_remove("KATA_AGENT_SERVER_ADDR")
-        .env_remove("KATA_AGENT_LOG_LEVEL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create log"))
-        .spawn()
-        .expect("spawn unshare kata-agent");
-    let mut agent = Agent {
-        child: Some(child),
-        dir,
-        socket,
-        log,
-    };
-    agent.wait_ready(Duration::from_secs(20));
+    let agent = Agent::start_isolated();
     // Everything below changes the agent's namespace: make sure it is not ours.
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_ne!(

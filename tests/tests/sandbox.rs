@@ -40,6 +40,7 @@ fn shim_sequence_leaves_nothing_behind() {
     if !can_run_containers() {
         return;
     }
+    let cgroups = CgroupParent::new();
     let agent = Agent::start_isolated();
     let pid = agent.pid();
     let before = agent_mounts(pid);
@@ -88,7 +89,7 @@ fn shim_sequence_leaves_nothing_behind() {
                 "-c",
                 "hostname; cat /etc/hostname 2>/dev/null; echo up; exec sleep 1000",
             ],
-            "guest-agent-tests",
+            &cgroups.name,
         );
         let mut req = CreateContainerRequest::new();
         req.container_id = cid.clone();
@@ -153,7 +154,7 @@ fn shim_sequence_leaves_nothing_behind() {
             "-c".into(),
             "readlink /proc/self/ns/ipc; hostname; cat /proc/[0-9]*/cmdline | tr '\\0' ' '".into(),
         ];
-        s2.Linux.as_mut().unwrap().CgroupsPath = format!("/guest-agent-tests/{cid2}");
+        s2.Linux.as_mut().unwrap().CgroupsPath = format!("/{}/{cid2}", cgroups.name);
         let mut req2 = CreateContainerRequest::new();
         req2.container_id = cid2.clone();
         req2.exec_id = cid2.clone();
@@ -209,14 +210,21 @@ fn shim_sequence_leaves_nothing_behind() {
 
     let after = agent_mounts(pid);
     assert_eq!(after, before, "mounts left in the agent's namespace");
-    assert!(!Path::new("/run/kata-containers").join(&cid).exists());
-    assert!(!Path::new("/sys/fs/cgroup/memory/guest-agent-tests")
+    assert!(!agent.path("/run/kata-containers").join(&cid).exists());
+    assert!(!Path::new("/sys/fs/cgroup/memory")
+        .join(&cgroups.name)
         .join(&cid)
         .exists());
     assert!(children_of(pid).is_empty());
     assert!(
-        !Path::new("/run/kata-containers/shared").exists(),
+        !agent.path("/run/kata-containers/shared").exists(),
         "shared dir left behind"
+    );
+    assert!(
+        !agent
+            .path("/run/kata-containers/sandbox/resolv.conf")
+            .exists(),
+        "dns file left behind"
     );
     // The host's hostname is untouched: the agent has its own UTS namespace.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

@@ -13,7 +13,7 @@
 #
 # Environment: as lib.sh (INITRD, AGENT_CTL, MEM_MB, ...), and
 #   BOOT_RUNS      boots per kernel [3]
-#   DEBIAN_KERNEL  [newest /boot/vmlinuz-*-cloud-amd64]
+#   DEBIAN_KERNEL  [build/debian-kernel/vmlinuz]
 #   OUR_KERNEL     [build/kernel/bzImage; `make -f image.mk kernel`]; skipped if absent
 #   OUR_INITRD     initrd booted with our kernel, e.g. one built without
 #                  modules (MODULES_KVER= ) [INITRD]
@@ -23,7 +23,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BOOT_RUNS="${BOOT_RUNS:-3}"
-DEBIAN_KERNEL="${DEBIAN_KERNEL:-$(find /boot -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' | sort -V | tail -n 1)}"
+DEBIAN_KERNEL="${DEBIAN_KERNEL:-$vm_repo/build/debian-kernel/vmlinuz}"
 OUR_KERNEL="${OUR_KERNEL:-$vm_repo/build/kernel/bzImage}"
 AGENT_LOG="${AGENT_LOG:-info}"
 KERNEL="${KERNEL:-$DEBIAN_KERNEL}"
@@ -101,5 +101,6 @@ bench_kernel() {
 
 echo "boot to agent-ready: QEMU $ACCEL, ${MEM_MB} MiB, $SMP vCPU, $BOOT_RUNS boots per kernel, ms: median [min-max]"
 printf '%-42s %-20s %-20s %-20s %-16s %s\n' kernel "to Check" "agent start" listening "PID 1 setup" initrd
-bench_kernel "debian $(basename "$DEBIAN_KERNEL" | sed 's/^vmlinuz-//')" "$DEBIAN_KERNEL" "$INITRD"
+debian_release="$(cat "$(dirname "$DEBIAN_KERNEL")/release" 2>/dev/null || basename "$DEBIAN_KERNEL" | sed 's/^vmlinuz-//')"
+bench_kernel "debian $debian_release" "$DEBIAN_KERNEL" "$INITRD"
 bench_kernel "ours $(basename "$OUR_KERNEL")" "$OUR_KERNEL" "$OUR_INITRD"

@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Installs what the micro-VM targets need on a fresh Debian machine (as
-# root): QEMU, Debian's cloud kernel, busybox, cpio and zstd, socat, and the
-# two vhost-user backends from crates.io. Idempotent: what is there stays.
+# root): QEMU, busybox, cpio and zstd, socat, the image tools, and the two
+# vhost-user backends from crates.io; then fetches Debian's cloud kernel
+# into build/debian-kernel (downloaded and unpacked, not installed: the
+# host's /boot and /lib/modules stay as they are). Idempotent: what is there
+# stays. Each long phase says when it starts and how long it took.
 # Inputs: SKIP_APT=1 skips the Debian packages; CARGO (default cargo).
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
 CARGO=${CARGO:-cargo}
-PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio zstd xz-utils socat kmod
+PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod
     e2fsprogs erofs-utils libseccomp-dev libcap-ng-dev pkg-config)
+
+# phase LABEL CMD...: runs CMD between a start line and an end line with
+# the seconds it took.
+phase() {
+    local label="$1" start=$SECONDS
+    shift
+    echo "install-deps: $label ..."
+    "$@"
+    echo "install-deps: $label: done in $((SECONDS - start)) s"
+}
 
 if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
     missing=()
@@ -16,14 +31,16 @@ if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        phase "apt-get update" apt-get update -qq
+        phase "apt-get install ${missing[*]}" \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
 for tool in vhost-device-vsock virtiofsd; do
     if ! command -v "$tool" >/dev/null; then
-        echo "install-deps: cargo install $tool (a few minutes)"
-        "$CARGO" install --locked --quiet "$tool"
+        phase "cargo install $tool (a few minutes)" "$CARGO" install --locked --quiet "$tool"
     fi
 done
+phase "Debian's cloud kernel into build/debian-kernel" \
+    env OUT_DIR="${DEBIAN_KERNEL_DIR:-$repo/build/debian-kernel}" "$repo/rootfs-builder/debian-kernel.sh"
 echo "install-deps: ready"

@@ -26,7 +26,8 @@
 # vm_expect_status CODE WHAT, vm_field FIELD JSON, vm_json_str STRING.
 #
 # Environment (defaults in brackets):
-#   KERNEL          guest kernel [newest /boot/vmlinuz-*-cloud-amd64]
+#   KERNEL          guest kernel [build/debian-kernel/vmlinuz: Debian's cloud kernel,
+#                   unpacked by rootfs-builder/debian-kernel.sh]
 #   INITRD          guest initrd from rootfs-builder [build/kata-initrd.img]
 #   AGENT_CTL       the debugging client [target/debug/agent-ctl]
 #   QEMU            [qemu-system-x86_64]
@@ -51,7 +52,7 @@ vm_repo="$(cd "$vm_lib_dir/../.." && pwd)"
 vm_log() { echo "vm-test: $*" >&2; }
 
 vm_init() {
-    KERNEL="${KERNEL:-$(find /boot -maxdepth 1 -name 'vmlinuz-*-cloud-amd64' | sort -V | tail -n 1)}"
+    KERNEL="${KERNEL:-$vm_repo/build/debian-kernel/vmlinuz}"
     INITRD="${INITRD:-$vm_repo/build/kata-initrd.img}"
     ROOT_IMAGE="${ROOT_IMAGE:-}"
     AGENT_CTL="${AGENT_CTL:-$vm_repo/target/debug/agent-ctl}"
@@ -69,7 +70,7 @@ vm_init() {
     BUSYBOX="${BUSYBOX:-/bin/busybox}"
 
     if [[ -z "$KERNEL" || ! -f "$KERNEL" ]]; then
-        vm_log "kernel '$KERNEL': not found (apt-get install linux-image-cloud-amd64, or KERNEL=)"
+        vm_log "kernel '$KERNEL': not found (rootfs-builder/debian-kernel.sh fetches Debian's, or KERNEL=)"
         exit 1
     fi
     if [[ -n "$ROOT_IMAGE" && ! -f "$ROOT_IMAGE" ]]; then

@@ -221,7 +221,7 @@ mod tests {
             let (pty, mut child) = match spawn_shell("/bin/sh") {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("skipped: no PTY here: {e}");
+                    crate::storage::testns::skip(&format!("no PTY here: {e}"));
                     return;
                 }
             };
@@ -275,21 +275,38 @@ mod tests {
             let (pty, mut child) = match spawn_shell("/bin/sh") {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("skipped: no PTY here: {e}");
+                    crate::storage::testns::skip(&format!("no PTY here: {e}"));
                     return;
                 }
             };
+            // A session whose foreground program does not read the
+            // terminal: only the hang-up can end it, not an end of input.
+            pty.write_all(b"exec sleep 1000\n").await.unwrap();
+            let comm = format!("/proc/{}/comm", child.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the shell did not exec sleep"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             let (mut agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
             drop(host_end);
             // The host is gone: the session ends (on its EOF, or on a failed
-            // write of the shell's prompt) and the master is closed.
+            // write of the echoed line) and the master is closed.
             let _ = bridge(&mut agent_end, &pty).await;
             drop(pty);
             let status = tokio::task::spawn_blocking(move || child.wait())
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(!status.success(), "the shell ends by SIGHUP: {status:?}");
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGHUP),
+                "the session ends by SIGHUP: {status:?}"
+            );
         });
     }
 }

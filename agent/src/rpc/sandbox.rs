@@ -67,24 +67,24 @@ impl AgentImpl {
                 sandbox_files::set_hostname(&req.hostname)
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
             }
-            let dns_dir = Path::new(SANDBOX_DIR);
-            let etc = Path::new(ETC_RESOLV);
-            if !req.dns.is_empty() {
-                sandbox_files::setup_dns(dns_dir, &req.dns, etc)
+            let dns =
+                sandbox_files::setup_dns(Path::new(SANDBOX_DIR), &req.dns, Path::new(ETC_RESOLV))
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
-            }
             for s in &req.storages {
                 if let Err(e) = sandbox.storage.add(SANDBOX_OWNER, s) {
                     // Nothing half-done: undo what this request set up.
                     for e in sandbox.storage.release(SANDBOX_OWNER) {
                         log::warn!("sandbox {sid:?}: undo storage: {e}");
                     }
-                    if !req.dns.is_empty() {
-                        let _ = sandbox_files::teardown_dns(dns_dir, etc);
+                    if let Some(dns) = &dns {
+                        if let Err(e) = sandbox_files::teardown_dns(dns) {
+                            log::warn!("sandbox {sid:?}: undo dns: {e}");
+                        }
                     }
                     return Err(fail(Code::INVALID_ARGUMENT, e.to_string()));
                 }
             }
+            lock(&sandbox.state).dns = dns;
             Ok(())
         })
         .await??;
@@ -175,10 +175,14 @@ impl AgentImpl {
                 .into_iter()
                 .map(|e| e.to_string())
                 .collect();
-            if let Err(e) =
-                sandbox_files::teardown_dns(Path::new(SANDBOX_DIR), Path::new(ETC_RESOLV))
-            {
-                errors.push(e.to_string());
+            let dns = lock(&sandbox.state).dns.take();
+            if let Some(dns) = dns {
+                if let Err(e) = sandbox_files::teardown_dns(&dns) {
+                    errors.push(e.to_string());
+                    // Kept, so that a later DestroySandbox or the agent's
+                    // shutdown tries again.
+                    lock(&sandbox.state).dns = Some(dns);
+                }
             }
             errors
         })

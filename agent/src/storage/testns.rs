@@ -3,8 +3,9 @@
 //!
 //! A test calls [`enter`] first: outside the namespaces it re-runs itself
 //! under `unshare` and returns `false` (the child's result is asserted);
-//! inside, it returns `true` and the body runs. Without root it prints
-//! that the test is skipped and returns `false`.
+//! inside, it returns `true` and the body runs. Without root it says
+//! that the test is skipped and returns `false`; under CI (`CI` set) a
+//! skip fails the test instead (see [`skip`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -33,6 +34,15 @@ pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Says why a test cannot run here; under CI (`CI` set and not `0` or
+/// `false`), where everything a test needs is installed and the tests run
+/// as root, that is a failure: a skip there would hide untested code.
+pub(crate) fn skip(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(!ci, "{why}: CI is set, so this test must run here");
+    eprintln!("skipped: {why}");
+}
+
 /// See the module docs. `uts` adds a private UTS namespace.
 pub(crate) fn enter(test: &str, uts: bool) -> bool {
     if std::env::var(INNER).as_deref() == Ok(test) {
@@ -44,6 +54,7 @@ pub(crate) fn enter(test: &str, uts: bool) -> bool {
         return true;
     }
     if !is_root() {
+        skip(&format!("{test} needs root"));
         return false;
     }
     let exe = match std::env::current_exe() {

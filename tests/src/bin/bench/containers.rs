@@ -8,7 +8,7 @@ use protocols::agent::*;
 use protocols::agent_ttrpc::AgentServiceClient;
 use protocols::oci;
 
-use super::{push, Row};
+use super::{judge, push, Goal, Row};
 
 const CGROUP_PARENT: &str = "guest-agent-bench";
 
@@ -130,7 +130,12 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
             ms(percentile(&cycle, 50.0)),
             ms(percentile(&cycle, 99.0))
         ),
-        "16.7 (p90 30.9) ms / <= 6.7 ms",
+        "11.9 ms / <= 0.1x: 1.2 ms",
+    );
+    judge(
+        rows,
+        percentile(&cycle, 50.0).as_secs_f64() * 1e3,
+        Goal::AtMost(1.19),
     );
     for s in steps.iter_mut() {
         s.sort();
@@ -156,7 +161,12 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
         rows,
         "RemoveContainer p50",
         format!("{} ms", ms(percentile(&removes, 50.0))),
-        "1.4 ms / <= 1 ms",
+        "1.05 ms / <= 0.5x: 0.53 ms",
+    );
+    judge(
+        rows,
+        percentile(&removes, 50.0).as_secs_f64() * 1e3,
+        Goal::AtMost(0.525),
     );
 
     // ExecProcess of `true` into a running container.
@@ -215,8 +225,9 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
             total as f64 / secs / 1048576.0,
             total
         ),
-        "about 150 MiB/s / >= 300 MiB/s",
+        "246-316 MiB/s / >= 2x: 632 MiB/s",
     );
+    judge(rows, total as f64 / secs / 1048576.0, Goal::AtLeast(632.0));
 
     // RSS with 20 containers running.
     let mut ids = Vec::new();
@@ -239,8 +250,9 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
             anon as f64 / 1024.0,
             file as f64 / 1024.0
         ),
-        "18.5 MB, 7 threads / <= 4.6 MB",
+        "18.4 MB / <= 0.25x: 4.6 MB",
     );
+    judge(rows, rss as f64 * 1024.0 / 1e6, Goal::AtMost(4.6));
     for cid in ids {
         b.remove(&cid).await?;
     }

@@ -19,6 +19,25 @@ pub struct Row {
     figure: String,
     value: String,
     baseline: &'static str,
+    /// Whether the figure meets its goal, when it has one.
+    met: Option<bool>,
+}
+
+/// A figure's goal, in the unit of the number passed to [`judge`].
+#[derive(Clone, Copy)]
+pub enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+/// Marks the last row as meeting `goal` or missing it.
+pub fn judge(rows: &mut [Row], measured: f64, goal: Goal) {
+    if let Some(r) = rows.last_mut() {
+        r.met = Some(match goal {
+            Goal::AtMost(limit) => measured <= limit,
+            Goal::AtLeast(limit) => measured >= limit,
+        });
+    }
 }
 
 fn main() {
@@ -71,6 +90,7 @@ pub fn push(
         figure: figure.into(),
         value: value.into(),
         baseline,
+        met: None,
     });
 }
 
@@ -82,10 +102,36 @@ fn print_table(rows: &[Row]) {
         .unwrap_or(6)
         .max(6);
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(5).max(5);
-    println!("| {:w0$} | {:w1$} | upstream / goal |", "figure", "ours");
-    println!("|{}|{}|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+    println!(
+        "| {:w0$} | {:w1$} | upstream / goal | goal |",
+        "figure", "ours"
+    );
+    println!("|{}|{}|---|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
     for r in rows {
-        println!("| {:w0$} | {:w1$} | {} |", r.figure, r.value, r.baseline);
+        let met = match r.met {
+            Some(true) => "met",
+            Some(false) => "**MISSED**",
+            None => "",
+        };
+        println!(
+            "| {:w0$} | {:w1$} | {} | {met} |",
+            r.figure, r.value, r.baseline
+        );
+    }
+    let judged = rows.iter().filter(|r| r.met.is_some()).count();
+    let missed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.met == Some(false))
+        .map(|r| r.figure.trim())
+        .collect();
+    if missed.is_empty() {
+        println!("\nall {judged} figures with a goal meet it");
+    } else {
+        println!(
+            "\n{} of {judged} figures with a goal miss it: {}",
+            missed.len(),
+            missed.join("; ")
+        );
     }
 }
 
@@ -120,8 +166,9 @@ fn binary_size(path: &Path, rows: &mut Vec<Row>) {
         rows,
         format!("stripped binary ({linkage})"),
         format!("{:.2} MB", size as f64 / 1e6),
-        "26.2 MB / <= 6.5 MB static",
+        "26.2 MB / <= 0.25x: 6.5 MB static",
     );
+    judge(rows, size as f64 / 1e6, Goal::AtMost(6.55));
 }
 
 /// Time from spawn to the first answered Check, median over `rounds`.
@@ -183,6 +230,11 @@ fn start_to_ready(exe: &Path, rounds: usize, rows: &mut Vec<Row>) {
         format!("{:.2} ms", percentile(&samples, 50.0).as_secs_f64() * 1e3),
         "4 to 7 ms / <= 2 ms",
     );
+    judge(
+        rows,
+        percentile(&samples, 50.0).as_secs_f64() * 1e3,
+        Goal::AtMost(2.0),
+    );
 }
 
 fn idle_memory(agent: &Agent, rows: &mut Vec<Row>) {
@@ -198,7 +250,12 @@ fn idle_memory(agent: &Agent, rows: &mut Vec<Row>) {
             kib("RssAnon:") as f64 / 1024.0,
             kib("RssFile:") as f64 / 1024.0
         ),
-        "12.5 MB / <= 3.2 MB",
+        "12.1 MB / <= 0.25x: 3.0 MB",
+    );
+    judge(
+        rows,
+        kib("VmRSS:") as f64 * 1024.0 / 1e6,
+        Goal::AtMost(3.03),
     );
     push(rows, "idle threads", kib("Threads:").to_string(), "5");
 }
@@ -223,8 +280,9 @@ fn check_latency(agent: &Agent, rows: &mut Vec<Row>) {
             rows,
             "200 sequential Checks, 1 connection",
             format!("{:.2} ms", total.as_secs_f64() * 1e3),
-            "20.2 ms / <= 16.2 ms",
+            "19.3 ms / <= 0.3x: 5.8 ms",
         );
+        judge(rows, total.as_secs_f64() * 1e3, Goal::AtMost(5.79));
     }
     for conns in [1usize, 16] {
         let per = if conns == 1 { 5000 } else { 1000 };

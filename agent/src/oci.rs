@@ -302,6 +302,19 @@ fn seccomp(s: &pb::LinuxSeccomp) -> Option<Value> {
         .some()
 }
 
+/// A namespace type as the OCI JSON names it. Kata's clients spell some
+/// types two ways: the Go runtime as the OCI spec does (`mount`,
+/// `network`), upstream agent-ctl and runtime-rs as `oci-spec`'s Rust types
+/// print them, the kernel's names (`mnt`, `net`). Both are accepted, as
+/// upstream's agent does; anything else goes on to fail validation by name.
+fn namespace_type(t: &str) -> Value {
+    use rustjail::oci_spec::runtime::LinuxNamespaceType;
+    LinuxNamespaceType::try_from(t)
+        .ok()
+        .and_then(|ty| serde_json::to_value(ty).ok())
+        .unwrap_or_else(|| json!(t))
+}
+
 fn linux(l: &pb::Linux) -> Value {
     let idmap = |ms: &[pb::LinuxIDMapping]| -> Vec<Value> {
         ms.iter()
@@ -313,7 +326,7 @@ fn linux(l: &pb::Linux) -> Value {
         .iter()
         .map(|n| {
             Obj::default()
-                .raw("type", json!(n.Type))
+                .raw("type", namespace_type(&n.Type))
                 .str("path", &n.Path)
                 .done()
         })
@@ -519,6 +532,82 @@ mod tests {
         s.Process.as_mut().unwrap().Rlimits[0].Type = "RLIMIT_NOPE".into();
         let e = spec_from_proto(&s).unwrap_err().to_string();
         assert!(e.contains("RLIMIT_NOPE"), "{e}");
+    }
+
+    /// Upstream agent-ctl and runtime-rs print namespace types with
+    /// `oci-spec`'s Display (`mnt`, `net`); the Go runtime uses the OCI
+    /// names. Capabilities come as `CAP_CHOWN` or `CHOWN`.
+    #[test]
+    fn spellings_of_kata_clients_are_accepted() {
+        use rustjail::oci_spec::runtime::{Capability, LinuxNamespaceType as T};
+        let mut s = sample();
+        let l = s.Linux.as_mut().unwrap();
+        l.Namespaces.clear();
+        for t in [
+            "mnt", "mount", "net", "network", "pid", "ipc", "uts", "user", "cgroup", "time",
+        ] {
+            let mut ns = pb::LinuxNamespace::new();
+            ns.Type = t.into();
+            l.Namespaces.push(ns);
+        }
+        s.Process
+            .as_mut()
+            .unwrap()
+            .Capabilities
+            .as_mut()
+            .unwrap()
+            .Bounding = vec!["CHOWN".into(), "CAP_KILL".into()];
+        let spec = spec_from_proto(&s).unwrap();
+        let got: Vec<T> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                T::Mount,
+                T::Mount,
+                T::Network,
+                T::Network,
+                T::Pid,
+                T::Ipc,
+                T::Uts,
+                T::User,
+                T::Cgroup,
+                T::Time
+            ]
+        );
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        let bounding = caps.bounding().as_ref().unwrap();
+        assert!(bounding.contains(&Capability::Chown) && bounding.contains(&Capability::Kill));
+        // Each Display form of the Rust types converts back to the same value.
+        for t in [T::Mount, T::Network, T::Pid, T::Time] {
+            let mut s = sample();
+            s.Linux.as_mut().unwrap().Namespaces[0].Type = t.to_string();
+            let spec = spec_from_proto(&s).unwrap();
+            assert_eq!(
+                spec.linux()
+                    .as_ref()
+                    .unwrap()
+                    .namespaces()
+                    .as_ref()
+                    .unwrap()[0]
+                    .typ(),
+                t
+            );
+        }
     }
 
     #[test]

@@ -258,17 +258,39 @@ pub struct CgroupParent {
     pub name: String,
 }
 
+fn next_cgroup_number() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
 impl CgroupParent {
     pub fn new() -> CgroupParent {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
         CgroupParent {
             name: format!(
                 "guest-agent-tests-{}-{}",
                 std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
+                next_cgroup_number()
             ),
         }
+    }
+
+    /// A top-level systemd slice of the test's own, `gatests<pid>x<n>.slice`:
+    /// no `-` in its base, so systemd's nesting of `-` separated slices
+    /// keeps every slice made from it (`<base>-pod1.slice`) below it.
+    pub fn systemd_slice() -> CgroupParent {
+        CgroupParent {
+            name: format!(
+                "gatests{}x{}.slice",
+                std::process::id(),
+                next_cgroup_number()
+            ),
+        }
+    }
+
+    /// The name without `.slice`, for building slice names below it.
+    pub fn slice_base(&self) -> &str {
+        self.name.strip_suffix(".slice").unwrap_or(&self.name)
     }
 
     /// Directories of this parent that exist now, in every hierarchy.

@@ -477,6 +477,67 @@ fn footprint(pid: u32, parent: &str) -> (usize, u64, usize, usize, usize) {
     )
 }
 
+/// The kubelet's systemd cgroup driver (kubeadm's default) sends
+/// `slice:prefix:name`; the pod's containers share the pod's slice, laid out
+/// as systemd does, and the slices go with the pod's last container.
+#[test]
+fn systemd_cgroups_paths_group_a_pod_and_leave_nothing() {
+    let Some(mut env) = Env::new() else { return };
+    let top = CgroupParent::systemd_slice();
+    let base = top.slice_base().to_string();
+    let pod = format!("{base}-besteffort-pod{}.slice", std::process::id());
+    let pod_dir = format!("{base}.slice/{base}-besteffort.slice/{pod}");
+    let (a, b) = (unique("sd-a"), unique("sd-b"));
+    for cid in [&a, &b] {
+        let mut s = env.spec(env.rootfs.path(), cid, &["sleep", "1000"]);
+        s.Linux.as_mut().unwrap().CgroupsPath = format!("{pod}:cri-containerd:{cid}");
+        env.create(cid, s).unwrap();
+        env.start(cid).unwrap();
+    }
+    for ctrl in ["memory", "pids", "cpu", "freezer"] {
+        for cid in [&a, &b] {
+            let scope = Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(&pod_dir)
+                .join(format!("cri-containerd-{cid}.scope"));
+            assert!(scope.is_dir(), "{} missing", scope.display());
+        }
+    }
+    env.remove(&a).unwrap();
+    assert!(
+        Path::new("/sys/fs/cgroup/memory").join(&pod_dir).is_dir(),
+        "the pod's slice went while a container is in it"
+    );
+    env.remove(&b).unwrap();
+    assert!(top.dirs().is_empty(), "slices left: {:?}", top.dirs());
+    env.assert_gone(&a);
+}
+
+/// Parents the agent created for a container go with their last child;
+/// one that existed before is left alone.
+#[test]
+fn parent_cgroups_the_agent_created_go_with_their_last_child() {
+    let Some(env) = Env::new() else { return };
+    let outer = CgroupParent::new();
+    // Made by the test: the agent must not remove it.
+    let kept = Path::new("/sys/fs/cgroup/memory").join(&outer.name);
+    std::fs::create_dir(&kept).unwrap();
+    let cid = unique("nested");
+    let mut s = env.spec(env.rootfs.path(), &cid, &["true"]);
+    s.Linux.as_mut().unwrap().CgroupsPath = format!("/{}/pod-x/{cid}", outer.name);
+    env.create(&cid, s).unwrap();
+    env.start(&cid).unwrap();
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    assert!(kept.join("pod-x").is_dir());
+    env.remove(&cid).unwrap();
+    assert!(!kept.join("pod-x").exists(), "pod-level parent left behind");
+    assert!(
+        kept.is_dir(),
+        "a parent the agent did not create was removed"
+    );
+    assert_eq!(outer.dirs(), vec![kept]);
+}
+
 #[test]
 fn hundred_cycles_leave_no_fd_thread_child_mount_or_cgroup() {
     let Some(mut env) = Env::new() else { return };

@@ -4,8 +4,16 @@
 //! `cgroups-rs` detects the layout: one hierarchy per controller (v1) or the
 //! unified hierarchy (v2) at `/sys/fs/cgroup`. Paths are relative to the
 //! hierarchy roots, the same path under every v1 controller.
+//!
+//! A `cgroupsPath` in systemd form (`slice:prefix:name`, what the kubelet's
+//! systemd cgroup driver, kubeadm's default, puts in every spec) is laid out
+//! as systemd itself would lay it out, so that the containers of one pod
+//! share the pod's slice directory. Parent directories this process created
+//! for a container's cgroup are removed when their last child goes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::{hierarchies, Cgroup};
@@ -97,14 +105,15 @@ pub fn control_file(
     p
 }
 
-/// Normalizes an OCI `cgroupsPath` to a path relative to the hierarchy roots.
+/// Normalizes an OCI `cgroupsPath` to a path relative to the hierarchy
+/// roots; a systemd-form path goes through [`systemd_path`].
 pub fn normalize_path(path: &str) -> Result<String> {
     let invalid = |reason| Error::InvalidPath {
         path: path.to_string(),
         reason,
     };
     if path.contains(':') {
-        return Err(invalid("systemd cgroup paths are not supported"));
+        return systemd_path(path).map_err(invalid);
     }
     let mut out = PathBuf::new();
     for comp in Path::new(path).components() {
@@ -120,6 +129,142 @@ pub fn normalize_path(path: &str) -> Result<String> {
     out.to_str()
         .map(str::to_string)
         .ok_or_else(|| invalid("not valid utf-8"))
+}
+
+/// The cgroupfs path systemd uses for the unit a systemd-form
+/// `cgroupsPath` names (`slice:prefix:name`, runc's convention): the slice
+/// expanded into its parents, then `<prefix>-<name>.scope` (or `name` as it
+/// is when it is a slice). An empty slice means `system.slice`, `-` the
+/// root slice.
+///
+/// `kubepods-besteffort-pod12.slice:cri-containerd:abc` becomes
+/// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-abc.scope`.
+pub fn systemd_path(path: &str) -> std::result::Result<String, &'static str> {
+    let mut parts = path.split(':');
+    let (Some(slice), Some(prefix), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("systemd form must be slice:prefix:name");
+    };
+    let unit_ok = |s: &str| !s.contains('/') && s != "." && s != "..";
+    if name.is_empty() || !unit_ok(name) || !unit_ok(prefix) {
+        return Err("invalid unit name in systemd form");
+    }
+    let mut out = expand_slice(if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    })?;
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    if !out.is_empty() {
+        out.push('/');
+    }
+    out.push_str(&unit);
+    Ok(out)
+}
+
+/// systemd's slice nesting: `a-b-c.slice` lives in `a.slice/a-b.slice/`.
+fn expand_slice(slice: &str) -> std::result::Result<String, &'static str> {
+    if slice == "-" || slice == "-.slice" {
+        return Ok(String::new());
+    }
+    let Some(base) = slice.strip_suffix(".slice") else {
+        return Err("systemd slice must end in .slice");
+    };
+    if base.is_empty()
+        || base.contains('/')
+        || base.starts_with('-')
+        || base.ends_with('-')
+        || base.contains("--")
+    {
+        return Err("invalid systemd slice name");
+    }
+    let mut out = String::new();
+    for (i, _) in base.match_indices('-') {
+        out.push_str(&base[..i]);
+        out.push_str(".slice/");
+    }
+    out.push_str(slice);
+    Ok(out)
+}
+
+/// Parent directories this process created for containers' cgroups: for
+/// each parent path, the directories (one a hierarchy) that did not exist
+/// before. The lock also orders creating a child against removing a
+/// parent, so that a parent is never removed under a child being created.
+static CREATED_PARENTS: Mutex<BTreeMap<String, Vec<PathBuf>>> = Mutex::new(BTreeMap::new());
+
+fn created_parents() -> MutexGuard<'static, BTreeMap<String, Vec<PathBuf>>> {
+    CREATED_PARENTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The proper ancestors of a relative cgroup path, outermost first.
+fn ancestors(path: &str) -> Vec<String> {
+    path.match_indices('/')
+        .map(|(i, _)| path[..i].to_string())
+        .collect()
+}
+
+/// The roots of the mounted hierarchies: `/sys/fs/cgroup` on v2, each
+/// controller's directory on v1 (links such as `cpu -> cpu,cpuacct` are
+/// skipped: their target is listed too).
+fn hierarchy_roots() -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    if layout() == Layout::V2 {
+        return vec![root.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The parents of `path` that do not exist yet, with their directories.
+fn missing_parents(path: &str) -> Vec<(String, Vec<PathBuf>)> {
+    let roots = hierarchy_roots();
+    ancestors(path)
+        .into_iter()
+        .filter_map(|parent| {
+            let dirs: Vec<PathBuf> = roots
+                .iter()
+                .map(|r| r.join(&parent))
+                .filter(|d| !d.exists())
+                .collect();
+            (!dirs.is_empty()).then_some((parent, dirs))
+        })
+        .collect()
+}
+
+/// Removes the parent directories of `path` this process created,
+/// innermost first, while they have no child left.
+fn release_parents(path: &str) {
+    let mut created = created_parents();
+    for parent in ancestors(path).into_iter().rev() {
+        let Some(dirs) = created.get_mut(&parent) else {
+            break;
+        };
+        dirs.retain(|d| match std::fs::remove_dir(d) {
+            Ok(()) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        });
+        if !dirs.is_empty() {
+            // Another child is still in it.
+            break;
+        }
+        created.remove(&parent);
+    }
 }
 
 /// One container's cgroup.
@@ -149,6 +294,9 @@ impl CgroupManager {
                 cause: e.to_string(),
             }
         };
+        // Held until the cgroup exists: see CREATED_PARENTS.
+        let mut created = created_parents();
+        let new_parents = missing_parents(&path);
         let cg = Cgroup::load(hierarchies::auto(), &path);
         if cg.exists() {
             // Another container's, or a leftover: never adopt (or later
@@ -159,15 +307,25 @@ impl CgroupManager {
                 cause: "already exists".into(),
             });
         }
-        cg.create().map_err(|e| Error::Op {
-            path: path.clone(),
-            op: "create",
-            cause: e.to_string(),
-        })?;
+        let made = cg.create();
+        for (parent, dirs) in new_parents {
+            created.entry(parent).or_default().extend(dirs);
+        }
+        drop(created);
+        if let Err(e) = made {
+            let _ = cg.delete();
+            release_parents(&path);
+            return Err(Error::Op {
+                path,
+                op: "create",
+                cause: e.to_string(),
+            });
+        }
         let fs = match FsManager::new(&path) {
             Ok(fs) => fs,
             Err(e) => {
                 let _ = cg.delete();
+                release_parents(&path);
                 return Err(err("load")(e));
             }
         };
@@ -175,6 +333,7 @@ impl CgroupManager {
         if let Some(res) = resources {
             if let Err(e) = mgr.fs.set(res) {
                 let _ = mgr.fs.destroy();
+                release_parents(&mgr.path);
                 return Err(Error::Op {
                     path: mgr.path,
                     op: "apply resources",
@@ -302,7 +461,9 @@ impl CgroupManager {
             path,
             op: "remove",
             cause: e.to_string(),
-        })
+        })?;
+        release_parents(&self.path);
+        Ok(())
     }
 
     /// Whether the cgroup directory still exists.
@@ -321,7 +482,53 @@ mod tests {
         assert_eq!(normalize_path("a/./b/").unwrap(), "a/b");
         assert!(normalize_path("/a/../b").is_err());
         assert!(normalize_path("/").is_err());
-        assert!(normalize_path("system.slice:kata:abc").is_err());
+        assert_eq!(
+            normalize_path("system.slice:kata:abc").unwrap(),
+            "system.slice/kata-abc.scope"
+        );
+    }
+
+    #[test]
+    fn systemd_form_as_systemd_lays_it_out() {
+        for (form, want) in [
+            (
+                "kubepods-besteffort-pod1b2c.slice:cri-containerd:0123abc",
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1b2c.slice/cri-containerd-0123abc.scope",
+            ),
+            (
+                "kubepods-pod9.slice:cri-containerd:ctr",
+                "kubepods.slice/kubepods-pod9.slice/cri-containerd-ctr.scope",
+            ),
+            (":docker:abc", "system.slice/docker-abc.scope"),
+            ("-:crio:abc", "crio-abc.scope"),
+            ("machine.slice::vm1", "machine.slice/vm1.scope"),
+            (
+                "kubepods.slice:ignored:kubepods-burstable.slice",
+                "kubepods.slice/kubepods-burstable.slice",
+            ),
+        ] {
+            assert_eq!(systemd_path(form).as_deref(), Ok(want), "{form}");
+        }
+        for bad in [
+            "a.slice:b",
+            "a.slice:b:c:d",
+            "a.slice:p:",
+            "nota-slice:p:n",
+            "a--b.slice:p:n",
+            "-a.slice:p:n",
+            "a/b.slice:p:n",
+            "a.slice:p:../n",
+            "a.slice:p:..",
+        ] {
+            let e = normalize_path(bad).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("cgroup {bad}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn ancestors_outermost_first() {
+        assert_eq!(ancestors("a/b/c"), vec!["a".to_string(), "a/b".to_string()]);
+        assert!(ancestors("a").is_empty());
     }
 
     #[test]

@@ -16,8 +16,8 @@
 
 pub mod cgroups;
 pub mod modules;
-mod mounts;
-mod net;
+pub mod mounts;
+pub mod net;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

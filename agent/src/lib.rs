@@ -8,17 +8,15 @@
 //! wire messages and calls into the sandbox state and `rustjail`.
 
 pub mod config;
-pub mod init;
+pub mod containers;
+pub mod lock;
 pub mod logging;
 pub mod network;
 pub mod observe;
-pub mod oci;
-pub mod oom;
-pub mod pause;
+pub mod pid1;
 pub mod reaper;
 pub mod rpc;
 pub mod sandbox;
-pub mod sandbox_files;
 pub mod server;
 pub mod storage;
 pub mod stream;
@@ -70,7 +68,7 @@ fn start_launcher() -> Option<std::sync::Arc<rustjail::zygote::Zygote>> {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("init: {0}")]
-    Init(#[from] init::InitError),
+    Init(#[from] pid1::InitError),
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("logger: {0}")]
@@ -109,7 +107,7 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
         Command::Serve(flags) => flags,
     };
     // First, so that /proc (and with it the kernel command line) exists.
-    init::setup_pid1(false)?;
+    pid1::setup_pid1(false)?;
     let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;
     // Logs to stderr, or kept for the host's reader on agent.log_vport.
     let observe = observe::Observe::new(&cfg);
@@ -118,10 +116,10 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
         log::debug!("ignoring unknown parameter {p:?}");
     }
     log::debug!("configuration: {cfg:?}");
-    for n in init::take_notes() {
+    for n in pid1::take_notes() {
         log::warn!("init: {n}");
     }
-    if let Some(t) = init::timings() {
+    if let Some(t) = pid1::timings() {
         log::info!(
             "init: guest uptime {} ms at start, setup took {} ms",
             t.uptime_at_start.as_millis(),

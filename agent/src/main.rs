@@ -4,19 +4,20 @@
 
 use std::process::ExitCode;
 
-use kata_agent::{init, pause};
+use kata_agent::pid1;
+use kata_agent::sandbox::ns_holder;
 
 fn main() -> ExitCode {
     // A re-exec of this binary as rustjail's container launcher never
     // returns from here; it must run before any thread exists.
-    rustjail::init::run_if_requested();
-    if !init::is_pid1() {
-        pause::run_if_requested();
+    rustjail::helper::run_if_requested();
+    if !pid1::is_pid1() {
+        ns_holder::run_if_requested();
     }
     kata_agent::limit_malloc_arenas();
     // As PID 1 the kernel passes leftover command-line words as argv: they
     // are not flags for us.
-    let args: Vec<String> = if init::is_pid1() {
+    let args: Vec<String> = if pid1::is_pid1() {
         Vec::new()
     } else {
         std::env::args().skip(1).collect()
@@ -35,9 +36,9 @@ fn main() -> ExitCode {
         eprintln!("kata-agent: {e}");
         log::error!("{e}");
     }
-    if init::is_pid1() {
+    if pid1::is_pid1() {
         // PID 1 must never exit: the kernel would panic.
-        init::poweroff();
+        pid1::poweroff();
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

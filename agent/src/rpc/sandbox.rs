@@ -8,9 +8,10 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
-use crate::pause::PAUSE_ARG;
-use crate::sandbox::{lock, Holder};
-use crate::sandbox_files::{self, ETC_RESOLV, SANDBOX_DIR};
+use crate::lock::lock;
+use crate::sandbox::guest_files::{self, ETC_RESOLV, SANDBOX_DIR};
+use crate::sandbox::ns_holder::PAUSE_ARG;
+use crate::sandbox::Holder;
 
 /// Owner name of the sandbox's own storages.
 pub const SANDBOX_OWNER: &str = "sandbox";
@@ -42,7 +43,7 @@ impl AgentImpl {
     async fn create_sandbox(&self, req: CreateSandboxRequest) -> ttrpc::Result<Empty> {
         let sid = req.sandbox_id.clone();
         if !req.hostname.is_empty() {
-            sandbox_files::validate_hostname(&req.hostname)
+            guest_files::validate_hostname(&req.hostname)
                 .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sandbox {sid:?}: {e}")))?;
         }
         if !req.kernel_modules.is_empty() {
@@ -64,13 +65,13 @@ impl AgentImpl {
         blocking(move || {
             let fail = |code: Code, msg: String| status(code, format!("sandbox {sid:?}: {msg}"));
             if !req.hostname.is_empty() {
-                sandbox_files::set_hostname(&req.hostname)
+                guest_files::set_hostname(&req.hostname)
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
             }
             let dns_dir = Path::new(SANDBOX_DIR);
             let etc = Path::new(ETC_RESOLV);
             if !req.dns.is_empty() {
-                sandbox_files::setup_dns(dns_dir, &req.dns, etc)
+                guest_files::setup_dns(dns_dir, &req.dns, etc)
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
             }
             for s in &req.storages {
@@ -80,7 +81,7 @@ impl AgentImpl {
                         log::warn!("sandbox {sid:?}: undo storage: {e}");
                     }
                     if !req.dns.is_empty() {
-                        let _ = sandbox_files::teardown_dns(dns_dir, etc);
+                        let _ = guest_files::teardown_dns(dns_dir, etc);
                     }
                     return Err(fail(Code::INVALID_ARGUMENT, e.to_string()));
                 }
@@ -175,8 +176,7 @@ impl AgentImpl {
                 .into_iter()
                 .map(|e| e.to_string())
                 .collect();
-            if let Err(e) =
-                sandbox_files::teardown_dns(Path::new(SANDBOX_DIR), Path::new(ETC_RESOLV))
+            if let Err(e) = guest_files::teardown_dns(Path::new(SANDBOX_DIR), Path::new(ETC_RESOLV))
             {
                 errors.push(e.to_string());
             }
@@ -224,13 +224,13 @@ impl AgentImpl {
             ));
         }
         log::info!("sandbox {id:?} destroyed");
-        if crate::init::is_pid1() {
+        if crate::pid1::is_pid1() {
             // The VM's life ends with its sandbox. The answer goes out on
             // the connection's writer task first; give it that moment.
             tokio::spawn(async {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 log::info!("powering off");
-                crate::init::poweroff();
+                crate::pid1::poweroff();
             });
         }
         Ok(Empty::new())

@@ -1,42 +1,23 @@
-//! `kata-agent`: the in-guest agent of a Kata Containers sandbox.
-//!
-//! The binary is thin: it reads the configuration ([`config`]), installs the
-//! JSON logger ([`logging`]), then runs the ttrpc server ([`server`]) on a
-//! single-threaded tokio runtime. Requests flow one way: [`rpc`] converts wire
-//! messages and calls into the sandbox state and `rustjail`.
-
-mod config;
-mod init;
-mod logging;
-mod network;
-mod observe;
-mod oci;
-mod oom;
-mod pause;
-mod reaper;
-mod rpc;
-mod sandbox;
-mod sandbox_files;
-mod server;
-mod storage;
-mod stream;
-mod version;
+//! The `kata-agent` binary: everything lives in the library
+//! ([`kata_agent`]); this is the entry point that must run first (the
+//! re-exec'd helpers) and PID 1's last word (power off, never exit).
 
 use std::process::ExitCode;
 
-use config::{Command, ConfigError};
+use kata_agent::pid1;
+use kata_agent::sandbox::ns_holder;
 
 fn main() -> ExitCode {
     // A re-exec of this binary as rustjail's container launcher never
     // returns from here; it must run before any thread exists.
-    rustjail::init::run_if_requested();
-    if !init::is_pid1() {
-        pause::run_if_requested();
+    rustjail::helper::run_if_requested();
+    if !pid1::is_pid1() {
+        ns_holder::run_if_requested();
     }
-    limit_malloc_arenas();
+    kata_agent::limit_malloc_arenas();
     // As PID 1 the kernel passes leftover command-line words as argv: they
     // are not flags for us.
-    let args: Vec<String> = if init::is_pid1() {
+    let args: Vec<String> = if pid1::is_pid1() {
         Vec::new()
     } else {
         std::env::args().skip(1).collect()
@@ -47,7 +28,7 @@ fn main() -> ExitCode {
         eprintln!("kata-agent: {info}");
         log::error!("panic: {info}");
     }));
-    let result = match std::panic::catch_unwind(|| run(args)) {
+    let result = match std::panic::catch_unwind(|| kata_agent::run(args)) {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("panicked".to_string()),
     };
@@ -55,134 +36,12 @@ fn main() -> ExitCode {
         eprintln!("kata-agent: {e}");
         log::error!("{e}");
     }
-    if init::is_pid1() {
+    if pid1::is_pid1() {
         // PID 1 must never exit: the kernel would panic.
-        init::poweroff();
+        pid1::poweroff();
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
-}
-
-/// One malloc arena: glibc otherwise gives each blocking thread its own,
-/// and their high-water marks stay resident. The agent allocates little and
-/// rarely contends, so the lock costs nothing measurable.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only adjusts allocator parameters; called before any
-    // thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        // Fixed thresholds turn off glibc's dynamic ones, which after one
-        // freed 1 MiB ReadStdout buffer would keep such buffers on the heap
-        // and resident for good.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Env var choosing how container helpers start: `zygote` (default), a
-/// process forked now that forks one helper per container, or `reexec`,
-/// an execve of this binary per container.
-const LAUNCHER_ENV: &str = "KATA_AGENT_LAUNCHER";
-
-/// Starts the pre-forked launcher unless re-exec was asked for. Must run
-/// before the runtime starts any thread.
-fn start_launcher() -> Option<std::sync::Arc<rustjail::zygote::Zygote>> {
-    if std::env::var(LAUNCHER_ENV).as_deref() == Ok("reexec") {
-        log::info!("container helpers: re-exec of the agent binary");
-        return None;
-    }
-    // SAFETY: no thread exists yet: the runtime is built after this.
-    match unsafe { rustjail::zygote::Zygote::start() } {
-        Ok(z) => {
-            log::info!("container helpers: forked by launcher pid {}", z.pid());
-            Some(std::sync::Arc::new(z))
-        }
-        Err(e) => {
-            log::warn!("start the launcher: {e}; falling back to re-exec");
-            None
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StartError {
-    #[error("init: {0}")]
-    Init(#[from] init::InitError),
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    #[error("logger: {0}")]
-    Logger(#[from] log::SetLoggerError),
-    #[error("runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("{0}")]
-    Server(#[from] server::ServerError),
-}
-
-fn run(args: Vec<String>) -> Result<(), StartError> {
-    let flags = match config::parse_args(args)? {
-        Command::Help => {
-            print!("{}", config::USAGE);
-            return Ok(());
-        }
-        Command::Version => {
-            println!(
-                "kata-agent {} (protocol {})",
-                version::AGENT_VERSION,
-                version::API_VERSION
-            );
-            return Ok(());
-        }
-        Command::Methods => {
-            for (name, status) in rpc::METHODS {
-                println!("grpc.AgentService/{name}\t{status}");
-            }
-            for name in ["Check", "Version"] {
-                println!("grpc.Health/{name}\t{}", rpc::Status::Implemented);
-            }
-            return Ok(());
-        }
-        Command::Serve(flags) => flags,
-    };
-    // First, so that /proc (and with it the kernel command line) exists.
-    init::setup_pid1(false)?;
-    let (cfg, notes) = config::load(&flags, |k| std::env::var(k).ok())?;
-    // Logs to stderr, or kept for the host's reader on agent.log_vport.
-    let observe = observe::Observe::new(&cfg);
-    logging::init(cfg.log_level, observe.log_sink())?;
-    for p in &notes.unknown_params {
-        log::debug!("ignoring unknown parameter {p:?}");
-    }
-    log::debug!("configuration: {cfg:?}");
-    for n in init::take_notes() {
-        log::warn!("init: {n}");
-    }
-    if let Some(t) = init::timings() {
-        log::info!(
-            "init: guest uptime {} ms at start, setup took {} ms",
-            t.uptime_at_start.as_millis(),
-            t.setup.as_millis()
-        );
-    }
-
-    let zygote = start_launcher();
-    // One async thread serves every connection; blocking work (fork,
-    // mounts, cgroup files) runs on a small pool whose idle threads retire
-    // quickly, so an idle agent holds one thread.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .max_blocking_threads(64)
-        .thread_keep_alive(std::time::Duration::from_secs(2))
-        .thread_stack_size(256 * 1024)
-        .build()
-        .map_err(StartError::Runtime)?;
-    {
-        // Log port and debug console: tasks that start with the server.
-        let _rt = rt.enter();
-        observe.run();
-    }
-    rt.block_on(server::serve(&cfg, zygote))?;
-    Ok(())
 }

@@ -80,7 +80,7 @@ impl Reaper {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::sandbox::lock(&self.state)
+        crate::lock::lock(&self.state)
     }
 
     fn deliver(&self, pid: i32, status: RawStatus) {

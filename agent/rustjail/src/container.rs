@@ -18,10 +18,10 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Hooks, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::{self, CgroupManager, CgroupStats};
+use crate::helper::INIT_ARG;
 use crate::hooks;
-use crate::init::{CreateRequest, ExecRequest, Request, INIT_ARG};
 use crate::oom::OomEvents;
-use crate::sync::{self, Msg};
+use crate::protocol::{self, CreateRequest, ExecRequest, Msg, Request};
 use crate::utils::{errno_text, io_text, validate_id};
 use crate::zygote::Zygote;
 
@@ -75,7 +75,7 @@ pub struct Stdio {
 /// Options of [`Container::create`].
 #[derive(Debug)]
 pub struct CreateOpts {
-    /// Executable that runs [`crate::init::run_if_requested`] first thing:
+    /// Executable that runs [`crate::helper::run_if_requested`] first thing:
     /// the agent's own binary, `/proc/self/exe` by default.
     pub launcher: PathBuf,
     /// Streams of the container's init process.
@@ -361,8 +361,9 @@ impl Container {
                     source: e,
                 })?;
             let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
-            sync::send_fds(&helper.sock, &raw).map_err(self.op_err("send stdio to init helper"))?;
-            sync::send(&helper.sock, req).map_err(self.op_err("send request to init helper"))
+            protocol::send_fds(&helper.sock, &raw)
+                .map_err(self.op_err("send stdio to init helper"))?;
+            protocol::send(&helper.sock, req).map_err(self.op_err("send request to init helper"))
         })();
         if let Err(e) = result {
             helper.proc.kill();
@@ -403,10 +404,10 @@ impl Container {
             return Err(self.op_err("set timeout")(e));
         }
         let result = loop {
-            match sync::recv::<Msg>(&helper.sock) {
+            match protocol::recv::<Msg>(&helper.sock) {
                 Ok(Some(Msg::Pid(pid))) => self.init_pid = Pid::from_raw(pid),
                 Ok(Some(Msg::Created)) => break Ok(()),
-                Ok(Some(Msg::Console)) => match sync::recv_fds(&helper.sock) {
+                Ok(Some(Msg::Console)) => match protocol::recv_fds(&helper.sock) {
                     Ok(fds) => self.console = fds.into_iter().next(),
                     Err(e) => break Err(self.op_err("receive console")(e)),
                 },
@@ -467,7 +468,7 @@ impl Container {
                 )
             })
             .map_err(|e| self.setup_err(e.to_string()))?;
-        sync::send(sock, &Msg::Continue(state)).map_err(self.op_err("resume init"))
+        protocol::send(sock, &Msg::Continue(state)).map_err(self.op_err("resume init"))
     }
 
     fn helper_died(&self, helper: &mut Helper) -> Error {
@@ -521,8 +522,8 @@ impl Container {
                 })
             }
         };
-        sync::send(&sock, &Msg::Start(self.state("created"))).map_err(self.op_err("start"))?;
-        match sync::recv::<Msg>(&sock) {
+        protocol::send(&sock, &Msg::Start(self.state("created"))).map_err(self.op_err("start"))?;
+        match protocol::recv::<Msg>(&sock) {
             Ok(None) => {
                 self.status = Status::Running;
                 let state = self.state("running");
@@ -569,9 +570,9 @@ impl Container {
         let mut pid = None;
         let mut console = None;
         let result = loop {
-            match sync::recv::<Msg>(&helper.sock) {
+            match protocol::recv::<Msg>(&helper.sock) {
                 Ok(Some(Msg::Pid(p))) => pid = Some(p),
-                Ok(Some(Msg::Console)) => match sync::recv_fds(&helper.sock) {
+                Ok(Some(Msg::Console)) => match protocol::recv_fds(&helper.sock) {
                     Ok(fds) => console = fds.into_iter().next(),
                     Err(e) => break Err(self.op_err("receive console")(e)),
                 },

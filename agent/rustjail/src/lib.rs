@@ -9,11 +9,11 @@
 //!
 //! The caller is multi-threaded, so it never forks to run Rust code.
 //! [`Container::create`] spawns the caller's own executable (by default
-//! `/proc/self/exe`) with the argument [`init::INIT_ARG`]; that executable's
-//! `main` must call [`init::run_if_requested`] before it starts any thread:
+//! `/proc/self/exe`) with the argument [`helper::INIT_ARG`]; that executable's
+//! `main` must call [`helper::run_if_requested`] before it starts any thread:
 //!
 //! ```no_run
-//! rustjail::init::run_if_requested(); // returns unless argv[1] == "init"
+//! rustjail::helper::run_if_requested(); // returns unless argv[1] == "init"
 //! // ... start the async runtime, serve requests
 //! ```
 //!
@@ -36,21 +36,22 @@
 //! # Modules
 //! - [`container`]: the caller's API: create, start, exec, kill, pause,
 //!   resume, update, stats, OOM events, destroy.
-//! - [`init`]: the re-exec'd side.
+//! - [`helper`]: the re-exec'd side: the init helper and the container init.
+//! - `protocol`: the messages between the caller and the helper.
 //! - [`cgroups`]: the container's cgroup, v1 or v2.
 //! - [`oom`]: OOM-kill notification without a thread.
 
 pub mod cgroups;
 pub mod container;
 mod error;
+pub mod helper;
 mod hooks;
-pub mod init;
 pub mod oom;
 mod process;
+mod protocol;
 mod rootfs;
 mod seccomp;
 mod seccomp_table;
-mod sync;
 mod tty;
 mod utils;
 pub mod zygote;

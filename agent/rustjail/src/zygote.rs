@@ -1,11 +1,11 @@
 //! The pre-forked launcher: a process forked from the caller before it
 //! starts any thread, which forks an init helper for each container.
 //!
-//! It replaces re-executing the caller's binary (see [`crate::init`]): the
+//! It replaces re-executing the caller's binary (see [`crate::helper`]): the
 //! helper is a fork of a small single-threaded process, so no `execve` of the
 //! agent and no runtime start-up happen per container. The protocol to the
 //! helper is the same: the zygote hands it the socket the caller passed, on
-//! fd 0, and runs [`crate::init::main`].
+//! fd 0, and runs [`crate::helper::main`].
 //!
 //! The zygote ignores SIGCHLD so its helpers never linger as zombies; each
 //! helper restores the default before anything else, so the container
@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use crate::sync;
+use crate::protocol;
 
 /// A running zygote, as the caller sees it.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Zygote {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        sync::send_fds(&ctl, &[sock.as_raw_fd()])?;
+        protocol::send_fds(&ctl, &[sock.as_raw_fd()])?;
         drop(sock);
         let mut pid = [0u8; 4];
         (&*ctl).read_exact(&mut pid)?;
@@ -97,7 +97,7 @@ fn serve(ctl: UnixStream) -> i32 {
         return 1;
     }
     loop {
-        let sock = match sync::recv_fds(&ctl) {
+        let sock = match protocol::recv_fds(&ctl) {
             Ok(mut fds) if fds.len() == 1 => fds.remove(0),
             // The caller is gone (EOF) or spoke nonsense: stop.
             _ => return 0,
@@ -134,5 +134,5 @@ fn helper(sock: OwnedFd) -> i32 {
         return 1;
     }
     drop(sock);
-    crate::init::main()
+    crate::helper::main()
 }

@@ -9,8 +9,8 @@
 //! the first change: bad input leaves the network as it was. Changes are
 //! serialised by one lock, so two concurrent requests never interleave.
 
-mod netlink;
-mod wire;
+pub mod netlink;
+pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::io;

@@ -12,11 +12,12 @@ use rustjail::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, LinuxResou
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
+use super::oci;
 use super::{blocking, jail_error, status, AgentImpl};
-use crate::oci;
-use crate::sandbox::{
-    input_pipe, lock, output_pipe, Ctr, CtrParts, Proc, ProcIo, Reserve, TerminationLog,
-};
+use crate::containers::stdio::{input_pipe, output_pipe, ProcIo};
+use crate::containers::{Ctr, CtrParts, Proc, TerminationLog};
+use crate::lock::lock;
+use crate::sandbox::Reserve;
 
 /// Kubernetes' annotation naming the termination message path.
 const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";

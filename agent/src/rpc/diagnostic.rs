@@ -88,7 +88,10 @@ impl AgentImpl {
         }
         let ctr = self.ctr(&cid)?;
         let log = ctr.termination_log.clone();
-        let running_pid = ctr.init().filter(|p| p.exited().is_none()).map(|p| p.pid);
+        let running_pid = ctr
+            .init_proc()
+            .filter(|p| p.exited().is_none())
+            .map(|p| p.pid);
         let data = blocking(move || {
             let what = |e: std::io::Error, from: &str| {
                 let code = if e.kind() == std::io::ErrorKind::NotFound {

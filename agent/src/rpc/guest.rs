@@ -86,7 +86,7 @@ impl AgentImpl {
         }
         let mut details = AgentDetails::new();
         details.version = AGENT_VERSION.to_string();
-        details.init_daemon = crate::init::is_pid1();
+        details.init_daemon = crate::pid1::is_pid1();
         details.storage_handlers = SUPPORTED_DRIVERS.iter().map(|d| d.to_string()).collect();
         details.supports_seccomp = true;
         resp.agent_details = Some(details).into();

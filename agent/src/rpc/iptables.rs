@@ -31,7 +31,7 @@ fn run(reaper: &Reaper, name: &str, input: Option<&[u8]>) -> ttrpc::Result<Vec<u
     let _guard = reaper.spawn_guard();
     let mut child = Command::new(name)
         .env_clear()
-        .env("PATH", crate::init::PATH)
+        .env("PATH", crate::pid1::PATH)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

@@ -11,6 +11,7 @@ pub mod health;
 mod iptables;
 mod metrics;
 mod network;
+pub mod oci;
 mod process;
 mod sandbox;
 mod stats;

@@ -16,10 +16,12 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::container::validate_id;
+use super::oci;
 use super::{blocking, jail_error, status, AgentImpl};
-use crate::oci;
+use crate::containers::stdio::{input_pipe, output_pipe, ProcIo};
+use crate::containers::{Ctr, Proc};
+use crate::lock::lock;
 use crate::reaper::exit_code;
-use crate::sandbox::{input_pipe, lock, output_pipe, Ctr, Proc, ProcIo};
 
 /// Largest ReadStdout answer: the ttrpc frame limit is 4 MiB.
 const MAX_READ: usize = 4 * 1024 * 1024 - 4096;
@@ -72,7 +74,7 @@ impl AgentImpl {
                 format!("container {cid:?}: process {eid:?}: already exists"),
             ));
         }
-        if ctr.init().and_then(|p| p.exited()).is_some() {
+        if ctr.init_proc().and_then(|p| p.exited()).is_some() {
             return Err(status(
                 Code::FAILED_PRECONDITION,
                 format!("container {cid:?}: exec {eid:?}: the container has stopped"),

@@ -8,9 +8,10 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
-use crate::pause::PAUSE_ARG;
-use crate::sandbox::{lock, Holder};
-use crate::sandbox_files::{self, ETC_RESOLV, SANDBOX_DIR};
+use crate::lock::lock;
+use crate::sandbox::guest_files::{self, ETC_RESOLV, SANDBOX_DIR};
+use crate::sandbox::ns_holder::PAUSE_ARG;
+use crate::sandbox::Holder;
 
 /// Owner name of the sandbox's own storages.
 pub const SANDBOX_OWNER: &str = "sandbox";
@@ -42,7 +43,7 @@ impl AgentImpl {
     async fn create_sandbox(&self, req: CreateSandboxRequest) -> ttrpc::Result<Empty> {
         let sid = req.sandbox_id.clone();
         if !req.hostname.is_empty() {
-            sandbox_files::validate_hostname(&req.hostname)
+            guest_files::validate_hostname(&req.hostname)
                 .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sandbox {sid:?}: {e}")))?;
         }
         if !req.kernel_modules.is_empty() {
@@ -64,11 +65,11 @@ impl AgentImpl {
         blocking(move || {
             let fail = |code: Code, msg: String| status(code, format!("sandbox {sid:?}: {msg}"));
             if !req.hostname.is_empty() {
-                sandbox_files::set_hostname(&req.hostname)
+                guest_files::set_hostname(&req.hostname)
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
             }
             let dns =
-                sandbox_files::setup_dns(Path::new(SANDBOX_DIR), &req.dns, Path::new(ETC_RESOLV))
+                guest_files::setup_dns(Path::new(SANDBOX_DIR), &req.dns, Path::new(ETC_RESOLV))
                     .map_err(|e| fail(Code::INVALID_ARGUMENT, e.to_string()))?;
             for s in &req.storages {
                 if let Err(e) = sandbox.storage.add(SANDBOX_OWNER, s) {
@@ -77,7 +78,7 @@ impl AgentImpl {
                         log::warn!("sandbox {sid:?}: undo storage: {e}");
                     }
                     if let Some(dns) = &dns {
-                        if let Err(e) = sandbox_files::teardown_dns(dns) {
+                        if let Err(e) = guest_files::teardown_dns(dns) {
                             log::warn!("sandbox {sid:?}: undo dns: {e}");
                         }
                     }
@@ -177,7 +178,7 @@ impl AgentImpl {
                 .collect();
             let dns = lock(&sandbox.state).dns.take();
             if let Some(dns) = dns {
-                if let Err(e) = sandbox_files::teardown_dns(&dns) {
+                if let Err(e) = guest_files::teardown_dns(&dns) {
                     errors.push(e.to_string());
                     // Kept, so that a later DestroySandbox or the agent's
                     // shutdown tries again.
@@ -228,13 +229,13 @@ impl AgentImpl {
             ));
         }
         log::info!("sandbox {id:?} destroyed");
-        if crate::init::is_pid1() {
+        if crate::pid1::is_pid1() {
             // The VM's life ends with its sandbox. The answer goes out on
             // the connection's writer task first; give it that moment.
             tokio::spawn(async {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 log::info!("powering off");
-                crate::init::poweroff();
+                crate::pid1::poweroff();
             });
         }
         Ok(Empty::new())

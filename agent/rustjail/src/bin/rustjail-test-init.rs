@@ -1,10 +1,10 @@
 //! Launcher used by rustjail's own tests: it only runs the container helper.
 
 fn main() {
-    rustjail::init::run_if_requested();
+    rustjail::helper::run_if_requested();
     eprintln!(
         "rustjail-test-init: expected the argument {:?}",
-        rustjail::init::INIT_ARG
+        rustjail::helper::INIT_ARG
     );
     std::process::exit(2);
 }

@@ -34,51 +34,24 @@ use nix::unistd::{chdir, dup2, execve, fork, pipe2, read, setresgid, setresuid, 
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 use seccompiler::BpfProgram;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, SetupError, SetupResult};
 use crate::hooks;
 use crate::process;
+use crate::protocol::{self, CreateRequest, ExecRequest, Msg, Request};
 use crate::rootfs::{self, RootfsConfig};
 use crate::seccomp;
-use crate::sync::{self, Msg};
 use crate::tty;
 
 /// The first argument that makes an executable act as the init helper.
 pub const INIT_ARG: &str = "init";
-
-/// What the caller asks the helper to do.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
-    Create(Box<CreateRequest>),
-    Exec(Box<ExecRequest>),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CreateRequest {
-    pub spec: Spec,
-    /// Absolute, resolved rootfs path.
-    pub rootfs: PathBuf,
-    pub no_pivot: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ExecRequest {
-    /// Host pid of the container init, whose namespaces we join.
-    pub init_pid: i32,
-    /// Namespace types the container has (joined from the init).
-    pub namespaces: Vec<LinuxNamespaceType>,
-    pub process: Process,
-    /// The container's seccomp profile, which exec'd processes get too.
-    pub seccomp: Option<LinuxSeccomp>,
-}
 
 /// Runs the init helper and exits if the first argument is [`INIT_ARG`]
 /// (and we are not PID 1); returns otherwise. Call it first thing in `main`, before any thread or
 /// async runtime starts:
 ///
 /// ```no_run
-/// rustjail::init::run_if_requested();
+/// rustjail::helper::run_if_requested();
 /// // ... the program proper: threads, async runtime
 /// ```
 pub fn run_if_requested() {
@@ -103,7 +76,7 @@ pub fn main() -> i32 {
     match helper(&sock) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = sync::send(&sock, &Msg::Error(e.to_string()));
+            let _ = protocol::send(&sock, &Msg::Error(e.to_string()));
             1
         }
     }
@@ -123,8 +96,8 @@ fn take_socket() -> SetupResult<UnixStream> {
 }
 
 fn helper(sock: &UnixStream) -> SetupResult<()> {
-    let fds = sync::recv_fds(sock).ctx(|| "receive stdio")?;
-    let req: Request = sync::recv(sock)
+    let fds = protocol::recv_fds(sock).ctx(|| "receive stdio")?;
+    let req: Request = protocol::recv(sock)
         .ctx(|| "receive request")?
         .ok_or_else(|| SetupError::new("receive request", "connection closed"))?;
     let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
@@ -255,7 +228,7 @@ fn create_helper(sock: &UnixStream, req: CreateRequest, stdio: [OwnedFd; 3]) -> 
             Ok(never) => match never {},
             Err(e) => e,
         };
-        let _ = sync::send(sock, &Msg::Error(err.to_string()));
+        let _ = protocol::send(sock, &Msg::Error(err.to_string()));
         // SAFETY: _exit is always safe to call; it ends this process
         // without running the parent's atexit handlers twice.
         unsafe { libc::_exit(1) };
@@ -266,7 +239,7 @@ fn create_helper(sock: &UnixStream, req: CreateRequest, stdio: [OwnedFd; 3]) -> 
             write_id_map(child, "uid_map", linux.uid_mappings().as_deref())?;
             write_id_map(child, "gid_map", linux.gid_mappings().as_deref())?;
         }
-        sync::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")?;
+        protocol::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")?;
         write(&go_w, &[1]).ctx(|| "release container init")?;
         Ok(())
     })();
@@ -369,8 +342,8 @@ fn container_init(
         if !has_create_hooks(spec) {
             return Ok(());
         }
-        sync::send(sock, &Msg::CreateRuntime).ctx(|| "request createRuntime hooks")?;
-        match sync::recv::<Msg>(sock) {
+        protocol::send(sock, &Msg::CreateRuntime).ctx(|| "request createRuntime hooks")?;
+        match protocol::recv::<Msg>(sock) {
             Ok(Some(Msg::Continue(state))) => hooks::run(
                 "createContainer",
                 hooks.and_then(|h| h.create_container().as_ref()),
@@ -390,8 +363,8 @@ fn container_init(
     })?;
 
     let target = finalize(sock, process, stdio, &filters)?;
-    sync::send(sock, &Msg::Created).ctx(|| "report created")?;
-    let state = match sync::recv::<Msg>(sock) {
+    protocol::send(sock, &Msg::Created).ctx(|| "report created")?;
+    let state = match protocol::recv::<Msg>(sock) {
         Ok(Some(Msg::Start(state))) => state,
         // The caller went away or sent junk: do not run the process.
         // SAFETY: _exit is always safe to call; it ends this process.
@@ -457,8 +430,8 @@ fn finalize(
             let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
             tty::set_window_size(master.as_fd(), rows, cols).ctx(|| "set console size")?;
         }
-        sync::send(sock, &Msg::Console).ctx(|| "send console")?;
-        sync::send_fds(sock, &[master.as_raw_fd()]).ctx(|| "send console")?;
+        protocol::send(sock, &Msg::Console).ctx(|| "send console")?;
+        protocol::send_fds(sock, &[master.as_raw_fd()]).ctx(|| "send console")?;
         drop(master);
         tty::set_controlling(slave.as_fd())?;
         let uid = Uid::from_raw(user.uid);
@@ -554,13 +527,13 @@ fn exec_helper(sock: &UnixStream, req: ExecRequest, stdio: [OwnedFd; 3]) -> Setu
                 Ok(never) => match never {},
                 Err(e) => e,
             };
-            let _ = sync::send(sock, &Msg::Error(err.to_string()));
+            let _ = protocol::send(sock, &Msg::Error(err.to_string()));
             // SAFETY: _exit is always safe to call; it ends this process.
             unsafe { libc::_exit(1) };
         }
         ForkResult::Parent { child } => {
             drop(stdio);
-            sync::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")
+            protocol::send(sock, &Msg::Pid(child.as_raw())).ctx(|| "report pid")
         }
     }
 }

@@ -3,7 +3,7 @@
 //! When the agent is the guest's `/init` (PID 1), [`setup_pid1`] mounts the
 //! kernel filesystems (`/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`,
 //! `/run`), loads the kernel modules the initrd carries ([`modules`]), mounts
-//! the cgroup hierarchies ([`cgroups`]), sets `PATH`, brings `lo` up ([`net`])
+//! the cgroup hierarchies ([`cgroupfs`]), sets `PATH`, brings `lo` up ([`net`])
 //! and puts stdin, stdout and stderr on `/dev/console`. Run as an ordinary
 //! process (a systemd service, a host test) it does nothing.
 //!
@@ -14,10 +14,10 @@
 //! subsystem is reported and isolated, never a reason to stop PID 1.
 //! [`poweroff`] is the only way PID 1 ends: sync, then power the VM off.
 
-pub mod cgroups;
+pub mod cgroupfs;
 pub mod modules;
-mod mounts;
-mod net;
+pub mod mounts;
+pub mod net;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,8 +155,8 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         path: cmdline_path.to_path_buf(),
         source,
     })?;
-    let mode = cgroups::Mode::from_cmdline(&cmdline, unified_cgroups);
-    for e in cgroups::mount(&mode) {
+    let mode = cgroupfs::Mode::from_cmdline(&cmdline, unified_cgroups);
+    for e in cgroupfs::mount(&mode) {
         note(e.to_string());
     }
 

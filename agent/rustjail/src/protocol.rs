@@ -1,17 +1,47 @@
-//! The channel between the caller and the init helper: a Unix stream socket
-//! carrying length-prefixed JSON messages, plus one `SCM_RIGHTS` message for
-//! the stdio descriptors.
+//! The helper protocol, in one place: what the caller asks the init helper
+//! ([`Request`]), what the helper and the container init answer ([`Msg`]),
+//! and how both travel: a Unix stream socket carrying length-prefixed JSON
+//! messages, plus `SCM_RIGHTS` messages for the stdio descriptors and the
+//! PTY master.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Largest message accepted: a spec is a few KiB, this bounds a bad peer.
 const MAX_MSG: usize = 16 << 20;
+
+/// What the caller asks the helper to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Create(Box<CreateRequest>),
+    Exec(Box<ExecRequest>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CreateRequest {
+    pub spec: Spec,
+    /// Absolute, resolved rootfs path.
+    pub rootfs: PathBuf,
+    pub no_pivot: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExecRequest {
+    /// Host pid of the container init, whose namespaces we join.
+    pub init_pid: i32,
+    /// Namespace types the container has (joined from the init).
+    pub namespaces: Vec<LinuxNamespaceType>,
+    pub process: Process,
+    /// The container's seccomp profile, which exec'd processes get too.
+    pub seccomp: Option<LinuxSeccomp>,
+}
 
 /// Messages from the helper and the container init to the caller, and the
 /// caller's go-ahead to the init.

@@ -1,0 +1,152 @@
+//! The container layer: the containers of the sandbox and their processes.
+
+pub mod oom_events;
+pub mod stdio;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::lock::lock;
+use crate::reaper::RawStatus;
+use crate::stream::FdStream;
+use stdio::ProcIo;
+
+/// One process of a container: the init or an exec'd one.
+pub struct Proc {
+    pub exec_id: String,
+    pub pid: i32,
+    exit: watch::Receiver<Option<RawStatus>>,
+    pub stdin: tokio::sync::Mutex<Option<FdStream>>,
+    pub stdout: tokio::sync::Mutex<Option<FdStream>>,
+    pub stderr: tokio::sync::Mutex<Option<FdStream>>,
+    /// The PTY master, for TtyWinResize, when the process has a terminal.
+    pub tty: Option<OwnedFd>,
+}
+
+impl Proc {
+    pub fn new(
+        exec_id: &str,
+        pid: i32,
+        exit: watch::Receiver<Option<RawStatus>>,
+        io: ProcIo,
+    ) -> Proc {
+        Proc {
+            exec_id: exec_id.to_string(),
+            pid,
+            exit,
+            stdin: tokio::sync::Mutex::new(io.stdin),
+            stdout: tokio::sync::Mutex::new(io.stdout),
+            stderr: tokio::sync::Mutex::new(io.stderr),
+            tty: io.tty,
+        }
+    }
+
+    /// The raw wait status once the process has exited.
+    pub fn exited(&self) -> Option<RawStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Waits for the exit; `None` if the reaper went away.
+    pub async fn wait(&self) -> Option<RawStatus> {
+        let mut rx = self.exit.clone();
+        let status = rx.wait_for(Option::is_some).await.ok()?;
+        *status
+    }
+}
+
+/// A container the agent manages.
+pub struct Ctr {
+    pub id: String,
+    pub init_exec_id: String,
+    pub bundle: PathBuf,
+    /// Where the container writes its termination message, and the guest
+    /// file mounted there if the spec mounts one (GetDiagnosticData).
+    pub termination_log: TerminationLog,
+    pub jail: Mutex<rustjail::Container>,
+    procs: Mutex<HashMap<String, Arc<Proc>>>,
+    /// Stops the OOM watch when the container goes away.
+    pub oom_watch: Option<tokio::task::AbortHandle>,
+    /// A reference to the container's mount namespace. Without it the last
+    /// process to exit tears the namespace down before its parent is told
+    /// (exit_task_namespaces runs before exit_notify), and unmounting waits
+    /// for RCU grace periods: milliseconds on every WaitProcess. Holding it
+    /// moves that cost to RemoveContainer, off the exit path.
+    pub mnt_ns: Mutex<Option<OwnedFd>>,
+}
+
+/// The termination message file of a container.
+#[derive(Debug, Clone, Default)]
+pub struct TerminationLog {
+    /// Path inside the container.
+    pub path: String,
+    /// The guest file a spec mount puts at that path, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        if let Some(w) = &self.oom_watch {
+            w.abort();
+        }
+    }
+}
+
+/// What a new container is made of.
+pub struct CtrParts {
+    pub id: String,
+    pub init_exec_id: String,
+    pub bundle: PathBuf,
+    pub termination_log: TerminationLog,
+    pub jail: rustjail::Container,
+    pub init: Proc,
+    pub oom_watch: Option<tokio::task::AbortHandle>,
+    pub mnt_ns: Option<OwnedFd>,
+}
+
+impl Ctr {
+    pub fn new(p: CtrParts) -> Ctr {
+        let mut procs = HashMap::new();
+        procs.insert(p.init_exec_id.clone(), Arc::new(p.init));
+        Ctr {
+            id: p.id,
+            init_exec_id: p.init_exec_id,
+            bundle: p.bundle,
+            termination_log: p.termination_log,
+            jail: Mutex::new(p.jail),
+            procs: Mutex::new(procs),
+            oom_watch: p.oom_watch,
+            mnt_ns: Mutex::new(p.mnt_ns),
+        }
+    }
+
+    pub fn proc(&self, exec_id: &str) -> Option<Arc<Proc>> {
+        lock(&self.procs).get(exec_id).cloned()
+    }
+
+    /// The container's first process (its init).
+    pub fn init_proc(&self) -> Option<Arc<Proc>> {
+        self.proc(&self.init_exec_id)
+    }
+
+    /// Adds an exec'd process; false if the exec id is taken.
+    pub fn add_proc(&self, p: Proc) -> bool {
+        let mut procs = lock(&self.procs);
+        if procs.contains_key(&p.exec_id) {
+            return false;
+        }
+        procs.insert(p.exec_id.clone(), Arc::new(p));
+        true
+    }
+
+    pub fn has_exec_id(&self, exec_id: &str) -> bool {
+        lock(&self.procs).contains_key(exec_id)
+    }
+
+    pub fn procs(&self) -> Vec<Arc<Proc>> {
+        lock(&self.procs).values().cloned().collect()
+    }
+}

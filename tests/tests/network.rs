@@ -431,6 +431,8 @@ fn network_calls_configure_the_agents_namespace() {
         let (code, msg) = status_of(&e);
         assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
         assert!(msg.contains("02:00:00:00:00:ff"), "{msg}");
+        // The text the Go runtime's retry looks for.
+        assert!(msg.contains("Link not found"), "{msg}");
 
         let bad = iface_req(MAC, "eth0", 1500, vec![addr("10.10.0.300", "24", false)]);
         let e = c.update_interface(ctx(), &bad).await.unwrap_err();
@@ -456,7 +458,7 @@ fn network_calls_configure_the_agents_namespace() {
             .unwrap_err();
         let (code, msg) = status_of(&e);
         assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
-        assert!(msg.contains("nope0"), "{msg}");
+        assert!(msg.contains("nope0") && msg.contains("Link not found"), "{msg}");
 
         let e = c
             .update_routes(

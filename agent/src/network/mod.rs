@@ -76,9 +76,13 @@ fn link_index(links: &[Link], object: &str, device: &str) -> Result<u32, Error> 
         .map(Link::index)
         .ok_or_else(|| Error::NotFound {
             object: object.to_string(),
-            reason: format!("device {device:?}: no such interface"),
+            reason: format!("device {device:?}: {LINK_NOT_FOUND}"),
         })
 }
+
+/// The words Kata's Go runtime looks for in an error to retry a call on a
+/// NIC that is not there yet (`kata_agent.go`), as upstream's agent says.
+pub const LINK_NOT_FOUND: &str = "Link not found";
 
 /// How often UpdateInterface looks again for a hot-plugged NIC.
 const HOTPLUG_POLL: Duration = Duration::from_millis(20);
@@ -116,9 +120,11 @@ pub async fn update_interface(
             break (links, i);
         }
         if Instant::now() >= deadline {
+            // The Go runtime retries UpdateInterface (a NIC still being
+            // hot-plugged) only when the text says "Link not found".
             return Err(Error::NotFound {
                 object,
-                reason: "no interface has this hardware address".into(),
+                reason: format!("{LINK_NOT_FOUND}: no interface has this hardware address"),
             });
         }
         tokio::time::sleep(HOTPLUG_POLL).await;

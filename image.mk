@@ -10,6 +10,9 @@
 #                              Check/Version, then vm-test-containers
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
+#   make -f image.mk vm-test-pod  an nginx-like pod: the pod network on a virtio-net NIC as
+#                              the shim configures it, a web server container, the host
+#                              fetching its page through a port forward
 #   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
 #                              console (a shell over vsock, then on the serial console),
 #                              with $(DEBUG_INITRD)
@@ -84,7 +87,7 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 export SOURCE_DATE_EPOCH
 
 .PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-containers vm-test-observe initrd-debug initrd-bare boot-bench demo
+	vm-test-boot vm-test-containers vm-test-pod vm-test-observe initrd-debug initrd-bare boot-bench demo
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -131,13 +134,16 @@ agent-ctl:
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-containers vm-test-observe
+vm-test: vm-test-boot vm-test-containers vm-test-pod vm-test-observe
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
 
 vm-test-containers: initrd agent-ctl
 	$(VM_ENV) tests/vm/containers.sh
+
+vm-test-pod: initrd agent-ctl
+	$(VM_ENV) tests/vm/pod.sh
 
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh

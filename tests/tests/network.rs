@@ -458,7 +458,10 @@ fn network_calls_configure_the_agents_namespace() {
             .unwrap_err();
         let (code, msg) = status_of(&e);
         assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
-        assert!(msg.contains("nope0") && msg.contains("Link not found"), "{msg}");
+        assert!(
+            msg.contains("nope0") && msg.contains("Link not found"),
+            "{msg}"
+        );
 
         let e = c
             .update_routes(

@@ -8,7 +8,8 @@
 #   Check; CreateSandbox with the virtio-fs storage the shim sends;
 #   container "limits" (memory and pids limits, rootfs placed by the host at
 #   <shared>/<cid>/rootfs): CreateContainer, StartContainer, ReadStdout (the
-#   limits as the container sees them in its cgroup mount), ExecProcess (a
+#   limits as the container sees them in its cgroup mount; the default
+#   device cgroup: /dev/null opens, a bound-in /dev/fuse does not), ExecProcess (a
 #   process that starts more processes than pids.max allows, then reads
 #   pids.current and pids.events: forks were refused), WaitProcess,
 #   StatsContainer (the limits again), SignalProcess, WaitProcess (137),
@@ -69,16 +70,24 @@ else
   echo "cgroup=v1 mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) pids=$(cat /sys/fs/cgroup/pids/pids.max)"
 fi
 echo "hello from $(hostname)"
+head -c 0 </dev/null && echo null=open
+if head -c 0 </dev/probe 2>/dev/null; then echo fuse=open; else echo fuse=denied; fi
 echo ready
 exec sleep 600'
     local resources="{\"Memory\": {\"Limit\": $mem_bytes}, \"Pids\": {\"Limit\": $PIDS_LIMIT}}"
-    vm_call CreateContainer "$CALL_TIMEOUT" CreateContainer "$(vm_create_request "$cid" "$script" "$resources")"
+    # The guest's /dev/fuse bound in: only the default device cgroup (v1's
+    # files, v2's device program) keeps the container from opening it.
+    local fuse='{"destination": "/dev/probe", "type": "bind", "source": "/dev/fuse", "options": ["bind"]}'
+    vm_call CreateContainer "$CALL_TIMEOUT" CreateContainer \
+        "$(vm_create_request "$cid" "$script" "$resources" "mount pid ipc uts cgroup" "$fuse")"
     vm_call StartContainer "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
     vm_read_stdout "$cid" "$cid" ready
     vm_log "$layout: container says: $(head -n 2 <<<"$VM_TEXT" | tr '\n' ';')"
     [[ "$VM_TEXT" == *"cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"* ]] ||
         vm_fail "limits seen in the container: $VM_TEXT; expected cgroup=$layout mem=$mem_bytes pids=$PIDS_LIMIT"
     [[ "$VM_TEXT" == *"hello from vm-test"* ]] || vm_fail "hostname: $VM_TEXT"
+    [[ "$VM_TEXT" == *"null=open"*"fuse=denied"* ]] ||
+        vm_fail "device cgroup: /dev/null must open and /dev/fuse must not: $VM_TEXT"
 
     # The pids limit holds: a subshell starts background sleeps until fork
     # fails; then, with shell builtins only (no fork left), the counters.

@@ -9,7 +9,8 @@
 #                        (between boots: then vm_start_backends again)
 #   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters;
 #                        the console goes to $VM_CONSOLE (set it per boot);
-#                        VM_SERIAL=socket: also to $VM_DIR/serial.sock, for input
+#                        VM_SERIAL=socket: also to $VM_DIR/serial.sock, for input;
+#                        the array VM_QEMU_EXTRA adds QEMU arguments (a NIC)
 #   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT, stdin
 #                        from $VM_BG_STDIN [/dev/null]; its PID is in $VM_BG_PID
 #                        and is ended by the trap
@@ -220,7 +221,7 @@ vm_boot() {
         -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device vhost-user-vsock-pci,chardev=vsock0 \
         -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=kataShared \
         -kernel "$KERNEL" "${root[@]}" -append "$append" \
-        -nographic -no-reboot -nodefaults "${serial[@]}" \
+        -nographic -no-reboot -nodefaults "${serial[@]}" ${VM_QEMU_EXTRA[@]+"${VM_QEMU_EXTRA[@]}"} \
         >"$qemu_out" 2>&1 </dev/null &
     vm_qemu_pid=$!
     vm_pids+=("$vm_qemu_pid")

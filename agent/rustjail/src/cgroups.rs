@@ -271,6 +271,8 @@ fn release_parents(path: &str) {
 pub struct CgroupManager {
     path: String,
     fs: FsManager,
+    /// The device program attached on cgroup v2 (see `devices`).
+    device_filter: Option<crate::devices::DeviceFilter>,
 }
 
 impl std::fmt::Debug for CgroupManager {
@@ -329,7 +331,11 @@ impl CgroupManager {
                 return Err(err("load")(e));
             }
         };
-        let mut mgr = CgroupManager { path, fs };
+        let mut mgr = CgroupManager {
+            path,
+            fs,
+            device_filter: None,
+        };
         if let Some(res) = resources {
             if let Err(e) = mgr.fs.set(res) {
                 let _ = mgr.fs.destroy();
@@ -433,6 +439,46 @@ impl CgroupManager {
         self.fs.set(resources).map_err(|e| Error::Op {
             path,
             op: "update resources",
+            cause: e.to_string(),
+        })
+    }
+
+    /// Replaces the device rules: v1's `devices.deny`/`devices.allow`
+    /// files, or v2's device program. `rules` are in order, later ones
+    /// overriding earlier ones; a missing major or minor means any.
+    pub fn set_device_rules(
+        &mut self,
+        rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+    ) -> Result<()> {
+        if self.is_v2() {
+            let dir = self.file(None, "");
+            let previous = self.device_filter.take();
+            let filter =
+                crate::devices::DeviceFilter::attach(&dir, rules, previous).map_err(|e| {
+                    Error::Op {
+                        path: self.path.clone(),
+                        op: "attach device program",
+                        cause: e.to_string(),
+                    }
+                })?;
+            self.device_filter = Some(filter);
+            return Ok(());
+        }
+        let mut filled = rules.to_vec();
+        for r in &mut filled {
+            if r.major().is_none() {
+                r.set_major(Some(-1));
+            }
+            if r.minor().is_none() {
+                r.set_minor(Some(-1));
+            }
+        }
+        let mut only = LinuxResources::default();
+        only.set_devices(Some(filled));
+        let path = self.path.clone();
+        self.fs.set(&only).map_err(|e| Error::Op {
+            path,
+            op: "apply device rules",
             cause: e.to_string(),
         })
     }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{Hooks, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec};
+use oci_spec::runtime::{
+    Hooks, LinuxDeviceCgroup, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec,
+};
 
 use crate::cgroups::{self, CgroupManager, CgroupStats};
 use crate::helper::INIT_ARG;
@@ -150,6 +152,8 @@ pub struct Container {
     init_pid: Pid,
     namespaces: Vec<LinuxNamespaceType>,
     cgroup: CgroupManager,
+    /// `linux.devices`: the device cgroup allows them (see `devices`).
+    devices: Vec<oci_spec::runtime::LinuxDevice>,
     bundle: PathBuf,
     hooks: Option<Hooks>,
     seccomp: Option<LinuxSeccomp>,
@@ -279,7 +283,7 @@ impl Container {
                 .unwrap_or_else(|| format!("/rustjail/{id}")),
         };
         // Device rules go in once the init has made its device nodes.
-        let (resources, device_rules) = split_device_rules(linux.resources().as_ref());
+        let (resources, spec_rules) = split_device_rules(linux.resources().as_ref());
         let cgroup =
             CgroupManager::create(&cg_path, resources.as_ref()).map_err(|e| Error::Cgroup {
                 id: id.to_string(),
@@ -292,6 +296,7 @@ impl Container {
             init_pid: Pid::from_raw(0),
             namespaces,
             cgroup,
+            devices: linux.devices().clone().unwrap_or_default(),
             bundle: bundle.to_path_buf(),
             hooks: spec.hooks().clone(),
             seccomp: linux.seccomp().clone(),
@@ -305,12 +310,9 @@ impl Container {
             rootfs,
             no_pivot: opts.no_pivot,
         }));
-        let created =
-            c.run_create(req, opts.stdio, opts.timeout)
-                .and_then(|()| match &device_rules {
-                    Some(rules) => c.update(rules),
-                    None => Ok(()),
-                });
+        let created = c
+            .run_create(req, opts.stdio, opts.timeout)
+            .and_then(|()| c.set_device_rules(&spec_rules));
         match created {
             Ok(()) => Ok(c),
             Err(e) => {
@@ -682,16 +684,30 @@ impl Container {
         Ok(())
     }
 
-    /// Applies new resource limits.
+    /// Applies new resource limits; new device rules replace the spec's,
+    /// with the default allow-list and `linux.devices` after them.
     pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
-        let (rest, devices) = split_device_rules(Some(resources));
-        for res in rest.iter().chain(devices.iter()) {
+        let (rest, rules) = split_device_rules(Some(resources));
+        if let Some(res) = rest {
             let id = self.id.clone();
             self.cgroup
-                .update(res)
+                .update(&res)
                 .map_err(|e| Error::Cgroup { id, source: e })?;
         }
+        if !rules.is_empty() {
+            self.set_device_rules(&rules)?;
+        }
         Ok(())
+    }
+
+    /// The device cgroup: `spec_rules`, then the default allow-list and
+    /// `linux.devices`.
+    fn set_device_rules(&mut self, spec_rules: &[LinuxDeviceCgroup]) -> Result<()> {
+        let rules = crate::devices::container_rules(spec_rules, &self.devices);
+        let id = self.id.clone();
+        self.cgroup
+            .set_device_rules(&rules)
+            .map_err(|e| Error::Cgroup { id, source: e })
     }
 
     /// Kills every process and removes the cgroup. The mounts live in the
@@ -727,29 +743,16 @@ impl Container {
 }
 
 /// Splits `linux.resources` into everything but the device rules, and the
-/// device rules alone. Omitted majors and minors mean any (`*`).
+/// device rules alone.
 fn split_device_rules(
     resources: Option<&LinuxResources>,
-) -> (Option<LinuxResources>, Option<LinuxResources>) {
+) -> (Option<LinuxResources>, Vec<LinuxDeviceCgroup>) {
     let Some(res) = resources else {
-        return (None, None);
+        return (None, Vec::new());
     };
     let mut rest = res.clone();
-    let rules = rest.devices_mut().take().filter(|d| !d.is_empty());
-    let devices = rules.map(|mut rules| {
-        for r in &mut rules {
-            if r.major().is_none() {
-                r.set_major(Some(-1));
-            }
-            if r.minor().is_none() {
-                r.set_minor(Some(-1));
-            }
-        }
-        let mut only = LinuxResources::default();
-        only.set_devices(Some(rules));
-        only
-    });
-    (Some(rest), devices)
+    let rules = rest.devices_mut().take().unwrap_or_default();
+    (Some(rest), rules)
 }
 
 /// Whether `pid` runs (exists and is not a zombie).

@@ -39,10 +39,13 @@
 //! - [`helper`]: the re-exec'd side: the init helper and the container init.
 //! - `protocol`: the messages between the caller and the helper.
 //! - [`cgroups`]: the container's cgroup, v1 or v2.
+//! - [`devices`]: the device cgroup's default allow-list, and on v2 the
+//!   eBPF program that enforces it.
 //! - [`oom`]: OOM-kill notification without a thread.
 
 pub mod cgroups;
 pub mod container;
+pub mod devices;
 mod error;
 pub mod helper;
 mod hooks;

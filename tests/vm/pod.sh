@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The scenario users start from, an nginx-like pod on Kata, in the micro-VM:
+# a virtio-net NIC (QEMU user networking, the guest's port 80 forwarded to
+# 127.0.0.1:$POD_PORT on the host), the pod network configured the way
+# Kata's shim does it (UpdateInterface with the NIC's MAC and the pod's
+# address, UpdateRoutes with the connected and the default route,
+# AddARPNeighbors for the gateway), a pause container, and a web server
+# (busybox httpd) in an app container of the pod. The host then fetches the
+# page through the forward; the page holds the container's `uname -r`,
+# which must be the guest's kernel, not the host's.
+#
+# Arguments are extra guest kernel parameters (e.g. cgroup_no_v1=all).
+# Environment: as lib.sh (KERNEL, INITRD, AGENT_CTL, KERNEL_APPEND, ...), and
+#   POD_PORT      host port forwarded to the guest's port 80 [a free one]
+#   FETCH_TIMEOUT seconds to wait for the page [60]
+set -euo pipefail
+
+# shellcheck source=tests/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FETCH_TIMEOUT="${FETCH_TIMEOUT:-60}"
+# QEMU user networking: the guest is 10.0.2.15/24, the gateway 10.0.2.2
+# with this MAC.
+POD_IP=10.0.2.15
+GATEWAY=10.0.2.2
+GATEWAY_MAC=52:55:0a:00:02:02
+NIC_MAC=52:54:00:6b:61:01
+
+# A port nobody listens on now (bash's /dev/tcp fails to connect).
+free_port() {
+    local p
+    for p in $(shuf -i 20000-60000 -n 50); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# GET / from 127.0.0.1:$1; the body on stdout (no curl or wget needed).
+http_get() {
+    local reply
+    # shellcheck disable=SC2016 # $1 is the inner shell's argument
+    reply="$(timeout 10 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf "GET / HTTP/1.0\r\nHost: pod\r\n\r\n" >&3
+        cat <&3' _ "$1" 2>/dev/null)" || return 1
+    [[ "$reply" == "HTTP/1."*" 200 "* ]] || return 1
+    sed '1,/^\r\{0,1\}$/d' <<<"$reply"
+}
+
+vm_init
+POD_PORT="${POD_PORT:-$(free_port)}" || vm_fail "no free host port"
+VM_QEMU_EXTRA=(-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$POD_PORT-:80"
+    -device "virtio-net-pci,netdev=net0,mac=$NIC_MAC")
+vm_step="rootfs"
+vm_make_rootfs pause
+vm_make_rootfs web
+vm_start_backends
+vm_boot "$@"
+vm_wait_ready
+VM_PHASE=pod
+
+vm_create_sandbox pod-sandbox
+vm_call UpdateInterface "$CALL_TIMEOUT" UpdateInterface "$(
+    cat <<JSON
+{"interface": {"device": "eth0", "name": "eth0", "mtu": 1500, "hwAddr": "$NIC_MAC",
+  "IPAddresses": [{"family": "v4", "address": "$POD_IP", "mask": "24"}]}}
+JSON
+)"
+[[ "$VM_OUT" == *"\"$POD_IP\""* ]] || vm_fail "UpdateInterface: the answer lacks $POD_IP: $VM_OUT"
+vm_call UpdateRoutes "$CALL_TIMEOUT" UpdateRoutes "$(
+    cat <<JSON
+{"routes": {"Routes": [
+  {"dest": "10.0.2.0/24", "device": "eth0", "source": "$POD_IP", "scope": 253, "family": "v4"},
+  {"dest": "", "gateway": "$GATEWAY", "device": "eth0", "family": "v4"}]}}
+JSON
+)"
+vm_call AddARPNeighbors "$CALL_TIMEOUT" AddARPNeighbors "$(
+    cat <<JSON
+{"neighbors": {"ARPNeighbors": [{"toIPAddress": {"family": "v4", "address": "$GATEWAY"},
+  "device": "eth0", "lladdr": "$GATEWAY_MAC", "state": 128}]}}
+JSON
+)"
+vm_call ListRoutes "$CALL_TIMEOUT" ListRoutes '{}'
+[[ "$VM_OUT" == *"\"$GATEWAY\""* ]] || vm_fail "ListRoutes: no default route via $GATEWAY: $VM_OUT"
+
+# The pod: its pause container, then the web server. Neither has a network
+# namespace of its own: the pod's is the VM's, as with Kata.
+vm_call "CreateContainer pause" "$CALL_TIMEOUT" CreateContainer \
+    "$(vm_create_request pause 'exec sleep 100000')"
+vm_call "StartContainer pause" "$CALL_TIMEOUT" StartContainer '{"container_id": "pause"}'
+web_script='mkdir -p /www && { echo "pod page"; uname -r; } >/www/index.html && echo serving && exec httpd -f -p 80 -h /www'
+vm_call "CreateContainer web" "$CALL_TIMEOUT" CreateContainer "$(vm_create_request web "$web_script")"
+vm_call "StartContainer web" "$CALL_TIMEOUT" StartContainer '{"container_id": "web"}'
+vm_read_stdout web web serving
+
+vm_step="$VM_PHASE: GET http://127.0.0.1:$POD_PORT/"
+deadline=$(($(date +%s) + FETCH_TIMEOUT))
+until page="$(http_get "$POD_PORT")"; do
+    (($(date +%s) < deadline)) || vm_fail "no page from 127.0.0.1:$POD_PORT within ${FETCH_TIMEOUT}s"
+    sleep 0.5
+done
+vm_log "the pod's page: $(tr '\n' ' ' <<<"$page")"
+[[ "$(head -n 1 <<<"$page")" == "pod page" ]] || vm_fail "unexpected page: $page"
+guest_release="$(sed -n 2p <<<"$page")"
+kernel_release="$(cat "$(dirname "$KERNEL")/release" 2>/dev/null || true)"
+if [[ -n "$kernel_release" ]]; then
+    [[ "$guest_release" == "$kernel_release" ]] ||
+        vm_fail "uname -r in the container is '$guest_release', the guest kernel is $kernel_release"
+fi
+[[ "$guest_release" != "$(uname -r)" ]] || vm_fail "uname -r in the container is the host's ($guest_release)"
+
+for cid in web pause; do
+    vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\", \"timeout\": 10}"
+done
+vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
+vm_step="$VM_PHASE: power off"
+vm_wait_exit 30
+vm_log "pod: passed (page served from the guest's kernel $guest_release)"

@@ -92,14 +92,24 @@ vm_call "CreateContainer pause" "$CALL_TIMEOUT" CreateContainer \
     "$(vm_create_request pause 'exec sleep 100000')"
 vm_call "StartContainer pause" "$CALL_TIMEOUT" StartContainer '{"container_id": "pause"}'
 web_script='mkdir -p /www && { echo "pod page"; uname -r; } >/www/index.html && echo serving && exec httpd -f -p 80 -h /www'
-vm_call "CreateContainer web" "$CALL_TIMEOUT" CreateContainer "$(vm_create_request web "$web_script")"
+# containerd's default capabilities, as the shim passes them on: port 80
+# needs CAP_NET_BIND_SERVICE.
+caps='"Capabilities": {"Bounding": CAPS, "Effective": CAPS, "Permitted": CAPS}'
+caps="${caps//CAPS/[\"CAP_CHOWN\", \"CAP_DAC_OVERRIDE\", \"CAP_FSETID\", \"CAP_FOWNER\", \"CAP_MKNOD\", \"CAP_NET_RAW\", \"CAP_SETGID\", \"CAP_SETUID\", \"CAP_SETFCAP\", \"CAP_SETPCAP\", \"CAP_NET_BIND_SERVICE\", \"CAP_SYS_CHROOT\", \"CAP_KILL\", \"CAP_AUDIT_WRITE\"]}"
+web_request="$(vm_create_request web "$web_script")"
+web_request="${web_request/\"Cwd\": \"\/\"\}/\"Cwd\": \"\/\", $caps\}}"
+[[ "$web_request" == *CAP_NET_BIND_SERVICE* ]] || vm_fail "could not add capabilities to the request"
+vm_call "CreateContainer web" "$CALL_TIMEOUT" CreateContainer "$web_request"
 vm_call "StartContainer web" "$CALL_TIMEOUT" StartContainer '{"container_id": "web"}'
 vm_read_stdout web web serving
 
 vm_step="$VM_PHASE: GET http://127.0.0.1:$POD_PORT/"
 deadline=$(($(date +%s) + FETCH_TIMEOUT))
 until page="$(http_get "$POD_PORT")"; do
-    (($(date +%s) < deadline)) || vm_fail "no page from 127.0.0.1:$POD_PORT within ${FETCH_TIMEOUT}s"
+    if (($(date +%s) >= deadline)); then
+        vm_ctl 5 ReadStderr '{"container_id": "web", "exec_id": "web", "len": 4096}' >&2 || true
+        vm_fail "no page from 127.0.0.1:$POD_PORT within ${FETCH_TIMEOUT}s"
+    fi
     sleep 0.5
 done
 vm_log "the pod's page: $(tr '\n' ' ' <<<"$page")"

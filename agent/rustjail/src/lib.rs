@@ -63,5 +63,6 @@ pub use container::{
     set_child_subreaper, Container, CreateOpts, Error, Result, Spawned, Status, Stdio,
 };
 pub use oci_spec;
+pub use tty::open_pty_pair;
 pub use tty::set_window_size;
 pub use utils::{validate_id, wait_status_to_code};

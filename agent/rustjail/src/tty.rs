@@ -34,6 +34,14 @@ pub(crate) fn open_pty() -> SetupResult<(OwnedFd, OwnedFd)> {
     Ok(pair)
 }
 
+/// A PTY pair, (master, slave), for a caller outside any container (the
+/// agent's debug console). Both ends are close-on-exec from the moment
+/// they exist, so a child another thread spawns meanwhile cannot inherit
+/// the master and keep the session from being hung up when it closes.
+pub fn open_pty_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    open_pty().map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Makes `fd` the controlling terminal of the calling session leader.
 pub(crate) fn set_controlling(fd: BorrowedFd) -> SetupResult<()> {
     // SAFETY: TIOCSCTTY takes an integer argument, no pointer; `fd` is open.

@@ -12,7 +12,7 @@
 //! hangs the shell's session up (SIGHUP).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -34,16 +34,9 @@ pub fn find_shell() -> Option<&'static str> {
 /// controlling terminal is the PTY. Returns the master (for the runtime:
 /// call from inside it) and the child.
 pub fn spawn_shell(shell: &str) -> io::Result<(FdStream, Child)> {
-    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
-    let master: OwnedFd = pty.master;
-    let slave: OwnedFd = pty.slave;
-    for fd in [&master, &slave] {
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(io::Error::from)?;
-    }
+    // Close-on-exec from the start: a master inherited by a child spawned
+    // meanwhile would keep the shell from being hung up.
+    let (master, slave) = rustjail::open_pty_pair()?;
     let child = spawn_on_terminal(shell, slave, 0)?;
     Ok((FdStream::new(master, true)?, child))
 }

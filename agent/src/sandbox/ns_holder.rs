@@ -35,18 +35,31 @@ pub fn run_if_requested() {
     std::process::exit(code);
 }
 
-fn holder(pidns: bool, hostname: &OsStr) -> Result<(), String> {
+/// A failed step of the holder's setup, with the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("unshare: {}", .0.desc())]
+    Unshare(nix::Error),
+    #[error("sethostname: {}", .0.desc())]
+    Hostname(nix::Error),
+    #[error("fork: {}", .0.desc())]
+    Fork(nix::Error),
+    #[error("report pid: {0}")]
+    Report(std::io::Error),
+}
+
+fn holder(pidns: bool, hostname: &OsStr) -> Result<(), SetupError> {
     let mut flags = CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     if pidns {
         flags |= CloneFlags::CLONE_NEWPID;
     }
-    unshare(flags).map_err(|e| format!("unshare: {}", e.desc()))?;
+    unshare(flags).map_err(SetupError::Unshare)?;
     if !hostname.is_empty() {
-        sethostname(hostname).map_err(|e| format!("sethostname: {}", e.desc()))?;
+        sethostname(hostname).map_err(SetupError::Hostname)?;
     }
     // SAFETY: this process is single-threaded (a fresh exec that started
     // no thread), so the child may run any code.
-    match unsafe { fork() }.map_err(|e| format!("fork: {}", e.desc()))? {
+    match unsafe { fork() }.map_err(SetupError::Fork)? {
         ForkResult::Child => {
             // Let go of the pipes the agent reads, so it sees their end.
             if let Ok(null) = std::fs::OpenOptions::new()
@@ -68,8 +81,8 @@ fn holder(pidns: bool, hostname: &OsStr) -> Result<(), String> {
         }
         ForkResult::Parent { child } => {
             let mut out = std::io::stdout();
-            writeln!(out, "{child}").map_err(|e| format!("report pid: {e}"))?;
-            out.flush().map_err(|e| format!("report pid: {e}"))?;
+            writeln!(out, "{child}").map_err(SetupError::Report)?;
+            out.flush().map_err(SetupError::Report)?;
             Ok(())
         }
     }

@@ -1,7 +1,27 @@
-//! The container layer: the containers of the sandbox and their processes.
+//! The container layer, below the rpc and above rustjail: the containers
+//! of the sandbox and their processes, and the operations on them.
+//!
+//! Each operation ([`create()`], [`start()`], [`exec()`], [`remove()`]) is
+//! synchronous and runs inside one blocking call (the rpc's
+//! `spawn_blocking`): namespace, mount, fork and file work never runs on the
+//! async thread. Each is a transaction: a step registers its undo
+//! ([`undo::Rollback`]) and a failure unwinds what was done. Errors are
+//! [`Error`], with one mapping to a ttrpc status.
 
+mod create;
+mod error;
+mod exec;
 pub mod oom_events;
+mod remove;
+mod start;
 pub mod stdio;
+pub mod undo;
+
+pub use create::{create, CreateParams};
+pub use error::{validate_id, Error};
+pub use exec::{exec, ExecParams};
+pub use remove::remove;
+pub use start::start;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -48,6 +68,20 @@ impl Proc {
     /// The raw wait status once the process has exited.
     pub fn exited(&self) -> Option<RawStatus> {
         *self.exit.borrow()
+    }
+
+    /// Waits, from blocking code, at most `limit` for the exit; false if
+    /// the process still runs then.
+    pub fn wait_blocking(&self, limit: std::time::Duration) -> bool {
+        if self.exited().is_some() {
+            return true;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .block_on(tokio::time::timeout(limit, self.wait()))
+                .is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Waits for the exit; `None` if the reaper went away.

@@ -111,14 +111,14 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
         // mount) fails instead of holding its slot forever.
         timeout: Some(CREATE_STEP_TIMEOUT),
         zygote: settings.zygote.clone(),
+        reap: Some(Arc::new(sandbox.reaper.clone())),
         ..rustjail::CreateOpts::default()
     };
-    let mut jail = {
-        let _guard = sandbox.reaper.spawn_guard();
-        rustjail::Container::create(&id, &spec, &bundle, opts)?
-    };
+    // The init is re-parented to us when its helper exits.
+    let since = sandbox.reaper.epoch();
+    let mut jail = rustjail::Container::create(&id, &spec, &bundle, opts)?;
     let pid = jail.pid();
-    let exit = sandbox.reaper.register(pid);
+    let exit = sandbox.reaper.adopt(pid, since);
     // With a terminal the PTY master replaces the pipes.
     let io = match jail.take_console() {
         Some(master) => ProcIo::pty(master).map_err(Error::io(&id, "set up the terminal")),

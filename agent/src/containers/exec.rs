@@ -50,12 +50,11 @@ pub fn exec(sandbox: &Sandbox, ctr: &Ctr, p: ExecParams) -> Result<(), Error> {
         stdout: Some(stdout.theirs),
         stderr: Some(stderr.theirs),
     };
-    let spawned = {
-        let _guard = sandbox.reaper.spawn_guard();
-        lock(&ctr.jail).exec(&p.process, stdio)?
-    };
+    // The process is re-parented to us when its helper exits.
+    let since = sandbox.reaper.epoch();
+    let spawned = lock(&ctr.jail).exec(&p.process, stdio)?;
     let pid = spawned.pid;
-    let exit = sandbox.reaper.register(pid);
+    let exit = sandbox.reaper.adopt(pid, since);
     let undo = || {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     };

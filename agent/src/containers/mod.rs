@@ -28,10 +28,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
-
 use crate::lock::lock;
-use crate::reaper::RawStatus;
+use crate::reaper::{ExitWatch, RawStatus};
 use crate::stream::FdStream;
 use stdio::ProcIo;
 
@@ -39,7 +37,7 @@ use stdio::ProcIo;
 pub struct Proc {
     pub exec_id: String,
     pub pid: i32,
-    exit: watch::Receiver<Option<RawStatus>>,
+    exit: ExitWatch,
     pub stdin: tokio::sync::Mutex<Option<FdStream>>,
     pub stdout: tokio::sync::Mutex<Option<FdStream>>,
     pub stderr: tokio::sync::Mutex<Option<FdStream>>,
@@ -48,12 +46,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn new(
-        exec_id: &str,
-        pid: i32,
-        exit: watch::Receiver<Option<RawStatus>>,
-        io: ProcIo,
-    ) -> Proc {
+    pub fn new(exec_id: &str, pid: i32, exit: ExitWatch, io: ProcIo) -> Proc {
         Proc {
             exec_id: exec_id.to_string(),
             pid,
@@ -67,28 +60,18 @@ impl Proc {
 
     /// The raw wait status once the process has exited.
     pub fn exited(&self) -> Option<RawStatus> {
-        *self.exit.borrow()
+        self.exit.status()
     }
 
     /// Waits, from blocking code, at most `limit` for the exit; false if
     /// the process still runs then.
     pub fn wait_blocking(&self, limit: std::time::Duration) -> bool {
-        if self.exited().is_some() {
-            return true;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .block_on(tokio::time::timeout(limit, self.wait()))
-                .is_ok(),
-            Err(_) => false,
-        }
+        self.exit.wait_blocking(Some(limit)).is_some()
     }
 
-    /// Waits for the exit; `None` if the reaper went away.
-    pub async fn wait(&self) -> Option<RawStatus> {
-        let mut rx = self.exit.clone();
-        let status = rx.wait_for(Option::is_some).await.ok()?;
-        *status
+    /// Waits for the exit.
+    pub async fn wait(&self) -> RawStatus {
+        self.exit.wait().await
     }
 }
 

@@ -134,15 +134,7 @@ impl AgentImpl {
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
         let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
-        let raw = p.wait().await.ok_or_else(|| {
-            status(
-                Code::INTERNAL,
-                format!(
-                    "container {:?}: process {:?}: exit status lost",
-                    req.container_id, p.exec_id
-                ),
-            )
-        })?;
+        let raw = p.wait().await;
         let mut resp = WaitProcessResponse::new();
         resp.status = exit_code(raw);
         Ok(resp)

@@ -8,10 +8,77 @@
 //! pid and exits. The holder is re-parented to the agent, which reaps it.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, sethostname, ForkResult};
+
+use super::Holder;
+use crate::reaper::Reaper;
+
+/// Why the holder could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HolderError {
+    #[error("namespace holder: {0}")]
+    Blocking(String),
+    #[error("namespace holder: spawn: {0}")]
+    Spawn(std::io::Error),
+    #[error("namespace holder: {stderr} ({status})")]
+    Failed {
+        stderr: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("namespace holder: no pid reported")]
+    NoPid,
+}
+
+/// Starts the holder through the reaper and adopts the holding process
+/// (re-parented to us when its starter exits). Blocking.
+pub fn spawn(
+    reaper: &Reaper,
+    exe: &Path,
+    pidns: bool,
+    hostname: &str,
+) -> Result<Holder, HolderError> {
+    use std::os::unix::process::ExitStatusExt;
+    let since = reaper.epoch();
+    let (mut child, exit) = reaper
+        .spawn(
+            Command::new(exe)
+                .arg(PAUSE_ARG)
+                .arg(if pidns { "pidns" } else { "-" })
+                .arg(hostname)
+                .env_clear()
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(HolderError::Spawn)?;
+    // The starter writes a line at most: reading one pipe, then the other,
+    // cannot fill either.
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    drop(child);
+    let raw = exit.wait_blocking(None).unwrap_or(0);
+    let status = std::process::ExitStatus::from_raw(raw);
+    if !status.success() {
+        return Err(HolderError::Failed {
+            stderr: err.trim().to_string(),
+            status,
+        });
+    }
+    let pid: i32 = out.trim().parse().map_err(|_| HolderError::NoPid)?;
+    let exit = reaper.adopt(pid, since);
+    Ok(Holder { pid, pidns, exit })
+}
 
 /// First argument that selects the holder.
 pub const PAUSE_ARG: &str = "sandbox-ns-holder";

@@ -82,31 +82,44 @@ pub enum ServerAddr {
     Unix(String),
 }
 
+/// Why a server address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("expected vsock://<cid>:<port>")]
+    VsockForm,
+    #[error("cid {0:?} is not -1 or a 32-bit number")]
+    Cid(String),
+    #[error("port {0:?} is not a 32-bit number")]
+    Port(String),
+    #[error("expected unix:///absolute/path or unix://@name")]
+    UnixForm,
+    #[error("expected vsock://<cid>:<port> or unix:///path")]
+    Scheme,
+}
+
 impl ServerAddr {
-    pub fn parse(s: &str) -> Result<ServerAddr, String> {
+    pub fn parse(s: &str) -> Result<ServerAddr, AddrError> {
         if let Some(rest) = s.strip_prefix("vsock://") {
-            let (cid, port) = rest
-                .split_once(':')
-                .ok_or_else(|| "expected vsock://<cid>:<port>".to_string())?;
+            let (cid, port) = rest.split_once(':').ok_or(AddrError::VsockForm)?;
             let cid = match cid {
                 "-1" => None,
                 c => Some(
                     c.parse::<u32>()
-                        .map_err(|_| format!("cid {c:?} is not -1 or a 32-bit number"))?,
+                        .map_err(|_| AddrError::Cid(c.to_string()))?,
                 ),
             };
             let port = port
                 .parse::<u32>()
-                .map_err(|_| format!("port {port:?} is not a 32-bit number"))?;
+                .map_err(|_| AddrError::Port(port.to_string()))?;
             return Ok(ServerAddr::Vsock { cid, port });
         }
         if let Some(path) = s.strip_prefix("unix://") {
             if path.is_empty() || !(path.starts_with('/') || path.starts_with('@')) {
-                return Err("expected unix:///absolute/path or unix://@name".to_string());
+                return Err(AddrError::UnixForm);
             }
             return Ok(ServerAddr::Unix(path.to_string()));
         }
-        Err("expected vsock://<cid>:<port> or unix:///path".to_string())
+        Err(AddrError::Scheme)
     }
 
     /// The address in the form ttrpc binds.
@@ -299,8 +312,8 @@ impl Config {
         };
         match key {
             Key::ServerAddr => {
-                self.server_addr =
-                    ServerAddr::parse(value).map_err(|reason| invalid(param, value, reason))?;
+                self.server_addr = ServerAddr::parse(value)
+                    .map_err(|reason| invalid(param, value, reason.to_string()))?;
             }
             Key::LogLevel => {
                 self.log_level = Level::parse(value).ok_or_else(|| {

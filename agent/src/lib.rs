@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod containers;
+pub mod error;
 pub mod lock;
 pub mod logging;
 pub mod network;
@@ -139,11 +140,13 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
         .thread_stack_size(256 * 1024)
         .build()
         .map_err(StartError::Runtime)?;
+    // The one owner of child processes, for every part that starts one.
+    let reaper = reaper::Reaper::new();
     {
         // Log port and debug console: tasks that start with the server.
         let _rt = rt.enter();
-        observe.run();
+        observe.run(&reaper);
     }
-    rt.block_on(server::serve(&cfg, zygote))?;
+    rt.block_on(server::serve(&cfg, zygote, reaper))?;
     Ok(())
 }

@@ -1,49 +1,136 @@
-//! One place reaps child processes.
+//! The one owner of child processes.
 //!
 //! The agent is PID 1 (or a child subreaper), so every process that loses
-//! its parent becomes ours: container inits once their launcher exits, and
-//! orphans of containers without their own pid namespace. On SIGCHLD the
-//! reaper peeks at the next zombie (`waitid` with `WNOWAIT`) and:
-//! - reaps it and hands the status to whoever registered its pid;
-//! - reaps it and keeps the status for a while if nobody registered it yet
-//!   (a process may exit before the code that started it registers it);
-//! - leaves it alone while a synchronous spawn-and-wait is running under a
-//!   [`SpawnGuard`] and the zombie is not registered: that child belongs to
-//!   code that waits for it by pid (rustjail's launcher, hooks), and stealing
-//!   its status would break that code. The reaper retries shortly after.
+//! its parent becomes ours: container inits once their helper exits, and
+//! orphans of containers without their own pid namespace. Every child the
+//! agent starts itself (the namespace holder, iptables tools, the debug
+//! console's shell, rustjail's helpers and hooks) is started through
+//! [`Reaper::spawn`], which registers it before the reaper can see its
+//! exit; a process re-parented to us is taken over with [`Reaper::adopt`].
+//! Nobody else calls `waitpid`: on SIGCHLD the reaper reaps every zombie and
+//! hands each status to the [`ExitWatch`] of its pid, or keeps it for a
+//! while for a pid not adopted yet (a container init may exit before the
+//! code that started it learns its pid).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-/// How many statuses of unregistered pids are kept.
+use crate::lock::lock;
+
+/// How many statuses of unadopted pids are kept.
 const UNCLAIMED_MAX: usize = 4096;
-/// Pause before looking again at a zombie owned by a guarded waiter.
-const DEFER: Duration = Duration::from_millis(5);
 
 /// A raw wait status as waitpid(2) reports it.
 pub type RawStatus = i32;
 
+/// The count of reaps so far: a status reaped before a process was started
+/// belongs to an earlier process with the same pid.
+pub type Epoch = u64;
+
+/// One child's exit, for async and blocking waiters alike.
+struct Exit {
+    tx: watch::Sender<Option<RawStatus>>,
+    done: Mutex<Option<RawStatus>>,
+    cv: Condvar,
+}
+
+impl Exit {
+    fn new(status: Option<RawStatus>) -> Arc<Exit> {
+        Arc::new(Exit {
+            tx: watch::channel(status).0,
+            done: Mutex::new(status),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn set(&self, status: RawStatus) {
+        *lock(&self.done) = Some(status);
+        self.cv.notify_all();
+        self.tx.send_replace(Some(status));
+    }
+}
+
+/// Where a child's exit status arrives. Cheap to clone.
+#[derive(Clone)]
+pub struct ExitWatch {
+    exit: Arc<Exit>,
+}
+
+impl std::fmt::Debug for ExitWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExitWatch")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl ExitWatch {
+    /// The raw status once the process has exited.
+    pub fn status(&self) -> Option<RawStatus> {
+        *lock(&self.exit.done)
+    }
+
+    /// Waits for the exit.
+    pub async fn wait(&self) -> RawStatus {
+        let mut rx = self.exit.tx.subscribe();
+        loop {
+            if let Some(s) = *rx.borrow_and_update() {
+                return s;
+            }
+            // The sender lives in `self.exit`: it cannot be dropped.
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Waits from blocking code, at most `limit` (`None`: no limit).
+    pub fn wait_blocking(&self, limit: Option<Duration>) -> Option<RawStatus> {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let mut done = lock(&self.exit.done);
+        loop {
+            if let Some(s) = *done {
+                return Some(s);
+            }
+            done = match deadline {
+                None => match self.exit.cv.wait(done) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                },
+                Some(d) => {
+                    let left = d.checked_duration_since(std::time::Instant::now())?;
+                    match self.exit.cv.wait_timeout(done, left) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    }
+                }
+            };
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    waiters: HashMap<i32, watch::Sender<Option<RawStatus>>>,
-    unclaimed: HashMap<i32, RawStatus>,
+    waiters: HashMap<i32, Arc<Exit>>,
+    unclaimed: HashMap<i32, (RawStatus, Epoch)>,
     unclaimed_order: VecDeque<i32>,
+    epoch: Epoch,
 }
 
 /// The reaper. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Reaper {
     state: Arc<Mutex<State>>,
-    spawns: Arc<RwLock<()>>,
 }
 
-/// Held while synchronous code spawns a child and waits for it by pid.
-pub struct SpawnGuard<'a> {
-    _guard: RwLockReadGuard<'a, ()>,
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reaper")
+    }
 }
 
 impl Reaper {
@@ -51,92 +138,76 @@ impl Reaper {
         Reaper::default()
     }
 
-    /// Marks a stretch of code that spawns children and waits for them itself.
-    pub fn spawn_guard(&self) -> SpawnGuard<'_> {
-        let guard = match self.spawns.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        SpawnGuard { _guard: guard }
+    /// Now, in reaps: take it before starting what will produce a process
+    /// to [`adopt`](Reaper::adopt).
+    pub fn epoch(&self) -> Epoch {
+        self.lock().epoch
     }
 
-    /// Registers interest in `pid`'s exit. The receiver holds `Some(status)`
-    /// once it exited, immediately if it already has.
-    pub fn register(&self, pid: i32) -> watch::Receiver<Option<RawStatus>> {
+    /// Starts `cmd` as our child. It is registered before the reaper can
+    /// see its exit; the returned `Child` is for its pipes and pid only:
+    /// never wait on it.
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, ExitWatch)> {
         let mut st = self.lock();
-        if let Some(status) = st.unclaimed.remove(&pid) {
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        // The pid is new: a status kept for it is an earlier process's.
+        if st.unclaimed.remove(&pid).is_some() {
             st.unclaimed_order.retain(|p| *p != pid);
-            let (_tx, rx) = watch::channel(Some(status));
-            return rx;
         }
-        match st.waiters.get(&pid) {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = watch::channel(None);
-                st.waiters.insert(pid, tx);
-                rx
+        let exit = Exit::new(None);
+        st.waiters.insert(pid, exit.clone());
+        Ok((child, ExitWatch { exit }))
+    }
+
+    /// Takes over `pid`, a process re-parented to us that was started after
+    /// `since`. Its watch holds the status at once if it already exited.
+    pub fn adopt(&self, pid: i32, since: Epoch) -> ExitWatch {
+        let mut st = self.lock();
+        if let Some((status, at)) = st.unclaimed.remove(&pid) {
+            st.unclaimed_order.retain(|p| *p != pid);
+            if at >= since {
+                return ExitWatch {
+                    exit: Exit::new(Some(status)),
+                };
             }
         }
+        let exit = st
+            .waiters
+            .entry(pid)
+            .or_insert_with(|| Exit::new(None))
+            .clone();
+        ExitWatch { exit }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::lock::lock(&self.state)
+        lock(&self.state)
     }
 
     fn deliver(&self, pid: i32, status: RawStatus) {
         let mut st = self.lock();
+        // Reaped at `at`: after any start whose epoch() is `at` or less.
+        let at = st.epoch;
+        st.epoch += 1;
         match st.waiters.remove(&pid) {
-            Some(tx) => {
-                let _ = tx.send(Some(status));
-            }
+            Some(exit) => exit.set(status),
             None => {
                 if st.unclaimed.len() >= UNCLAIMED_MAX {
                     if let Some(old) = st.unclaimed_order.pop_front() {
                         st.unclaimed.remove(&old);
                     }
                 }
-                st.unclaimed.insert(pid, status);
+                st.unclaimed.insert(pid, (status, at));
                 st.unclaimed_order.push_back(pid);
                 log::debug!("reaped pid {pid} (status {status:#x}), nobody waiting yet");
             }
         }
     }
 
-    fn is_registered(&self, pid: i32) -> bool {
-        self.lock().waiters.contains_key(&pid)
-    }
-
-    /// Reaps every zombie it may. Returns true when one had to be left for
-    /// a guarded waiter, so the caller should look again soon.
-    fn reap_all(&self) -> bool {
-        loop {
-            let pid = match peek_zombie() {
-                Some(pid) => pid,
-                None => return false,
-            };
-            if !self.is_registered(pid) && self.spawns.try_write().is_err() {
-                // A guarded spawn is in progress; this zombie may be its.
-                // It hides the zombies behind it from the peek, so collect
-                // the registered ones by pid meanwhile.
-                self.reap_registered();
-                return true;
-            }
-            match reap(pid) {
-                Some(status) => self.deliver(pid, status),
-                // Someone else reaped it between the peek and here.
-                None => continue,
-            }
-        }
-    }
-
-    /// Reaps registered pids one by one, whatever order the kernel's child
-    /// list is in.
-    fn reap_registered(&self) {
-        let pids: Vec<i32> = self.lock().waiters.keys().copied().collect();
-        for pid in pids {
-            if let Some(status) = reap(pid) {
-                self.deliver(pid, status);
-            }
+    /// Reaps every zombie child.
+    fn reap_all(&self) {
+        while let Some((pid, status)) = reap_any() {
+            self.deliver(pid, status);
         }
     }
 
@@ -150,49 +221,42 @@ impl Reaper {
             }
         };
         loop {
-            let deferred = self.reap_all();
-            if deferred {
-                // Look again soon for the zombie left to its waiter, but
-                // never let that delay the next SIGCHLD.
-                tokio::select! {
-                    _ = tokio::time::sleep(DEFER) => {}
-                    s = sigchld.recv() => if s.is_none() { return },
-                }
-            } else if sigchld.recv().await.is_none() {
+            self.reap_all();
+            if sigchld.recv().await.is_none() {
                 return;
             }
         }
     }
 }
 
-/// The pid of a child that has exited and not been reaped, if any.
-fn peek_zombie() -> Option<i32> {
-    // SAFETY: siginfo_t is plain data; zeroed is a valid initial value and
-    // waitid only writes into it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: P_ALL with a valid pointer to a siginfo_t we own.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    if rc != 0 {
-        return None;
+/// rustjail's children (its re-exec'd helpers and the hooks it runs) go
+/// through the same reaper.
+impl rustjail::Reap for Reaper {
+    fn spawn(&self, cmd: &mut Command) -> std::io::Result<rustjail::ChildProc> {
+        let (mut child, exit) = Reaper::spawn(self, cmd)?;
+        Ok(rustjail::ChildProc::new(&mut child, Box::new(exit)))
     }
-    // SAFETY: waitid succeeded, so si_pid is valid (0 when no child changed state).
-    let pid = unsafe { info.si_pid() };
-    (pid > 0).then_some(pid)
+
+    fn collect(&self, pid: i32) {
+        // The status is unwanted; adopting keeps it out of the unclaimed
+        // table.
+        let _ = self.adopt(pid, 0);
+    }
 }
 
-/// Reaps `pid`; `None` if it was not a zombie child any more.
-fn reap(pid: i32) -> Option<RawStatus> {
+impl rustjail::ChildExit for ExitWatch {
+    fn wait_timeout(&mut self, limit: Option<Duration>) -> Option<ExitStatus> {
+        self.wait_blocking(limit).map(ExitStatus::from_raw)
+    }
+}
+
+/// Reaps any zombie child: its pid and raw status.
+fn reap_any() -> Option<(i32, RawStatus)> {
     let mut status: libc::c_int = 0;
-    // SAFETY: waitpid on a specific pid with a valid status pointer.
-    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (rc == pid).then_some(status)
+    // SAFETY: waitpid for any child with a valid status pointer; WNOHANG
+    // never blocks.
+    let rc = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (rc > 0).then_some((rc, status))
 }
 
 /// Exit code as Kata reports it: the exit status, or 128 + signal
@@ -207,7 +271,6 @@ pub fn exit_code(status: RawStatus) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     #[test]
     fn exit_codes() {
@@ -218,20 +281,31 @@ mod tests {
     }
 
     #[test]
-    fn early_exit_is_kept_for_late_registration() {
+    fn early_exit_is_kept_for_late_adoption() {
         let r = Reaper::new();
+        let since = r.epoch();
         r.deliver(4242, 7 << 8);
-        let rx = r.register(4242);
-        assert_eq!(*rx.borrow(), Some(7 << 8));
+        assert_eq!(r.adopt(4242, since).status(), Some(7 << 8));
     }
 
     #[test]
-    fn registered_waiter_gets_the_status() {
+    fn a_status_from_before_the_start_is_not_taken() {
         let r = Reaper::new();
-        let rx = r.register(777);
-        assert_eq!(*rx.borrow(), None);
+        r.deliver(4243, 1 << 8);
+        let since = r.epoch();
+        let w = r.adopt(4243, since);
+        assert_eq!(w.status(), None);
+        r.deliver(4243, 2 << 8);
+        assert_eq!(w.wait_blocking(Some(Duration::ZERO)), Some(2 << 8));
+    }
+
+    #[test]
+    fn adopted_waiter_gets_the_status() {
+        let r = Reaper::new();
+        let w = r.adopt(777, 0);
+        assert_eq!(w.status(), None);
         r.deliver(777, 9);
-        assert_eq!(*rx.borrow(), Some(9));
+        assert_eq!(w.status(), Some(9));
     }
 
     #[test]
@@ -242,28 +316,5 @@ mod tests {
         }
         assert_eq!(r.lock().unclaimed.len(), UNCLAIMED_MAX);
         assert!(!r.lock().unclaimed.contains_key(&1));
-    }
-
-    #[test]
-    fn guarded_children_are_not_stolen() {
-        let r = Reaper::new();
-        let guard = r.spawn_guard();
-        let mut child = Command::new("true").spawn().unwrap();
-        // Wait until it is a zombie without reaping it.
-        while peek_zombie() != Some(child.id() as i32) {
-            std::thread::yield_now();
-        }
-        // A registered child behind it is still collected.
-        // Reaped through the reaper, not through `Child::wait`.
-        #[allow(clippy::zombie_processes)]
-        let late = Command::new("true").spawn().unwrap();
-        let late_pid = late.id() as i32;
-        let rx = r.register(late_pid);
-        while rx.borrow().is_none() {
-            assert!(r.reap_all(), "reaper should defer while guarded");
-            std::thread::yield_now();
-        }
-        assert!(child.wait().unwrap().success());
-        drop(guard);
     }
 }

@@ -69,6 +69,7 @@ fn clear_stale_socket(path: &Path, addr: &str) -> Result<(), ServerError> {
 pub async fn serve(
     cfg: &Config,
     zygote: Option<Arc<rustjail::zygote::Zygote>>,
+    reaper: Reaper,
 ) -> Result<(), ServerError> {
     let started = Instant::now();
     let uri = cfg.server_addr.to_uri();
@@ -95,7 +96,6 @@ pub async fn serve(
             log::warn!("PR_SET_CHILD_SUBREAPER: {e}; container exits may go unseen");
         }
     }
-    let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
     let settings = Settings {
         pipe_size: cfg.container_pipe_size,

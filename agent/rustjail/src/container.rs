@@ -24,6 +24,7 @@ use crate::helper::INIT_ARG;
 use crate::hooks;
 use crate::oom::OomEvents;
 use crate::protocol::{self, CreateRequest, ExecRequest, Msg, Request};
+use crate::reap::{ChildProc, DirectReap, Reap};
 use crate::utils::{errno_text, io_text, validate_id};
 use crate::zygote::Zygote;
 
@@ -95,6 +96,9 @@ pub struct CreateOpts {
     /// Fork init helpers from this pre-forked launcher instead of
     /// re-executing `launcher`.
     pub zygote: Option<Arc<Zygote>>,
+    /// Who starts and collects the children rustjail runs in the caller
+    /// (re-exec'd helpers, hooks); [`DirectReap`] when `None`.
+    pub reap: Option<Arc<dyn Reap>>,
 }
 
 impl Default for CreateOpts {
@@ -106,6 +110,7 @@ impl Default for CreateOpts {
             timeout: None,
             no_pivot: false,
             zygote: None,
+            reap: None,
         }
     }
 }
@@ -149,6 +154,7 @@ pub struct Container {
     id: String,
     launcher: PathBuf,
     zygote: Option<Arc<Zygote>>,
+    reap: Arc<dyn Reap>,
     init_pid: Pid,
     namespaces: Vec<LinuxNamespaceType>,
     cgroup: CgroupManager,
@@ -173,8 +179,8 @@ struct Helper {
 
 /// How the helper was started, which decides who reaps it.
 enum HelperProc {
-    /// Re-executed launcher: our child, reaped here.
-    Child(std::process::Child),
+    /// Re-executed launcher: our child, collected by the caller's reaper.
+    Child(ChildProc),
     /// Forked by the zygote, which reaps it.
     Forked(Pid),
 }
@@ -182,16 +188,14 @@ enum HelperProc {
 impl HelperProc {
     fn id(&self) -> i32 {
         match self {
-            HelperProc::Child(c) => c.id() as i32,
+            HelperProc::Child(c) => c.pid,
             HelperProc::Forked(p) => p.as_raw(),
         }
     }
 
     fn kill(&mut self) {
         match self {
-            HelperProc::Child(c) => {
-                let _ = c.kill();
-            }
+            HelperProc::Child(c) => c.kill(),
             HelperProc::Forked(p) => {
                 let _ = kill(*p, Signal::SIGKILL);
             }
@@ -201,11 +205,7 @@ impl HelperProc {
     /// Waits for the exit where we can; returns how it ended if known.
     fn wait(&mut self) -> Option<String> {
         match self {
-            HelperProc::Child(c) => Some(
-                c.wait()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| io_text(&e)),
-            ),
+            HelperProc::Child(c) => c.exit.wait_timeout(None).map(|s| s.to_string()),
             HelperProc::Forked(_) => None,
         }
     }
@@ -293,6 +293,7 @@ impl Container {
             id: id.to_string(),
             launcher: opts.launcher,
             zygote: opts.zygote,
+            reap: opts.reap.unwrap_or_else(|| Arc::new(DirectReap)),
             init_pid: Pid::from_raw(0),
             namespaces,
             cgroup,
@@ -342,13 +343,15 @@ impl Container {
                     .map_err(self.op_err("fork init helper from the zygote"))?,
             )),
             None => HelperProc::Child(
-                Command::new(&self.launcher)
-                    .arg(INIT_ARG)
-                    .env_clear()
-                    .stdin(StdStdio::from(OwnedFd::from(theirs)))
-                    .stdout(StdStdio::null())
-                    .stderr(StdStdio::inherit())
-                    .spawn()
+                self.reap
+                    .spawn(
+                        Command::new(&self.launcher)
+                            .arg(INIT_ARG)
+                            .env_clear()
+                            .stdin(StdStdio::from(OwnedFd::from(theirs)))
+                            .stdout(StdStdio::null())
+                            .stderr(StdStdio::inherit()),
+                    )
                     .map_err(
                         self.op_err(format!("spawn init helper {}", self.launcher.display())),
                     )?,
@@ -461,15 +464,21 @@ impl Container {
     fn create_runtime_hooks(&self, sock: &UnixStream) -> Result<()> {
         let state = self.state("creating");
         let h = self.hooks.as_ref();
-        hooks::run("prestart", h.and_then(|h| h.prestart().as_ref()), &state)
-            .and_then(|()| {
-                hooks::run(
-                    "createRuntime",
-                    h.and_then(|h| h.create_runtime().as_ref()),
-                    &state,
-                )
-            })
-            .map_err(|e| self.setup_err(e.to_string()))?;
+        hooks::run(
+            &*self.reap,
+            "prestart",
+            h.and_then(|h| h.prestart().as_ref()),
+            &state,
+        )
+        .and_then(|()| {
+            hooks::run(
+                &*self.reap,
+                "createRuntime",
+                h.and_then(|h| h.create_runtime().as_ref()),
+                &state,
+            )
+        })
+        .map_err(|e| self.setup_err(e.to_string()))?;
         protocol::send(sock, &Msg::Continue(state)).map_err(self.op_err("resume init"))
     }
 
@@ -486,7 +495,7 @@ impl Container {
         let _ = self.cgroup.destroy(Duration::from_secs(5));
         if self.init_pid.as_raw() > 0 {
             let _ = kill(self.init_pid, Signal::SIGKILL);
-            reap(self.init_pid);
+            self.reap.collect(self.init_pid.as_raw());
         }
     }
 
@@ -530,7 +539,8 @@ impl Container {
                 self.status = Status::Running;
                 let state = self.state("running");
                 let h = self.hooks.as_ref().and_then(|h| h.poststart().as_ref());
-                hooks::run("poststart", h, &state).map_err(|e| self.setup_err(e.to_string()))
+                hooks::run(&*self.reap, "poststart", h, &state)
+                    .map_err(|e| self.setup_err(e.to_string()))
             }
             Ok(Some(Msg::Error(msg))) => Err(self.setup_err(msg)),
             Ok(Some(other)) => Err(self.setup_err(format!("start: unexpected message {other:?}"))),
@@ -598,7 +608,7 @@ impl Container {
         if let (Err(_), Some(p)) = (&result, pid) {
             // The process reported its error and exits; it was re-parented
             // to us when the helper exited.
-            reap(Pid::from_raw(p));
+            self.reap.collect(p);
         }
         result
     }
@@ -738,7 +748,7 @@ impl Container {
         self.status = Status::Destroyed;
         let state = self.state("stopped");
         let h = self.hooks.as_ref().and_then(|h| h.poststop().as_ref());
-        hooks::run("poststop", h, &state).map_err(|e| self.setup_err(e.to_string()))
+        hooks::run(&*self.reap, "poststop", h, &state).map_err(|e| self.setup_err(e.to_string()))
     }
 }
 
@@ -765,13 +775,6 @@ fn process_alive(pid: Pid) -> bool {
             .is_some_and(|state| state != 'Z' && state != 'X'),
         Err(_) => false,
     }
-}
-
-/// Reaps a process that a failed call started, if it is our child: the
-/// caller never learnt its pid. ECHILD (not ours, or already reaped by the
-/// caller's reaper) is fine.
-fn reap(pid: Pid) {
-    let _ = nix::sys::wait::waitpid(pid, None);
 }
 
 /// Makes the calling process a child subreaper, so that container inits

@@ -37,8 +37,10 @@ use seccompiler::BpfProgram;
 
 use crate::error::{Context, SetupError, SetupResult};
 use crate::hooks;
+// The container init waits for its own hooks: it reaps nothing else.
 use crate::process;
 use crate::protocol::{self, CreateRequest, ExecRequest, Msg, Request};
+use crate::reap::DirectReap;
 use crate::rootfs::{self, RootfsConfig};
 use crate::seccomp;
 use crate::tty;
@@ -345,6 +347,7 @@ fn container_init(
         protocol::send(sock, &Msg::CreateRuntime).ctx(|| "request createRuntime hooks")?;
         match protocol::recv::<Msg>(sock) {
             Ok(Some(Msg::Continue(state))) => hooks::run(
+                &DirectReap,
                 "createContainer",
                 hooks.and_then(|h| h.create_container().as_ref()),
                 &state,
@@ -371,6 +374,7 @@ fn container_init(
         _ => unsafe { libc::_exit(1) },
     };
     hooks::run(
+        &DirectReap,
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,

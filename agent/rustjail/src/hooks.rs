@@ -7,11 +7,12 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_spec::runtime::Hook;
 
 use crate::error::{Context, SetupError, SetupResult};
+use crate::reap::Reap;
 
 /// Hooks without a timeout may run this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -36,14 +37,19 @@ pub(crate) fn state_json(
 }
 
 /// Runs `hooks` in order; the first failure stops the run.
-pub(crate) fn run(kind: &str, hooks: Option<&Vec<Hook>>, state: &str) -> SetupResult<()> {
+pub(crate) fn run(
+    reap: &dyn Reap,
+    kind: &str,
+    hooks: Option<&Vec<Hook>>,
+    state: &str,
+) -> SetupResult<()> {
     for hook in hooks.into_iter().flatten() {
-        run_one(kind, hook, state)?;
+        run_one(reap, kind, hook, state)?;
     }
     Ok(())
 }
 
-fn run_one(kind: &str, hook: &Hook, state: &str) -> SetupResult<()> {
+fn run_one(reap: &dyn Reap, kind: &str, hook: &Hook, state: &str) -> SetupResult<()> {
     let path = hook.path();
     let what = || format!("hook {kind} {}", path.display());
     let mut cmd = Command::new(path);
@@ -58,12 +64,10 @@ fn run_one(kind: &str, hook: &Hook, state: &str) -> SetupResult<()> {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .ctx(what)?;
+        .stderr(Stdio::inherit());
+    let mut child = reap.spawn(&mut cmd).ctx(what)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its state may close stdin early.
         let _ = stdin.write_all(state.as_bytes());
@@ -72,31 +76,24 @@ fn run_one(kind: &str, hook: &Hook, state: &str) -> SetupResult<()> {
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => DEFAULT_TIMEOUT,
     };
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        if let Some(status) = child.try_wait().ctx(what)? {
-            if status.success() {
-                return Ok(());
-            }
-            return Err(SetupError::new(what(), status.to_string()));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SetupError::new(
+    match child.exit.wait_timeout(Some(timeout)) {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(SetupError::new(what(), status.to_string())),
+        None => {
+            child.kill();
+            let _ = child.exit.wait_timeout(None);
+            Err(SetupError::new(
                 what(),
                 format!("timed out after {} s", timeout.as_secs()),
-            ));
+            ))
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reap::DirectReap;
     use oci_spec::runtime::HookBuilder;
 
     fn hook(args: &[&str], timeout: Option<i64>) -> Hook {
@@ -116,7 +113,7 @@ mod tests {
         let script = format!("cat > {}", out.display());
         let hooks = vec![hook(&["sh", "-c", &script], None)];
         let state = state_json("abc", "creating", 42, Path::new("/b"), None);
-        run("createRuntime", Some(&hooks), &state).unwrap();
+        run(&DirectReap, "createRuntime", Some(&hooks), &state).unwrap();
         let got: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
         assert_eq!(got["id"], "abc");
@@ -127,12 +124,14 @@ mod tests {
     #[test]
     fn failing_and_slow_hooks() {
         let hooks = vec![hook(&["sh", "-c", "exit 3"], None)];
-        let err = run("poststart", Some(&hooks), "{}")
+        let err = run(&DirectReap, "poststart", Some(&hooks), "{}")
             .unwrap_err()
             .to_string();
         assert_eq!(err, "hook poststart /bin/sh: exit status: 3");
         let hooks = vec![hook(&["sh", "-c", "sleep 5"], Some(1))];
-        let err = run("prestart", Some(&hooks), "{}").unwrap_err().to_string();
+        let err = run(&DirectReap, "prestart", Some(&hooks), "{}")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "hook prestart /bin/sh: timed out after 1 s");
     }
 }

@@ -30,8 +30,9 @@
 //! The helper exits once it has reported, so container processes are
 //! re-parented to the caller, which must be PID 1 or a child subreaper
 //! ([`set_child_subreaper`]) and reaps them (exit codes via
-//! [`wait_status_to_code`]). The caller's reaper also sees the helpers'
-//! pids: rustjail waits for them itself and ignores `ECHILD`.
+//! [`wait_status_to_code`]). The children rustjail starts in the caller
+//! (re-exec'd helpers, hooks) go through the caller's [`Reap`]
+//! ([`CreateOpts::reap`]), so one reaper owns every child.
 //!
 //! # Modules
 //! - [`container`]: the caller's API: create, start, exec, kill, pause,
@@ -52,6 +53,7 @@ mod hooks;
 pub mod oom;
 mod process;
 mod protocol;
+pub mod reap;
 mod rootfs;
 mod seccomp;
 mod seccomp_table;
@@ -63,6 +65,7 @@ pub use container::{
     set_child_subreaper, Container, CreateOpts, Error, Result, Spawned, Status, Stdio,
 };
 pub use oci_spec;
+pub use reap::{ChildExit, ChildProc, DirectReap, Reap};
 pub use tty::open_pty_pair;
 pub use tty::set_window_size;
 pub use utils::{validate_id, wait_status_to_code};

@@ -1,17 +1,35 @@
-//! The container layer: the containers of the sandbox and their processes.
+//! The container layer, below the rpc and above rustjail: the containers
+//! of the sandbox and their processes, and the operations on them.
+//!
+//! Each operation ([`create()`], [`start()`], [`exec()`], [`remove()`]) is
+//! synchronous and runs inside one blocking call (the rpc's
+//! `spawn_blocking`): namespace, mount, fork and file work never runs on the
+//! async thread. Each is a transaction: a step registers its undo
+//! ([`undo::Rollback`]) and a failure unwinds what was done. Errors are
+//! [`Error`], with one mapping to a ttrpc status.
 
+mod create;
+mod error;
+mod exec;
 pub mod oom_events;
+mod remove;
+mod start;
 pub mod stdio;
+pub mod undo;
+
+pub use create::{create, CreateParams};
+pub use error::{validate_id, Error};
+pub use exec::{exec, ExecParams};
+pub use remove::remove;
+pub use start::start;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
-
 use crate::lock::lock;
-use crate::reaper::RawStatus;
+use crate::reaper::{ExitWatch, RawStatus};
 use crate::stream::FdStream;
 use stdio::ProcIo;
 
@@ -19,7 +37,7 @@ use stdio::ProcIo;
 pub struct Proc {
     pub exec_id: String,
     pub pid: i32,
-    exit: watch::Receiver<Option<RawStatus>>,
+    exit: ExitWatch,
     pub stdin: tokio::sync::Mutex<Option<FdStream>>,
     pub stdout: tokio::sync::Mutex<Option<FdStream>>,
     pub stderr: tokio::sync::Mutex<Option<FdStream>>,
@@ -28,12 +46,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn new(
-        exec_id: &str,
-        pid: i32,
-        exit: watch::Receiver<Option<RawStatus>>,
-        io: ProcIo,
-    ) -> Proc {
+    pub fn new(exec_id: &str, pid: i32, exit: ExitWatch, io: ProcIo) -> Proc {
         Proc {
             exec_id: exec_id.to_string(),
             pid,
@@ -47,14 +60,18 @@ impl Proc {
 
     /// The raw wait status once the process has exited.
     pub fn exited(&self) -> Option<RawStatus> {
-        *self.exit.borrow()
+        self.exit.status()
     }
 
-    /// Waits for the exit; `None` if the reaper went away.
-    pub async fn wait(&self) -> Option<RawStatus> {
-        let mut rx = self.exit.clone();
-        let status = rx.wait_for(Option::is_some).await.ok()?;
-        *status
+    /// Waits, from blocking code, at most `limit` for the exit; false if
+    /// the process still runs then.
+    pub fn wait_blocking(&self, limit: std::time::Duration) -> bool {
+        self.exit.wait_blocking(Some(limit)).is_some()
+    }
+
+    /// Waits for the exit.
+    pub async fn wait(&self) -> RawStatus {
+        self.exit.wait().await
     }
 }
 

@@ -43,7 +43,28 @@ pub enum Error {
     },
 }
 
+crate::error::into_status!(Error);
+
 impl Error {
+    /// The status code: whose fault it was.
+    pub fn code(&self) -> ttrpc::Code {
+        use ttrpc::Code;
+        match self {
+            Error::Invalid { .. } => Code::INVALID_ARGUMENT,
+            Error::NotFound { .. } => Code::NOT_FOUND,
+            Error::Kernel { source, .. } => match source.raw_os_error() {
+                Some(libc::EINVAL | libc::ERANGE | libc::EAFNOSUPPORT) => Code::INVALID_ARGUMENT,
+                Some(libc::ENODEV | libc::ENOENT | libc::ESRCH) => Code::NOT_FOUND,
+                Some(libc::EEXIST) => Code::ALREADY_EXISTS,
+                Some(libc::EPERM | libc::EACCES) => Code::PERMISSION_DENIED,
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL) => {
+                    Code::FAILED_PRECONDITION
+                }
+                _ => Code::INTERNAL,
+            },
+        }
+    }
+
     fn kernel(object: &str, op: impl Into<String>, source: io::Error) -> Error {
         Error::Kernel {
             object: object.to_string(),

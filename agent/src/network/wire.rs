@@ -52,23 +52,42 @@ fn max_len(addr: &IpAddr) -> u8 {
     }
 }
 
-/// An IP address; the reason names the text.
-pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+/// Why a text form was refused; each names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0:?}: invalid IP address")]
+    Ip(String),
+    #[error("mask {0:?}: longer than {1} bits")]
+    MaskTooLong(String, u8),
+    #[error("mask {0:?}: invalid prefix length")]
+    Mask(String),
+    #[error("{0:?}: invalid prefix length")]
+    PrefixLen(String),
+    #[error("{0:?}: invalid hardware address")]
+    HwAddr(String),
+    #[error("name {0:?}: must be 1 to {IFNAME_MAX} bytes long")]
+    IfNameLength(String),
+    #[error("name {0:?}: not a valid interface name")]
+    IfName(String),
+}
+
+/// An IP address.
+pub fn parse_ip(text: &str) -> Result<IpAddr, ParseError> {
     text.trim()
         .parse()
-        .map_err(|_| format!("{text:?}: invalid IP address"))
+        .map_err(|_| ParseError::Ip(text.to_string()))
 }
 
 /// A prefix length for `addr`: a number (`24`), or for IPv4 a dotted
 /// netmask (`255.255.255.0`), which older clients send.
-pub fn parse_prefix_len(mask: &str, addr: &IpAddr) -> Result<u8, String> {
+pub fn parse_prefix_len(mask: &str, addr: &IpAddr) -> Result<u8, ParseError> {
     let max = max_len(addr);
     let text = mask.trim();
     if let Ok(n) = text.parse::<u8>() {
         if n <= max {
             return Ok(n);
         }
-        return Err(format!("mask {mask:?}: longer than {max} bits"));
+        return Err(ParseError::MaskTooLong(mask.to_string(), max));
     }
     if addr.is_ipv4() {
         if let Ok(std::net::IpAddr::V4(m)) = text.parse::<IpAddr>() {
@@ -79,24 +98,24 @@ pub fn parse_prefix_len(mask: &str, addr: &IpAddr) -> Result<u8, String> {
             }
         }
     }
-    Err(format!("mask {mask:?}: invalid prefix length"))
+    Err(ParseError::Mask(mask.to_string()))
 }
 
 /// `addr/len`, or a bare address meaning a host prefix (`/32`, `/128`).
-pub fn parse_cidr(text: &str) -> Result<Prefix, String> {
+pub fn parse_cidr(text: &str) -> Result<Prefix, ParseError> {
     let (a, len) = match text.trim().split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (text.trim(), None),
     };
     let addr = a
         .parse::<IpAddr>()
-        .map_err(|_| format!("{text:?}: invalid IP address"))?;
+        .map_err(|_| ParseError::Ip(text.to_string()))?;
     let len = match len {
         Some(l) => l
             .parse::<u8>()
             .ok()
             .filter(|n| *n <= max_len(&addr))
-            .ok_or_else(|| format!("{text:?}: invalid prefix length"))?,
+            .ok_or_else(|| ParseError::PrefixLen(text.to_string()))?,
         None => max_len(&addr),
     };
     Ok(Prefix { addr, len })
@@ -104,8 +123,8 @@ pub fn parse_cidr(text: &str) -> Result<Prefix, String> {
 
 /// A hardware address: hex octets separated by `:` (or `-`), 1 to 32 of
 /// them (Ethernet has 6, InfiniBand 20).
-pub fn parse_hwaddr(text: &str) -> Result<Vec<u8>, String> {
-    let bad = || format!("{text:?}: invalid hardware address");
+pub fn parse_hwaddr(text: &str) -> Result<Vec<u8>, ParseError> {
+    let bad = || ParseError::HwAddr(text.to_string());
     let t = text.trim();
     if t.is_empty() {
         return Err(bad());
@@ -136,18 +155,16 @@ pub fn format_hwaddr(octets: &[u8]) -> String {
 }
 
 /// Checks an interface name as the kernel's `dev_valid_name` does.
-pub fn check_ifname(name: &str) -> Result<(), String> {
+pub fn check_ifname(name: &str) -> Result<(), ParseError> {
     if name.is_empty() || name.len() > IFNAME_MAX {
-        return Err(format!(
-            "name {name:?}: must be 1 to {IFNAME_MAX} bytes long"
-        ));
+        return Err(ParseError::IfNameLength(name.to_string()));
     }
     if name == "."
         || name == ".."
         || name.contains(['/', ':'])
         || name.contains(char::is_whitespace)
     {
-        return Err(format!("name {name:?}: not a valid interface name"));
+        return Err(ParseError::IfName(name.to_string()));
     }
     Ok(())
 }
@@ -179,7 +196,7 @@ impl InterfaceConfig {
         };
         let hwaddr = parse_hwaddr(&iface.hwAddr).map_err(|r| invalid(format!("hwaddr {r}")))?;
         if !iface.name.is_empty() {
-            check_ifname(&iface.name).map_err(invalid)?;
+            check_ifname(&iface.name).map_err(|r| invalid(r.to_string()))?;
         }
         let mtu = u32::try_from(iface.mtu)
             .map_err(|_| invalid(format!("mtu {}: out of range", iface.mtu)))?;
@@ -459,7 +476,7 @@ mod tests {
             "",
             "fd00::/129",
         ] {
-            let e = parse_cidr(bad).unwrap_err();
+            let e = parse_cidr(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
         assert_eq!(

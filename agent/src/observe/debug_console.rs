@@ -7,7 +7,8 @@
 //! The shell is started with `std::process::Command`; the only code run
 //! between fork and exec is `setsid` and `TIOCSCTTY` (async-signal-safe
 //! syscalls), so the multi-threaded agent never runs Rust code in a forked
-//! child. Nobody waits for the shell here: the agent's reaper collects it.
+//! child. The shell is started through the agent's reaper, which collects
+//! it and tells the console when it exited.
 //! When the host disconnects, the PTY master is closed and the kernel
 //! hangs the shell's session up (SIGHUP).
 
@@ -16,10 +17,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::reaper::{ExitWatch, Reaper};
 use crate::stream::FdStream;
 
 /// Shells tried in order, as Kata does.
@@ -32,13 +34,13 @@ pub fn find_shell() -> Option<&'static str> {
 
 /// Starts `shell` on a new PTY, as the leader of a new session whose
 /// controlling terminal is the PTY. Returns the master (for the runtime:
-/// call from inside it) and the child.
-pub fn spawn_shell(shell: &str) -> io::Result<(FdStream, Child)> {
+/// call from inside it), the shell's pid and its exit.
+pub fn spawn_shell(reaper: &Reaper, shell: &str) -> io::Result<(FdStream, u32, ExitWatch)> {
     // Close-on-exec from the start: a master inherited by a child spawned
     // meanwhile would keep the shell from being hung up.
     let (master, slave) = rustjail::open_pty_pair()?;
-    let child = spawn_on_terminal(shell, slave, 0)?;
-    Ok((FdStream::new(master, true)?, child))
+    let (pid, exit) = spawn_on_terminal(reaper, shell, slave, 0)?;
+    Ok((FdStream::new(master, true)?, pid, exit))
 }
 
 /// Copies between the host's stream and the PTY until either side ends:
@@ -68,15 +70,20 @@ where
 
 /// Starts `shell` on the console `tty`, as the leader of a new session whose
 /// controlling terminal it is (taken over if another session had it).
-fn spawn_on_tty(shell: &str, tty: OwnedFd) -> io::Result<Child> {
+fn spawn_on_tty(reaper: &Reaper, shell: &str, tty: OwnedFd) -> io::Result<(u32, ExitWatch)> {
     // The argument 1 steals the terminal from a session that still holds
     // it; PID 1 has CAP_SYS_ADMIN.
-    spawn_on_terminal(shell, tty, 1)
+    spawn_on_terminal(reaper, shell, tty, 1)
 }
 
 /// Starts `shell` with `tty` as its stdio and controlling terminal, as the
 /// leader of a new session; `steal` is TIOCSCTTY's argument.
-fn spawn_on_terminal(shell: &str, tty: OwnedFd, steal: libc::c_int) -> io::Result<Child> {
+fn spawn_on_terminal(
+    reaper: &Reaper,
+    shell: &str,
+    tty: OwnedFd,
+    steal: libc::c_int,
+) -> io::Result<(u32, ExitWatch)> {
     let mut cmd = Command::new(shell);
     cmd.stdin(Stdio::from(tty.try_clone()?))
         .stdout(Stdio::from(tty.try_clone()?))
@@ -96,31 +103,13 @@ fn spawn_on_terminal(shell: &str, tty: OwnedFd, steal: libc::c_int) -> io::Resul
             Ok(())
         });
     }
-    cmd.spawn()
-}
-
-/// Waits until process `pid` has exited, without reaping it (the agent's
-/// reaper does): its pidfd turns readable.
-async fn wait_exit(pid: u32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
-    // descriptor or -1; no memory is passed.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let raw = i32::try_from(raw).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    // SAFETY: the OwnedFd moves into the AsyncFd, so the descriptor stays
-    // open and unchanged for the AsyncFd's whole life.
-    let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
-    let _ready = fd.readable().await?;
-    Ok(())
+    // Dropping the Child neither waits nor kills: the reaper collects it.
+    let (child, exit) = reaper.spawn(&mut cmd)?;
+    Ok((child.id(), exit))
 }
 
 /// The serial console: a shell on `/dev/console`, again after each exit.
-pub async fn serve_serial() {
+pub async fn serve_serial(reaper: Reaper) {
     let Some(shell) = find_shell() else {
         log::warn!(
             "debug console: no shell in the rootfs ({}); not started",
@@ -135,20 +124,14 @@ pub async fn serve_serial() {
             .write(true)
             .custom_flags(libc::O_NOCTTY)
             .open("/dev/console");
-        let child = match console.and_then(|c| spawn_on_tty(shell, c.into())) {
+        let (pid, exit) = match console.and_then(|c| spawn_on_tty(&reaper, shell, c.into())) {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("debug console: start {shell} on /dev/console: {e}; not started");
                 return;
             }
         };
-        let pid = child.id();
-        // The reaper collects it; dropping a Child neither waits nor kills.
-        drop(child);
-        if let Err(e) = wait_exit(pid).await {
-            log::warn!("debug console: wait for shell pid {pid}: {e}; not restarted");
-            return;
-        }
+        exit.wait().await;
         log::info!("debug console: shell pid {pid} exited; starting another");
         // A shell that cannot start must not turn into a busy loop.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -156,7 +139,7 @@ pub async fn serve_serial() {
 }
 
 /// Listens on vsock `port`; each connection gets its own shell.
-pub async fn serve(port: u32) {
+pub async fn serve(reaper: Reaper, port: u32) {
     let Some(shell) = find_shell() else {
         log::warn!(
             "debug console: no shell in the rootfs ({}); not started",
@@ -182,17 +165,15 @@ pub async fn serve(port: u32) {
                 continue;
             }
         };
+        let reaper = reaper.clone();
         tokio::spawn(async move {
-            let (pty, child) = match spawn_shell(shell) {
+            let (pty, pid, _exit) = match spawn_shell(&reaper, shell) {
                 Ok(s) => s,
                 Err(e) => {
                     log::warn!("debug console: start {shell}: {e}");
                     return;
                 }
             };
-            let pid = child.id();
-            // The reaper collects it; dropping a Child neither waits nor kills.
-            drop(child);
             log::info!("debug console: {peer:?} connected, shell pid {pid}");
             let r = bridge(&mut stream, &pty).await;
             log::info!("debug console: session of shell pid {pid} ended ({r:?})");
@@ -204,6 +185,13 @@ pub async fn serve(port: u32) {
 mod tests {
     use super::*;
 
+    fn wait_pid(pid: u32) -> Option<i32> {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Some(c),
+            _ => None,
+        }
+    }
+
     #[test]
     fn a_shell_on_a_pty_answers_and_ends_with_exit() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -211,7 +199,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (pty, mut child) = match spawn_shell("/bin/sh") {
+            // No reaper runs in unit tests: the test waits for its pid.
+            let (pty, pid, _exit) = match spawn_shell(&Reaper::new(), "/bin/sh") {
                 Ok(s) => s,
                 Err(e) => {
                     crate::storage::testns::skip(&format!("no PTY here: {e}"));
@@ -234,28 +223,8 @@ mod tests {
             assert!(text.contains("hi\r\n"), "{text}");
             assert!(text.contains("on-a-tty"), "{text}");
             task.await.unwrap().unwrap();
-            assert!(child.wait().unwrap().success());
+            assert_eq!(wait_pid(pid), Some(0));
         });
-    }
-
-    #[test]
-    fn exit_is_seen_without_reaping() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "exit 3"])
-            .spawn()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(10), wait_exit(child.id()))
-                .await
-                .expect("exit seen")
-                .unwrap();
-        });
-        // Still ours to reap, with its status.
-        assert_eq!(child.wait().unwrap().code(), Some(3));
     }
 
     #[test]
@@ -265,7 +234,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (pty, mut child) = match spawn_shell("/bin/sh") {
+            // No reaper runs in unit tests: the test waits for its pid.
+            let (pty, pid, _exit) = match spawn_shell(&Reaper::new(), "/bin/sh") {
                 Ok(s) => s,
                 Err(e) => {
                     crate::storage::testns::skip(&format!("no PTY here: {e}"));
@@ -275,7 +245,7 @@ mod tests {
             // A session whose foreground program does not read the
             // terminal: only the hang-up can end it, not an end of input.
             pty.write_all(b"exec sleep 1000\n").await.unwrap();
-            let comm = format!("/proc/{}/comm", child.id());
+            let comm = format!("/proc/{pid}/comm");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
                 assert!(
@@ -290,15 +260,19 @@ mod tests {
             // write of the echoed line) and the master is closed.
             let _ = bridge(&mut agent_end, &pty).await;
             drop(pty);
-            let status = tokio::task::spawn_blocking(move || child.wait())
-                .await
-                .unwrap()
-                .unwrap();
-            use std::os::unix::process::ExitStatusExt;
+            let status = tokio::task::spawn_blocking(move || {
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).ok()
+            })
+            .await
+            .unwrap();
             assert_eq!(
-                status.signal(),
-                Some(libc::SIGHUP),
-                "the session ends by SIGHUP: {status:?}"
+                status,
+                Some(nix::sys::wait::WaitStatus::Signaled(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGHUP,
+                    false
+                )),
+                "the session ends by SIGHUP"
             );
         });
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::logging::Sink;
+use crate::reaper::Reaper;
 use log_forward::{BufferSink, LogBuffer};
 
 /// The log buffer when logs go to a vsock port, for [`flush_logs`].
@@ -59,16 +60,16 @@ impl Observe {
     }
 
     /// Serves the log port and the debug console; returns at once.
-    pub fn run(self) {
+    pub fn run(self, reaper: &Reaper) {
         if let Some((buffer, port)) = self.log {
             tokio::spawn(log_forward::serve(buffer, port));
         }
         match self.debug_console_vport {
             Some(0) => {
-                tokio::spawn(debug_console::serve_serial());
+                tokio::spawn(debug_console::serve_serial(reaper.clone()));
             }
             Some(port) => {
-                tokio::spawn(debug_console::serve(port));
+                tokio::spawn(debug_console::serve(reaper.clone(), port));
             }
             None => {}
         }

@@ -37,29 +37,74 @@ where
     }
 }
 
+/// Why a CopyFile request failed; the handler adds the path.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("not an absolute path")]
+    NotAbsolute,
+    #[error("not under {COPY_BASE}/")]
+    NotUnderBase,
+    #[error("not valid utf-8")]
+    NotUtf8,
+    #[error("contains \"..\"")]
+    DotDot,
+    #[error("names {COPY_BASE} itself")]
+    IsBase,
+    #[error("link target has a NUL byte")]
+    NulInTarget,
+    #[error("file mode {0:#o}: unsupported file type")]
+    FileType(u32),
+    #[error("negative offset or size")]
+    Negative,
+    /// A step on the way failed: `what` names it (`directory "a"`, `write`).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl CopyError {
+    /// A bad path or request is the caller's fault; something in the way
+    /// (a symlink, a file where a directory should be) is a conflict with
+    /// what the guest holds; any other I/O failure is ours.
+    pub fn code(&self) -> Code {
+        match self {
+            CopyError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR | libc::EEXIST | libc::EISDIR) => {
+                    Code::FAILED_PRECONDITION
+                }
+                _ => Code::INTERNAL,
+            },
+            _ => Code::INVALID_ARGUMENT,
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CopyError {
+    let what = what.into();
+    move |source| CopyError::Io { what, source }
+}
+
 /// The path's components below [`COPY_BASE`], or why it is refused.
-pub fn components_below_base(path: &str) -> Result<Vec<String>, String> {
+pub fn components_below_base(path: &str) -> Result<Vec<String>, CopyError> {
     let p = Path::new(path);
     if !p.is_absolute() {
-        return Err("not an absolute path".into());
+        return Err(CopyError::NotAbsolute);
     }
     let rel = p
         .strip_prefix(COPY_BASE)
-        .map_err(|_| format!("not under {COPY_BASE}/"))?;
+        .map_err(|_| CopyError::NotUnderBase)?;
     let mut out = Vec::new();
     for c in rel.components() {
         match c {
-            Component::Normal(s) => out.push(
-                s.to_str()
-                    .ok_or_else(|| "not valid utf-8".to_string())?
-                    .to_string(),
-            ),
+            Component::Normal(s) => out.push(s.to_str().ok_or(CopyError::NotUtf8)?.to_string()),
             Component::CurDir => {}
-            _ => return Err("contains \"..\"".into()),
+            _ => return Err(CopyError::DotDot),
         }
     }
     if out.is_empty() {
-        return Err(format!("names {COPY_BASE} itself"));
+        return Err(CopyError::IsBase);
     }
     Ok(out)
 }
@@ -84,11 +129,11 @@ fn open_dir_at(dir: &OwnedFd, name: &str, mode: u32) -> std::io::Result<OwnedFd>
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn copy(req: &CopyFileRequest) -> Result<(), String> {
+fn copy(req: &CopyFileRequest) -> Result<(), CopyError> {
     let parts = components_below_base(&req.path)?;
-    let (name, dirs) = parts.split_last().ok_or("empty path")?;
-    std::fs::create_dir_all(COPY_BASE).map_err(|e| format!("create {COPY_BASE}: {e}"))?;
-    let base = std::fs::File::open(COPY_BASE).map_err(|e| format!("open {COPY_BASE}: {e}"))?;
+    let (name, dirs) = parts.split_last().ok_or(CopyError::IsBase)?;
+    std::fs::create_dir_all(COPY_BASE).map_err(io(format!("create {COPY_BASE}")))?;
+    let base = std::fs::File::open(COPY_BASE).map_err(io(format!("open {COPY_BASE}")))?;
     let dir_mode = if req.dir_mode == 0 {
         0o755
     } else {
@@ -96,61 +141,56 @@ fn copy(req: &CopyFileRequest) -> Result<(), String> {
     };
     let mut dir = OwnedFd::from(base);
     for d in dirs {
-        dir = open_dir_at(&dir, d, dir_mode).map_err(|e| format!("directory {d:?}: {e}"))?;
+        dir = open_dir_at(&dir, d, dir_mode).map_err(io(format!("directory {d:?}")))?;
     }
     let kind = req.file_mode & libc::S_IFMT;
     let perm = req.file_mode & 0o7777;
-    let cname = cstr(name).map_err(|e| e.to_string())?;
+    let cname = cstr(name).map_err(io("name"))?;
     let (uid, gid) = (req.uid as libc::uid_t, req.gid as libc::gid_t);
-    let chown_at = |fdir: &OwnedFd, n: &CString, flags: i32| -> Result<(), String> {
+    let chown_at = |fdir: &OwnedFd, n: &CString, flags: i32| -> Result<(), CopyError> {
         // SAFETY: fchownat with a valid dir fd and a NUL-terminated name.
         last_err(unsafe { libc::fchownat(fdir.as_raw_fd(), n.as_ptr(), uid, gid, flags) })
             .map(|_| ())
-            .map_err(|e| format!("chown: {e}"))
+            .map_err(io("chown"))
     };
     if kind == libc::S_IFDIR {
-        open_dir_at(&dir, name, if perm == 0 { dir_mode } else { perm })
-            .map_err(|e| format!("mkdir: {e}"))?;
+        open_dir_at(&dir, name, if perm == 0 { dir_mode } else { perm }).map_err(io("mkdir"))?;
         return chown_at(&dir, &cname, libc::AT_SYMLINK_NOFOLLOW);
     }
     if kind == libc::S_IFLNK {
-        let target = CString::new(req.data.clone()).map_err(|_| "link target has a NUL byte")?;
+        let target = CString::new(req.data.clone()).map_err(|_| CopyError::NulInTarget)?;
         // SAFETY: symlinkat with NUL-terminated strings and a valid dir fd.
         last_err(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), cname.as_ptr()) })
-            .map_err(|e| format!("symlink: {e}"))?;
+            .map_err(io("symlink"))?;
         return chown_at(&dir, &cname, libc::AT_SYMLINK_NOFOLLOW);
     }
     if kind != 0 && kind != libc::S_IFREG {
-        return Err(format!(
-            "file mode {:#o}: unsupported file type",
-            req.file_mode
-        ));
+        return Err(CopyError::FileType(req.file_mode));
     }
     if req.offset < 0 || req.file_size < 0 {
-        return Err("negative offset or size".into());
+        return Err(CopyError::Negative);
     }
-    let tmp = cstr(&format!("{name}.tmp")).map_err(|e| e.to_string())?;
+    let tmp = cstr(&format!("{name}.tmp")).map_err(io("name"))?;
     let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     if req.offset == 0 {
         flags |= libc::O_TRUNC;
     }
     // SAFETY: openat with a valid dir fd and a NUL-terminated name.
     let fd = last_err(unsafe { libc::openat(dir.as_raw_fd(), tmp.as_ptr(), flags, 0o600) })
-        .map_err(|e| format!("open: {e}"))?;
+        .map_err(io("open"))?;
     // SAFETY: openat returned a new descriptor that we alone own.
     let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     std::os::unix::fs::FileExt::write_all_at(&file, &req.data, req.offset as u64)
-        .map_err(|e| format!("write: {e}"))?;
-    let size = file.metadata().map_err(|e| format!("stat: {e}"))?.len();
+        .map_err(io("write"))?;
+    let size = file.metadata().map_err(io("stat"))?.len();
     if size < req.file_size as u64 {
         return Ok(()); // more chunks to come
     }
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(perm))
-        .map_err(|e| format!("chmod: {e}"))?;
+        .map_err(io("chmod"))?;
     // SAFETY: fchown on a descriptor we own.
-    last_err(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })
-        .map_err(|e| format!("chown: {e}"))?;
+    last_err(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) }).map_err(io("chown"))?;
     // SAFETY: renameat within one directory fd, NUL-terminated names.
     last_err(unsafe {
         libc::renameat(
@@ -160,7 +200,7 @@ fn copy(req: &CopyFileRequest) -> Result<(), String> {
             cname.as_ptr(),
         )
     })
-    .map_err(|e| format!("rename into place: {e}"))?;
+    .map_err(io("rename into place"))?;
     Ok(())
 }
 
@@ -171,14 +211,9 @@ impl AgentImpl {
         req: CopyFileRequest,
     ) -> ttrpc::Result<Empty> {
         let path = req.path.clone();
-        blocking(move || copy(&req)).await?.map_err(|e| {
-            let code = if e.starts_with("not ") || e.contains("..") || e.contains("names ") {
-                Code::INVALID_ARGUMENT
-            } else {
-                Code::FAILED_PRECONDITION
-            };
-            status(code, format!("copy file {path:?}: {e}"))
-        })?;
+        blocking(move || copy(&req))
+            .await?
+            .map_err(|e| status(e.code(), format!("copy file {path:?}: {e}")))?;
         Ok(Empty::new())
     }
 }

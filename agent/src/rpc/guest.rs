@@ -66,6 +66,15 @@ fn online_count() -> usize {
         .unwrap_or(0)
 }
 
+/// Why OnlineCPUMem failed: the sysfs writes are the kernel's to refuse.
+#[derive(Debug, thiserror::Error)]
+enum OnlineError {
+    #[error("online cpus: {0}")]
+    Cpus(std::io::Error),
+    #[error("online memory: {0}")]
+    Memory(std::io::Error),
+}
+
 impl AgentImpl {
     pub(super) async fn do_get_guest_details(
         &self,
@@ -149,16 +158,15 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         req: OnlineCPUMemRequest,
     ) -> ttrpc::Result<Empty> {
-        let work = move || -> Result<(), String> {
-            let cpus =
-                online_all(Path::new(SYS_CPU), "cpu").map_err(|e| format!("online cpus: {e}"))?;
+        let work = move || -> Result<(), OnlineError> {
+            let cpus = online_all(Path::new(SYS_CPU), "cpu").map_err(OnlineError::Cpus)?;
             log::info!("onlined {cpus} cpus ({} online)", online_count());
             if !req.cpu_only {
                 // Guests without memory hotplug have no memory blocks.
                 match online_all(Path::new(SYS_MEMORY), "memory") {
                     Ok(n) => log::info!("onlined {n} memory blocks"),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("online memory: {e}")),
+                    Err(e) => return Err(OnlineError::Memory(e)),
                 }
             }
             Ok(())
@@ -166,7 +174,7 @@ impl AgentImpl {
         if req.wait {
             blocking(work)
                 .await?
-                .map_err(|e| status(Code::INTERNAL, e))?;
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
         } else {
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = work() {

@@ -2,7 +2,7 @@
 //! text form of `iptables-save` / `iptables-restore` (and their IPv6
 //! twins), which must be in the guest's root filesystem.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
 use protocols::agent::*;
@@ -24,13 +24,12 @@ fn tool(ipv6: bool, save: bool) -> &'static str {
     }
 }
 
-/// Runs `name` with `input` on stdin; returns stdout, or a status naming
-/// the tool and what it said.
+/// Runs `name` with `input` on stdin through the reaper; returns stdout,
+/// or a status naming the tool and what it said.
 fn run(reaper: &Reaper, name: &str, input: Option<&[u8]>) -> ttrpc::Result<Vec<u8>> {
-    // The tool is our child and we wait for it ourselves.
-    let _guard = reaper.spawn_guard();
-    let mut child = Command::new(name)
-        .env_clear()
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = Command::new(name);
+    cmd.env_clear()
         .env("PATH", crate::pid1::PATH)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -38,43 +37,52 @@ fn run(reaper: &Reaper, name: &str, input: Option<&[u8]>) -> ttrpc::Result<Vec<u
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                Code::FAILED_PRECONDITION
-            } else {
-                Code::INTERNAL
-            };
-            status(code, format!("{name}: {e} (is it in the guest image?)"))
-        })?;
+        .stderr(Stdio::piped());
+    let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            Code::FAILED_PRECONDITION
+        } else {
+            Code::INTERNAL
+        };
+        status(code, format!("{name}: {e} (is it in the guest image?)"))
+    })?;
+    // stderr drains on its own thread so that neither pipe can fill while
+    // the other is read.
+    let stderr = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            buf
+        })
+    });
     if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
         // A tool that exits early closes its stdin: its status says why.
         let _ = stdin.write_all(data);
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| status(Code::INTERNAL, format!("{name}: {e}")))?;
-    if !out.status.success() {
+    let mut stdout = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut stdout)
+            .map_err(|e| status(Code::INTERNAL, format!("{name}: {e}")))?;
+    }
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    let raw = exit.wait_blocking(None).unwrap_or(0);
+    let st = std::process::ExitStatus::from_raw(raw);
+    if !st.success() {
         return Err(status(
             Code::INVALID_ARGUMENT,
-            format!(
-                "{name}: {} ({})",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                out.status
-            ),
+            format!("{name}: {} ({st})", String::from_utf8_lossy(&stderr).trim()),
         ));
     }
-    if out.stdout.len() > MAX_RULES {
+    if stdout.len() > MAX_RULES {
         return Err(status(
             Code::RESOURCE_EXHAUSTED,
             format!(
                 "{name}: {} bytes of output exceed the frame limit",
-                out.stdout.len()
+                stdout.len()
             ),
         ));
     }
-    Ok(out.stdout)
+    Ok(stdout)
 }
 
 impl AgentImpl {

@@ -39,10 +39,7 @@ impl AgentImpl {
     }
 }
 
-/// A ttrpc error status.
-pub fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
-}
+pub use crate::error::status;
 
 /// Runs blocking work (namespaces, mounts, cgroup files, fork) off the
 /// async threads.
@@ -54,18 +51,6 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| status(ttrpc::Code::INTERNAL, format!("blocking task failed: {e}")))
-}
-
-/// Maps a rustjail error to a status whose code says whose fault it was.
-pub fn jail_error(e: rustjail::Error) -> ttrpc::Error {
-    use rustjail::Error as E;
-    let code = match &e {
-        E::InvalidId { .. } | E::InvalidSpec { .. } => ttrpc::Code::INVALID_ARGUMENT,
-        E::Rootfs { .. } => ttrpc::Code::NOT_FOUND,
-        E::State { .. } => ttrpc::Code::FAILED_PRECONDITION,
-        _ => ttrpc::Code::INTERNAL,
-    };
-    status(code, e.to_string())
 }
 
 /// Whether a method is served or answers `UNIMPLEMENTED`.

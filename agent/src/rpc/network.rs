@@ -10,28 +10,6 @@ use ttrpc::Code;
 use super::{status, AgentImpl};
 use crate::network as net;
 
-/// The status code for a network error: whose fault it was.
-fn code_of(e: &net::Error) -> Code {
-    match e {
-        net::Error::Invalid { .. } => Code::INVALID_ARGUMENT,
-        net::Error::NotFound { .. } => Code::NOT_FOUND,
-        net::Error::Kernel { source, .. } => match source.raw_os_error() {
-            Some(libc::EINVAL | libc::ERANGE | libc::EAFNOSUPPORT) => Code::INVALID_ARGUMENT,
-            Some(libc::ENODEV | libc::ENOENT | libc::ESRCH) => Code::NOT_FOUND,
-            Some(libc::EEXIST) => Code::ALREADY_EXISTS,
-            Some(libc::EPERM | libc::EACCES) => Code::PERMISSION_DENIED,
-            Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL) => {
-                Code::FAILED_PRECONDITION
-            }
-            _ => Code::INTERNAL,
-        },
-    }
-}
-
-fn net_status(e: net::Error) -> ttrpc::Error {
-    status(code_of(&e), e.to_string())
-}
-
 impl AgentImpl {
     pub(super) async fn do_update_interface(
         &self,
@@ -46,7 +24,7 @@ impl AgentImpl {
         })?;
         net::update_interface(&iface, self.sandbox.settings.hotplug_timeout)
             .await
-            .map_err(net_status)
+            .map_err(ttrpc::Error::from)
     }
 
     pub(super) async fn do_update_routes(
@@ -63,7 +41,7 @@ impl AgentImpl {
         let mut resp = Routes::new();
         resp.Routes = net::update_routes(&routes.Routes)
             .await
-            .map_err(net_status)?;
+            .map_err(ttrpc::Error::from)?;
         Ok(resp)
     }
 
@@ -73,7 +51,7 @@ impl AgentImpl {
         _req: ListInterfacesRequest,
     ) -> ttrpc::Result<Interfaces> {
         let mut resp = Interfaces::new();
-        resp.Interfaces = net::list_interfaces().await.map_err(net_status)?;
+        resp.Interfaces = net::list_interfaces().await.map_err(ttrpc::Error::from)?;
         Ok(resp)
     }
 
@@ -83,7 +61,7 @@ impl AgentImpl {
         _req: ListRoutesRequest,
     ) -> ttrpc::Result<Routes> {
         let mut resp = Routes::new();
-        resp.Routes = net::list_routes().await.map_err(net_status)?;
+        resp.Routes = net::list_routes().await.map_err(ttrpc::Error::from)?;
         Ok(resp)
     }
 
@@ -100,7 +78,7 @@ impl AgentImpl {
         })?;
         net::add_arp_neighbors(&neighbors.ARPNeighbors)
             .await
-            .map_err(net_status)?;
+            .map_err(ttrpc::Error::from)?;
         Ok(Empty::new())
     }
 }
@@ -116,13 +94,16 @@ mod tests {
             op: "add".into(),
             source: std::io::Error::from_raw_os_error(errno),
         };
-        assert_eq!(code_of(&kernel(libc::EINVAL)), Code::INVALID_ARGUMENT);
-        assert_eq!(code_of(&kernel(libc::ENODEV)), Code::NOT_FOUND);
         assert_eq!(
-            code_of(&kernel(libc::ENETUNREACH)),
+            net::Error::code(&kernel(libc::EINVAL)),
+            Code::INVALID_ARGUMENT
+        );
+        assert_eq!(net::Error::code(&kernel(libc::ENODEV)), Code::NOT_FOUND);
+        assert_eq!(
+            net::Error::code(&kernel(libc::ENETUNREACH)),
             Code::FAILED_PRECONDITION
         );
-        assert_eq!(code_of(&kernel(libc::ENOBUFS)), Code::INTERNAL);
+        assert_eq!(net::Error::code(&kernel(libc::ENOBUFS)), Code::INTERNAL);
         let e = kernel(libc::ENETUNREACH);
         assert!(
             e.to_string()
@@ -133,6 +114,6 @@ mod tests {
             object: "x".into(),
             reason: "y".into(),
         };
-        assert_eq!(code_of(&nf), Code::NOT_FOUND);
+        assert_eq!(net::Error::code(&nf), Code::NOT_FOUND);
     }
 }

@@ -15,11 +15,9 @@ use protocols::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
-use super::container::validate_id;
 use super::oci;
-use super::{blocking, jail_error, status, AgentImpl};
-use crate::containers::stdio::{input_pipe, output_pipe, ProcIo};
-use crate::containers::{Ctr, Proc};
+use super::{blocking, status, AgentImpl};
+use crate::containers::{self, Ctr, ExecParams, Proc};
 use crate::lock::lock;
 use crate::reaper::exit_code;
 
@@ -50,12 +48,12 @@ impl AgentImpl {
         } else {
             exec_id.to_string()
         };
-        let p = ctr.proc(&id).ok_or_else(|| {
-            status(
-                Code::NOT_FOUND,
-                format!("container {cid:?}: process {id:?}: not found"),
-            )
-        })?;
+        let p = ctr
+            .proc(&id)
+            .ok_or_else(|| containers::Error::ProcNotFound {
+                id: cid.to_string(),
+                exec_id: id.clone(),
+            })?;
         Ok((ctr, p))
     }
 
@@ -64,94 +62,23 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        let cid = req.container_id.clone();
-        let eid = req.exec_id.clone();
-        validate_id("exec", &eid)?;
+        let (cid, eid) = (req.container_id, req.exec_id);
+        let invalid = |reason: String| containers::Error::Invalid {
+            id: cid.clone(),
+            reason: format!("exec {eid:?}: {reason}"),
+        };
+        let p_pb = req
+            .process
+            .as_ref()
+            .ok_or_else(|| invalid("the request has no process".into()))?;
+        let process = oci::process_from_proto(p_pb).map_err(|e| invalid(e.to_string()))?;
         let ctr = self.ctr(&cid)?;
-        if ctr.has_exec_id(&eid) {
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("container {cid:?}: process {eid:?}: already exists"),
-            ));
-        }
-        if ctr.init_proc().and_then(|p| p.exited()).is_some() {
-            return Err(status(
-                Code::FAILED_PRECONDITION,
-                format!("container {cid:?}: exec {eid:?}: the container has stopped"),
-            ));
-        }
-        let p_pb = req.process.as_ref().ok_or_else(|| {
-            status(
-                Code::INVALID_ARGUMENT,
-                format!("container {cid:?}: exec {eid:?}: the request has no process"),
-            )
-        })?;
-        let process = oci::process_from_proto(p_pb).map_err(|e| {
-            status(
-                Code::INVALID_ARGUMENT,
-                format!("container {cid:?}: exec {eid:?}: {e}"),
-            )
-        })?;
-        if process.args().as_deref().unwrap_or_default().is_empty() {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                format!("container {cid:?}: exec {eid:?}: process.args is empty"),
-            ));
-        }
-        let size = self.sandbox.settings.pipe_size;
-        let pipes = (|| {
-            Ok::<_, std::io::Error>((input_pipe(size)?, output_pipe(size)?, output_pipe(size)?))
-        })();
-        let (stdin, stdout, stderr) = pipes.map_err(|e| {
-            status(
-                Code::INTERNAL,
-                format!("container {cid:?}: exec {eid:?}: create stdio pipes: {e}"),
-            )
-        })?;
-        let stdio = rustjail::Stdio {
-            stdin: Some(stdin.theirs),
-            stdout: Some(stdout.theirs),
-            stderr: Some(stderr.theirs),
+        let sandbox = self.sandbox.clone();
+        let params = ExecParams {
+            exec_id: eid,
+            process,
         };
-        let reaper = self.sandbox.reaper.clone();
-        let c = ctr.clone();
-        let spawned = blocking(move || {
-            let _guard = reaper.spawn_guard();
-            lock(&c.jail).exec(&process, stdio)
-        })
-        .await?
-        .map_err(jail_error)?;
-        let pid = spawned.pid;
-        let io = match spawned.console {
-            Some(master) => ProcIo::pty(master),
-            None => Ok(ProcIo {
-                stdin: Some(stdin.ours),
-                stdout: Some(stdout.ours),
-                stderr: Some(stderr.ours),
-                tty: None,
-            }),
-        };
-        let exit = self.sandbox.reaper.register(pid);
-        let io = match io {
-            Ok(io) => io,
-            Err(e) => {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                return Err(status(
-                    Code::INTERNAL,
-                    format!("container {cid:?}: exec {eid:?}: set up the terminal: {e}"),
-                ));
-            }
-        };
-        let added = ctr.add_proc(Proc::new(&eid, pid, exit, io));
-        if !added {
-            // Two execs raced for the id: the later one is undone.
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            return Err(status(
-                Code::ALREADY_EXISTS,
-                format!("container {cid:?}: process {eid:?}: already exists"),
-            ));
-        }
-        log::debug!("container {cid:?}: exec {eid:?} pid {pid}");
+        blocking(move || containers::exec(&sandbox, &ctr, params)).await??;
         Ok(Empty::new())
     }
 
@@ -176,7 +103,7 @@ impl AgentImpl {
             // Every process of the container, wherever it forked to.
             blocking(move || lock(&ctr.jail).kill(Signal::SIGKILL, true))
                 .await?
-                .map_err(jail_error)?;
+                .map_err(containers::Error::from)?;
             return Ok(Empty::new());
         }
         if p.exited().is_some() {
@@ -207,15 +134,7 @@ impl AgentImpl {
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
         let (_ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
-        let raw = p.wait().await.ok_or_else(|| {
-            status(
-                Code::INTERNAL,
-                format!(
-                    "container {:?}: process {:?}: exit status lost",
-                    req.container_id, p.exec_id
-                ),
-            )
-        })?;
+        let raw = p.wait().await;
         let mut resp = WaitProcessResponse::new();
         resp.status = exit_code(raw);
         Ok(resp)

@@ -10,7 +10,7 @@ use ttrpc::Code;
 use super::{blocking, status, AgentImpl};
 use crate::lock::lock;
 use crate::sandbox::guest_files::{self, ETC_RESOLV, SANDBOX_DIR};
-use crate::sandbox::ns_holder::PAUSE_ARG;
+use crate::sandbox::ns_holder::{self, HolderError};
 use crate::sandbox::Holder;
 
 /// Owner name of the sandbox's own storages.
@@ -104,52 +104,27 @@ impl AgentImpl {
         Ok(Empty::new())
     }
 
-    /// Starts the namespace holder and registers it with the reaper.
-    async fn spawn_holder(&self, pidns: bool, hostname: &str) -> Result<Holder, String> {
+    /// Starts the namespace holder and adopts it.
+    async fn spawn_holder(&self, pidns: bool, hostname: &str) -> Result<Holder, HolderError> {
         let exe = self.sandbox.settings.launcher.clone();
         let reaper = self.sandbox.reaper.clone();
         let hostname = hostname.to_string();
-        let out = blocking(move || {
-            let _guard = reaper.spawn_guard();
-            std::process::Command::new(exe)
-                .arg(PAUSE_ARG)
-                .arg(if pidns { "pidns" } else { "-" })
-                .arg(hostname)
-                .env_clear()
-                .stdin(std::process::Stdio::null())
-                .output()
-        })
-        .await
-        .map_err(|e| format!("namespace holder: {e:?}"))?
-        .map_err(|e| format!("namespace holder: spawn: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "namespace holder: {} ({})",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                out.status
-            ));
-        }
-        let pid: i32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| "namespace holder: no pid reported".to_string())?;
-        let exit = self.sandbox.reaper.register(pid);
-        Ok(Holder { pid, pidns, exit })
+        let spawned =
+            tokio::task::spawn_blocking(move || ns_holder::spawn(&reaper, &exe, pidns, &hostname))
+                .await;
+        spawned.map_err(|e| HolderError::Blocking(e.to_string()))?
     }
 
     /// Ends the namespace holder and waits (bounded) until it is reaped.
     async fn stop_holder(&self) {
         let holder = lock(&self.sandbox.state).holder.take();
-        if let Some(mut h) = holder {
+        if let Some(h) = holder {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(h.pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let waited = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                h.exit.wait_for(Option::is_some),
-            )
-            .await;
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_secs(10), h.exit.wait()).await;
             if waited.is_err() {
                 log::warn!("namespace holder {} did not exit after SIGKILL", h.pid);
             }

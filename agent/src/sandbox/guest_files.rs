@@ -24,7 +24,7 @@ pub const DNS_KEYWORDS: &[&str] = &["nameserver", "search", "options", "domain",
 
 /// Why a sandbox file could not be set up; each message names the object.
 #[derive(Debug, thiserror::Error)]
-pub enum SandboxFilesError {
+pub enum GuestFilesError {
     /// The hostname is not acceptable.
     #[error("hostname {name:?}: {reason}")]
     InvalidHostname { name: String, reason: &'static str },
@@ -43,6 +43,22 @@ pub enum SandboxFilesError {
     },
 }
 
+impl GuestFilesError {
+    /// The status this error answers with.
+    pub fn code(&self) -> ttrpc::Code {
+        match self {
+            GuestFilesError::InvalidHostname { .. } | GuestFilesError::InvalidDns { .. } => {
+                ttrpc::Code::INVALID_ARGUMENT
+            }
+            GuestFilesError::SetHostname { .. } | GuestFilesError::Dns { .. } => {
+                ttrpc::Code::INTERNAL
+            }
+        }
+    }
+}
+
+crate::error::into_status!(GuestFilesError);
+
 fn lower_first(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
@@ -58,8 +74,8 @@ fn describe_io(e: &io::Error) -> String {
     }
 }
 
-fn dns_err(op: &'static str, path: &Path, cause: impl Into<io::Error>) -> SandboxFilesError {
-    SandboxFilesError::Dns {
+fn dns_err(op: &'static str, path: &Path, cause: impl Into<io::Error>) -> GuestFilesError {
+    GuestFilesError::Dns {
         op,
         path: path.to_path_buf(),
         cause: cause.into(),
@@ -67,7 +83,7 @@ fn dns_err(op: &'static str, path: &Path, cause: impl Into<io::Error>) -> Sandbo
 }
 
 /// Checks a hostname: 1 to 64 bytes, no `/`, no NUL, no control character.
-pub fn validate_hostname(name: &str) -> Result<(), SandboxFilesError> {
+pub fn validate_hostname(name: &str) -> Result<(), GuestFilesError> {
     let reason = if name.is_empty() {
         Some("empty")
     } else if name.len() > MAX_HOSTNAME_LEN {
@@ -82,7 +98,7 @@ pub fn validate_hostname(name: &str) -> Result<(), SandboxFilesError> {
         None
     };
     match reason {
-        Some(reason) => Err(SandboxFilesError::InvalidHostname {
+        Some(reason) => Err(GuestFilesError::InvalidHostname {
             name: name.to_owned(),
             reason,
         }),
@@ -93,9 +109,9 @@ pub fn validate_hostname(name: &str) -> Result<(), SandboxFilesError> {
 /// Sets the hostname of the agent's UTS namespace (which the containers of
 /// the sandbox share) after validating it. Kata's shim may send an empty
 /// hostname: the caller skips the call then, as upstream does.
-pub fn set_hostname(name: &str) -> Result<(), SandboxFilesError> {
+pub fn set_hostname(name: &str) -> Result<(), GuestFilesError> {
     validate_hostname(name)?;
-    nix::unistd::sethostname(name).map_err(|cause| SandboxFilesError::SetHostname {
+    nix::unistd::sethostname(name).map_err(|cause| GuestFilesError::SetHostname {
         name: name.to_owned(),
         cause,
     })
@@ -104,8 +120,8 @@ pub fn set_hostname(name: &str) -> Result<(), SandboxFilesError> {
 /// Checks one DNS line as Kata's shim sends it (`nameserver 8.8.8.8`,
 /// `search svc.cluster.local`, `options ndots:5`). Returns the trimmed
 /// line to write, or `None` for a blank or comment line, which is dropped.
-pub fn validate_dns_line(line: &str) -> Result<Option<&str>, SandboxFilesError> {
-    let invalid = |reason: String| SandboxFilesError::InvalidDns {
+pub fn validate_dns_line(line: &str) -> Result<Option<&str>, GuestFilesError> {
+    let invalid = |reason: String| GuestFilesError::InvalidDns {
         line: line.to_owned(),
         reason,
     };
@@ -160,7 +176,7 @@ pub fn setup_dns(
     dir: &Path,
     dns: &[String],
     etc_resolv: &Path,
-) -> Result<Option<DnsSetup>, SandboxFilesError> {
+) -> Result<Option<DnsSetup>, GuestFilesError> {
     if dns.is_empty() {
         return Ok(None);
     }
@@ -245,7 +261,7 @@ pub fn setup_dns(
 /// someone else put there (as container engines do), or a file another
 /// agent wrote at the same path, is left alone. A bind mount of ours that
 /// will not go is an error, never a silent success.
-pub fn teardown_dns(setup: &DnsSetup) -> Result<(), SandboxFilesError> {
+pub fn teardown_dns(setup: &DnsSetup) -> Result<(), GuestFilesError> {
     let etc = &setup.etc_resolv;
     // Bounded: each round removes one bind mount of ours.
     for _ in 0..16 {
@@ -294,7 +310,7 @@ mod tests {
             // outside a UTS namespace.
             assert!(matches!(
                 set_hostname(name),
-                Err(SandboxFilesError::InvalidHostname { .. })
+                Err(GuestFilesError::InvalidHostname { .. })
             ));
         }
     }
@@ -352,7 +368,7 @@ mod tests {
             &target,
         )
         .unwrap_err();
-        assert!(matches!(err, SandboxFilesError::InvalidDns { .. }), "{err}");
+        assert!(matches!(err, GuestFilesError::InvalidDns { .. }), "{err}");
         assert!(!sandbox.exists());
         assert!(!target.exists());
     }

@@ -17,12 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
-
 use crate::containers::oom_events::OomEvents;
 use crate::containers::Ctr;
 use crate::lock::lock;
-use crate::reaper::{RawStatus, Reaper};
+use crate::reaper::{ExitWatch, Reaper};
 use crate::storage::StorageManager;
 
 /// Guest directory holding container bundles (`<run>/<cid>/`).
@@ -81,7 +79,7 @@ pub struct SandboxState {
 pub struct Holder {
     pub pid: i32,
     pub pidns: bool,
-    pub exit: watch::Receiver<Option<RawStatus>>,
+    pub exit: ExitWatch,
 }
 
 pub struct Sandbox {

@@ -117,6 +117,22 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The status this error answers with: the request's fault, a
+    /// conflict with a storage set up differently, or the kernel's.
+    pub fn code(&self) -> ttrpc::Code {
+        match self {
+            StorageError::UnsupportedDriver { .. }
+            | StorageError::InvalidMountPoint { .. }
+            | StorageError::Invalid { .. } => ttrpc::Code::INVALID_ARGUMENT,
+            StorageError::Conflict { .. } => ttrpc::Code::FAILED_PRECONDITION,
+            StorageError::Io { .. } => ttrpc::Code::INTERNAL,
+        }
+    }
+}
+
+crate::error::into_status!(StorageError);
+
 /// `Operation not permitted (os error 1)` -> `operation not permitted`.
 fn describe_io(e: &io::Error) -> String {
     match e.raw_os_error() {
@@ -502,7 +518,7 @@ impl StorageManager {
             StorageError::InvalidMountPoint {
                 mount_point: s.mount_point.clone(),
                 driver: s.driver.clone(),
-                reason,
+                reason: reason.to_string(),
             }
         })?;
         let ctx = Ctx {
@@ -656,7 +672,7 @@ impl StorageManager {
             StorageError::InvalidMountPoint {
                 mount_point: s.mount_point.clone(),
                 driver: s.driver.clone(),
-                reason,
+                reason: reason.to_string(),
             }
         })?;
         let real = match self.lock().entries.get(&checked.key) {

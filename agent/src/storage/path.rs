@@ -5,6 +5,25 @@
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+/// Why a path from the host was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("path contains a nul byte")]
+    Nul,
+    #[error("not an absolute path")]
+    NotAbsolute,
+    #[error("path contains a \"..\" component")]
+    DotDot,
+    #[error("not under an allowed root ({0})")]
+    NotUnderRoot(String),
+    #[error("resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("resolves to {0} through a symlink, outside {1}")]
+    Escapes(String, String),
+}
+
 /// A mount point that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CheckedPath {
@@ -16,15 +35,15 @@ pub(super) struct CheckedPath {
 
 /// Lexical normalization: absolute, no NUL, no `..`; `.` and repeated or
 /// trailing slashes are dropped.
-pub(super) fn normalize(path: &str) -> Result<PathBuf, String> {
+pub(super) fn normalize(path: &str) -> Result<PathBuf, PathError> {
     if path.is_empty() {
-        return Err("empty path".to_owned());
+        return Err(PathError::Empty);
     }
     if path.contains('\0') {
-        return Err("path contains a nul byte".to_owned());
+        return Err(PathError::Nul);
     }
     if !path.starts_with('/') {
-        return Err("not an absolute path".to_owned());
+        return Err(PathError::NotAbsolute);
     }
     let mut out = PathBuf::new();
     for c in Path::new(path).components() {
@@ -32,8 +51,8 @@ pub(super) fn normalize(path: &str) -> Result<PathBuf, String> {
             Component::RootDir => out.push("/"),
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir => return Err("path contains a \"..\" component".to_owned()),
-            Component::Prefix(_) => return Err("not an absolute path".to_owned()),
+            Component::ParentDir => return Err(PathError::DotDot),
+            Component::Prefix(_) => return Err(PathError::NotAbsolute),
         }
     }
     Ok(out)
@@ -41,7 +60,7 @@ pub(super) fn normalize(path: &str) -> Result<PathBuf, String> {
 
 /// Resolves the longest existing prefix of `path` with `canonicalize` and
 /// appends the rest, which does not exist yet and so holds no symlink.
-fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, String> {
+fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, PathError> {
     let mut existing = path;
     loop {
         if fs::symlink_metadata(existing).is_ok() {
@@ -53,7 +72,7 @@ fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, String> {
         };
     }
     let resolved = fs::canonicalize(existing)
-        .map_err(|e| format!("resolve {}: {}", existing.display(), super::describe_io(&e)))?;
+        .map_err(|e| PathError::Resolve(existing.display().to_string(), super::describe_io(&e)))?;
     match path.strip_prefix(existing) {
         Ok(rest) if !rest.as_os_str().is_empty() => Ok(resolved.join(rest)),
         _ => Ok(resolved),
@@ -61,22 +80,21 @@ fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, String> {
 }
 
 /// Checks `mount_point` against `roots` (each already normalized).
-pub(super) fn check(mount_point: &str, roots: &[PathBuf]) -> Result<CheckedPath, String> {
+pub(super) fn check(mount_point: &str, roots: &[PathBuf]) -> Result<CheckedPath, PathError> {
     let key = normalize(mount_point)?;
     let root = roots
         .iter()
         .find(|r| key.starts_with(r) && key != **r)
         .ok_or_else(|| {
             let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-            format!("not under an allowed root ({})", list.join(", "))
+            PathError::NotUnderRoot(list.join(", "))
         })?;
     let real = resolve_existing_prefix(&key)?;
     let real_root = resolve_existing_prefix(root)?;
     if !real.starts_with(&real_root) || real == real_root {
-        return Err(format!(
-            "resolves to {} through a symlink, outside {}",
-            real.display(),
-            root.display()
+        return Err(PathError::Escapes(
+            real.display().to_string(),
+            root.display().to_string(),
         ));
     }
     Ok(CheckedPath { key, real })
@@ -109,15 +127,18 @@ mod tests {
             ("/run/kata-containers/x/..", ".."),
             ("/run/kata\0/x", "nul"),
         ] {
-            let err = normalize(p).err().unwrap_or_default();
+            let err = normalize(p)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.contains(why), "{p:?}: {err:?}");
         }
     }
 
     #[test]
-    fn check_root_membership() -> Result<(), String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let root = fs::canonicalize(dir.path()).map_err(|e| e.to_string())?;
+    fn check_root_membership() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let root = fs::canonicalize(dir.path())?;
         let roots = vec![root.clone()];
         let inside = root.join("a/b");
         let c = check(&inside.to_string_lossy(), &roots)?;
@@ -129,6 +150,7 @@ mod tests {
         let sibling = format!("{}x/y", root.display());
         assert!(check(&sibling, &roots)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default()
             .contains("not under an allowed root"));
         assert!(check("/etc/x", &roots).is_err());
@@ -136,24 +158,25 @@ mod tests {
     }
 
     #[test]
-    fn check_refuses_symlink_escape() -> Result<(), String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let outside = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let root = fs::canonicalize(dir.path()).map_err(|e| e.to_string())?;
+    fn check_refuses_symlink_escape() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let outside = tempfile::tempdir()?;
+        let root = fs::canonicalize(dir.path())?;
         let roots = vec![root.clone()];
-        symlink(outside.path(), root.join("escape")).map_err(|e| e.to_string())?;
+        symlink(outside.path(), root.join("escape"))?;
         let err = check(&root.join("escape/x").to_string_lossy(), &roots)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("outside"), "{err}");
         // A symlink that stays inside the root is followed.
-        fs::create_dir(root.join("real")).map_err(|e| e.to_string())?;
-        symlink(root.join("real"), root.join("inner")).map_err(|e| e.to_string())?;
+        fs::create_dir(root.join("real"))?;
+        symlink(root.join("real"), root.join("inner"))?;
         let c = check(&root.join("inner/x").to_string_lossy(), &roots)?;
         assert_eq!(c.real, root.join("real/x"));
         assert_eq!(c.key, root.join("inner/x"));
         // A dangling symlink cannot be resolved.
-        symlink(root.join("nowhere"), root.join("dangling")).map_err(|e| e.to_string())?;
+        symlink(root.join("nowhere"), root.join("dangling"))?;
         assert!(check(&root.join("dangling/x").to_string_lossy(), &roots).is_err());
         Ok(())
     }

@@ -41,6 +41,35 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Most descriptors the agent asks for: each container and exec holds a
+/// few pipes, each connection a socket; the kernel's default of 1024 runs
+/// out with a busy pod.
+const FD_LIMIT: u64 = 1 << 20;
+
+/// Raises the agent's own RLIMIT_NOFILE: the soft limit to the hard one,
+/// and with the privilege for it (PID 1, root) both to [`FD_LIMIT`] or the
+/// kernel's `fs.nr_open`, whichever is lower.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(FD_LIMIT);
+    let want = FD_LIMIT.min(nr_open).max(hard);
+    let result = setrlimit(Resource::RLIMIT_NOFILE, want, want)
+        .or_else(|_| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
+    match (result, getrlimit(Resource::RLIMIT_NOFILE)) {
+        (Ok(()), Ok((now, _))) if now != soft => {
+            log::debug!("open file limit raised from {soft} to {now}")
+        }
+        (Err(e), _) => log::warn!("open file limit {soft}: raise: {e}"),
+        _ => {}
+    }
+}
+
 /// Env var choosing how container helpers start: `zygote` (default), a
 /// process forked now that forks one helper per container, or `reexec`,
 /// an execve of this binary per container.
@@ -129,6 +158,8 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
     }
 
     let zygote = start_launcher();
+    // After the launcher's fork: containers keep the usual limit.
+    raise_fd_limit();
     // One async thread serves every connection; blocking work (fork,
     // mounts, cgroup files) runs on a small pool whose idle threads retire
     // quickly, so an idle agent holds one thread.

@@ -64,6 +64,27 @@ impl FdStream {
         }
     }
 
+    /// Waits for data like [`FdStream::read`], or for `stop` to complete
+    /// first (`Ok(None)`); cancel-safe in the same way.
+    pub async fn read_or<F: std::future::Future>(
+        &self,
+        buf: &mut [u8],
+        stop: F,
+    ) -> io::Result<Option<usize>> {
+        tokio::pin!(stop);
+        loop {
+            let mut guard = tokio::select! {
+                biased;
+                g = self.fd.readable() => g?,
+                _ = &mut stop => return Ok(None),
+            };
+            match guard.try_io(|_| self.raw_read(buf)) {
+                Ok(result) => return result.map(Some),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     /// Reads what is there without waiting (`WouldBlock` if nothing).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.raw_read(buf)

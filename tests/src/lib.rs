@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message;
 
+pub mod env;
+
 /// ttrpc frame types.
 pub const MESSAGE_TYPE_REQUEST: u8 = 1;
 pub const MESSAGE_TYPE_RESPONSE: u8 = 2;

@@ -5,209 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use integration_tests::env::*;
 use integration_tests::*;
 use protocols::agent::*;
-use protocols::agent_ttrpc::AgentServiceClient;
 use protocols::oci;
 use ttrpc::Code;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-struct Env {
-    agent: Agent,
-    client: AgentServiceClient,
-    rootfs: Rootfs,
-    rt: tokio::runtime::Runtime,
-    /// Last: removed once the agent is gone.
-    cgroups: CgroupParent,
-}
-
-impl Env {
-    fn new() -> Option<Env> {
-        if !can_run_containers() {
-            return None;
-        }
-        let cgroups = CgroupParent::new();
-        let agent = Agent::start();
-        let rt = rt();
-        let uri = agent.uri();
-        let client = rt.block_on(async {
-            AgentServiceClient::new(ttrpc::asynchronous::Client::connect(&uri).await.unwrap())
-        });
-        Some(Env {
-            agent,
-            client,
-            rootfs: Rootfs::new(),
-            rt,
-            cgroups,
-        })
-    }
-
-    /// The test spec for a busybox container in this test's cgroup parent.
-    fn spec(&self, rootfs: &Path, cid: &str, args: &[&str]) -> oci::Spec {
-        let mut s = busybox_spec(&rootfs.display().to_string(), cid, args, &self.cgroups.name);
-        s.Hostname = "box".into();
-        s
-    }
-
-    fn create(&self, cid: &str, s: oci::Spec) -> ttrpc::Result<()> {
-        let mut req = CreateContainerRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = cid.into();
-        req.OCI = Some(s).into();
-        self.rt
-            .block_on(self.client.create_container(ctx(), &req))
-            .map(|_| ())
-    }
-
-    fn start(&self, cid: &str) -> ttrpc::Result<()> {
-        let mut req = StartContainerRequest::new();
-        req.container_id = cid.into();
-        self.rt
-            .block_on(self.client.start_container(ctx(), &req))
-            .map(|_| ())
-    }
-
-    fn run(&self, cid: &str, args: &[&str]) {
-        self.create(cid, self.spec(self.rootfs.path(), cid, args))
-            .unwrap();
-        self.start(cid).unwrap();
-    }
-
-    fn wait(&self, cid: &str, eid: &str) -> ttrpc::Result<i32> {
-        let mut req = WaitProcessRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = eid.into();
-        self.rt
-            .block_on(self.client.wait_process(ctx(), &req))
-            .map(|r| r.status)
-    }
-
-    fn read(&self, cid: &str, eid: &str, stderr: bool, len: u32) -> ttrpc::Result<Vec<u8>> {
-        let mut req = ReadStreamRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = eid.into();
-        req.len = len;
-        let r = if stderr {
-            self.rt.block_on(self.client.read_stderr(ctx(), &req))
-        } else {
-            self.rt.block_on(self.client.read_stdout(ctx(), &req))
-        };
-        r.map(|r| r.data)
-    }
-
-    /// Reads a stream until EOF.
-    fn read_all(&self, cid: &str, eid: &str, stderr: bool, len: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            match self.read(cid, eid, stderr, len) {
-                Ok(d) => out.extend_from_slice(&d),
-                Err(e) => {
-                    assert_eq!(code(&e), Code::OUT_OF_RANGE, "read: {e:?}");
-                    return out;
-                }
-            }
-        }
-    }
-
-    fn exec(&self, cid: &str, eid: &str, args: &[&str]) -> ttrpc::Result<()> {
-        let mut p = oci::Process::new();
-        p.Args = args.iter().map(|a| a.to_string()).collect();
-        p.Env = vec!["PATH=/bin".into()];
-        p.Cwd = "/".into();
-        p.User = Some(oci::User::new()).into();
-        let mut req = ExecProcessRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = eid.into();
-        req.process = Some(p).into();
-        self.rt
-            .block_on(self.client.exec_process(ctx(), &req))
-            .map(|_| ())
-    }
-
-    fn signal(&self, cid: &str, eid: &str, sig: u32) -> ttrpc::Result<()> {
-        let mut req = SignalProcessRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = eid.into();
-        req.signal = sig;
-        self.rt
-            .block_on(self.client.signal_process(ctx(), &req))
-            .map(|_| ())
-    }
-
-    fn write(&self, cid: &str, eid: &str, data: &[u8]) -> ttrpc::Result<u32> {
-        let mut req = WriteStreamRequest::new();
-        req.container_id = cid.into();
-        req.exec_id = eid.into();
-        req.data = data.to_vec();
-        self.rt
-            .block_on(self.client.write_stdin(ctx(), &req))
-            .map(|r| r.len)
-    }
-
-    fn remove(&self, cid: &str) -> ttrpc::Result<()> {
-        let mut req = RemoveContainerRequest::new();
-        req.container_id = cid.into();
-        req.timeout = 30;
-        self.rt
-            .block_on(self.client.remove_container(ctx(), &req))
-            .map(|_| ())
-    }
-
-    /// Checks that nothing of container `cid` is left.
-    fn assert_gone(&mut self, cid: &str) {
-        assert!(
-            !self.agent.path("/run/kata-containers").join(cid).exists(),
-            "bundle of {cid} left behind"
-        );
-        for ctrl in ["memory", "pids", "cpu", "freezer"] {
-            let p = Path::new("/sys/fs/cgroup")
-                .join(ctrl)
-                .join(&self.cgroups.name)
-                .join(cid);
-            assert!(!p.exists(), "cgroup {} left behind", p.display());
-        }
-        let kids = children_of(self.agent.pid());
-        assert!(kids.is_empty(), "agent still has children {kids:?}");
-        assert!(self.agent.alive());
-    }
-}
-
-fn code(e: &ttrpc::Error) -> Code {
-    match e {
-        ttrpc::Error::RpcStatus(s) => s.code.enum_value_or_default(),
-        _ => Code::UNKNOWN,
-    }
-}
-
-fn message(e: &ttrpc::Error) -> String {
-    match e {
-        ttrpc::Error::RpcStatus(s) => s.message.clone(),
-        other => other.to_string(),
-    }
-}
 
 #[test]
 fn echo_runs_and_everything_is_cleaned_up() {
@@ -233,10 +37,9 @@ fn exit_codes_and_signals() {
     env.run(&b, &["sleep", "1000"]);
     env.signal(&b, "", 9).unwrap();
     assert_eq!(env.wait(&b, &b).unwrap(), 137);
-    // A signal to a process that has exited is refused, naming it.
-    let e = env.signal(&b, &b, 15).unwrap_err();
-    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
-    assert!(message(&e).contains(&b), "{e:?}");
+    // A signal to a process that has exited is no error (the Go runtime's
+    // stop races the exit; upstream ignores ESRCH).
+    env.signal(&b, &b, 15).unwrap();
 
     let c = unique("term");
     env.run(

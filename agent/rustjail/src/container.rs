@@ -160,6 +160,8 @@ pub struct Container {
     cgroup: CgroupManager,
     /// `linux.devices`: the device cgroup allows them (see `devices`).
     devices: Vec<oci_spec::runtime::LinuxDevice>,
+    /// The init's capabilities: an exec that names none gets these.
+    init_capabilities: Option<oci_spec::runtime::LinuxCapabilities>,
     bundle: PathBuf,
     hooks: Option<Hooks>,
     seccomp: Option<LinuxSeccomp>,
@@ -298,6 +300,10 @@ impl Container {
             namespaces,
             cgroup,
             devices: linux.devices().clone().unwrap_or_default(),
+            init_capabilities: spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.capabilities().clone()),
             bundle: bundle.to_path_buf(),
             hooks: spec.hooks().clone(),
             seccomp: linux.seccomp().clone(),
@@ -572,10 +578,16 @@ impl Container {
                 state: "stopped",
             });
         }
+        // An exec without capabilities (`kubectl exec` through the Go
+        // runtime) gets the init's, as runc and upstream Kata do.
+        let mut process = process.clone();
+        if process.capabilities().is_none() {
+            process.set_capabilities(self.init_capabilities.clone());
+        }
         let req = Request::Exec(Box::new(ExecRequest {
             init_pid: self.init_pid.as_raw(),
             namespaces: self.namespaces.clone(),
-            process: process.clone(),
+            process,
             seccomp: self.seccomp.clone(),
         }));
         let mut helper = self.spawn_helper(&req, stdio)?;

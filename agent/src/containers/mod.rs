@@ -26,7 +26,9 @@ pub use start::start;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::lock::lock;
 use crate::reaper::{ExitWatch, RawStatus};
@@ -43,6 +45,27 @@ pub struct Proc {
     pub stderr: tokio::sync::Mutex<Option<FdStream>>,
     /// The PTY master, for TtyWinResize, when the process has a terminal.
     pub tty: Option<OwnedFd>,
+    /// When a reader first saw the process exited: output still arriving
+    /// after [`DRAIN_AFTER_EXIT`] from then (a background child holding the
+    /// pipe or the terminal) no longer keeps the stream open.
+    exited_at: OnceLock<Instant>,
+    /// WaitProcess has answered for it.
+    waited: AtomicBool,
+    /// stdout and stderr have reached their end (or were never there).
+    stdout_done: AtomicBool,
+    stderr_done: AtomicBool,
+}
+
+/// How long output is still read after the process exited, while a child
+/// of it keeps its pipe or terminal open: then the reader gets EOF, as
+/// with upstream Kata, so that `kubectl exec` and exec probes return.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
+
+/// Which output stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
 }
 
 impl Proc {
@@ -51,11 +74,41 @@ impl Proc {
             exec_id: exec_id.to_string(),
             pid,
             exit,
+            stdout_done: AtomicBool::new(io.stdout.is_none()),
+            stderr_done: AtomicBool::new(io.stderr.is_none()),
             stdin: tokio::sync::Mutex::new(io.stdin),
             stdout: tokio::sync::Mutex::new(io.stdout),
             stderr: tokio::sync::Mutex::new(io.stderr),
             tty: io.tty,
+            exited_at: OnceLock::new(),
+            waited: AtomicBool::new(false),
         }
+    }
+
+    /// Once the process has exited: until when its output is still read.
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        self.exited()?;
+        Some(*self.exited_at.get_or_init(Instant::now) + DRAIN_AFTER_EXIT)
+    }
+
+    /// Notes that a stream reached its end.
+    pub fn output_done(&self, which: Output) {
+        match which {
+            Output::Stdout => self.stdout_done.store(true, Ordering::SeqCst),
+            Output::Stderr => self.stderr_done.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// Notes that WaitProcess answered.
+    pub fn set_waited(&self) {
+        self.waited.store(true, Ordering::SeqCst);
+    }
+
+    /// Waited for, and nothing left to read: the host is done with it.
+    fn finished(&self) -> bool {
+        self.waited.load(Ordering::SeqCst)
+            && self.stdout_done.load(Ordering::SeqCst)
+            && self.stderr_done.load(Ordering::SeqCst)
     }
 
     /// The raw wait status once the process has exited.
@@ -157,6 +210,22 @@ impl Ctr {
         }
         procs.insert(p.exec_id.clone(), Arc::new(p));
         true
+    }
+
+    /// Drops an exec'd process the host is done with (see
+    /// [`Proc::finished`]): its pipes and table entry go, so that exec
+    /// probes every few seconds do not pile up fds. The init stays until
+    /// the container is removed. True if it was dropped.
+    pub fn release_if_finished(&self, exec_id: &str) -> bool {
+        if exec_id == self.init_exec_id {
+            return false;
+        }
+        let mut procs = lock(&self.procs);
+        if procs.get(exec_id).is_some_and(|p| p.finished()) {
+            procs.remove(exec_id);
+            return true;
+        }
+        false
     }
 
     pub fn has_exec_id(&self, exec_id: &str) -> bool {

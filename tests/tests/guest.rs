@@ -78,7 +78,10 @@ fn copy_file_in_chunks_and_confined() {
     }
     let agent = Agent::start();
     let (rt, c) = agent_client(&agent);
-    let top = format!("/run/kata-containers/copytest-{}", std::process::id());
+    let top = format!(
+        "/run/kata-containers/shared/containers/copytest-{}",
+        std::process::id()
+    );
     rt.block_on(async {
         let copy = |path: String, mode: u32, data: &[u8], offset: i64, size: i64| {
             let mut r = CopyFileRequest::new();
@@ -138,6 +141,10 @@ fn copy_file_in_chunks_and_confined() {
 
         for bad in [
             "/etc/kata-evil".to_string(),
+            // Under /run/kata-containers but outside the shared directory,
+            // as Kata's own tests expect refused.
+            "/run/kata-containers/shared/foo".to_string(),
+            "/run/kata-containers/sandbox/kata-evil".to_string(),
             format!("{top}/../../../etc/kata-evil"),
             "relative".to_string(),
         ] {
@@ -163,26 +170,47 @@ fn metrics_and_volume_stats() {
             .get_metrics(ctx(), &GetMetricsRequest::new())
             .await
             .unwrap();
+        // As a Prometheus scraper reads it, with upstream's families.
+        let lines = m.metrics.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+        let value = |name: &str, item: Option<(&str, &str)>| -> Option<f64> {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && item.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+        };
         // The read itself runs on a blocking thread: 1 or 2.
-        let threads: u32 = m
-            .metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("kata_agent_threads "))
+        let threads = value("kata_agent_threads", None).unwrap();
+        assert!((1.0..=2.0).contains(&threads), "{}", m.metrics);
+        assert!(value("kata_agent_scrape_count", None).unwrap() >= 1.0);
+        assert!(value("kata_agent_total_rss", None).unwrap() > 0.0);
+        assert!(value("kata_agent_total_vm", None).unwrap() > 0.0);
+        assert!(value("kata_agent_proc_status", Some(("item", "vmrss"))).unwrap() > 0.0);
+        assert!(value("kata_agent_io_stat", Some(("item", "rchar"))).is_some());
+        assert!(value("kata_agent_proc_stat", Some(("item", "utime"))).is_some());
+        assert!(value("kata_agent_process_open_fds", None).unwrap() > 0.0);
+        assert!(value("kata_agent_process_resident_memory_bytes", None).unwrap() > 0.0);
+        assert_eq!(value("kata_agent_containers", None), Some(0.0));
+        let total = value("kata_guest_meminfo", Some(("item", "mem_total"))).unwrap();
+        let kib = std::fs::read_to_string("/proc/meminfo")
             .unwrap()
-            .parse()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
             .unwrap();
-        assert!((1..=2).contains(&threads), "{}", m.metrics);
-        assert!(
-            m.metrics.contains("kata_agent_containers 0\n"),
-            "{}",
-            m.metrics
-        );
-        assert!(
-            m.metrics
-                .contains("kata_guest_meminfo_bytes{item=\"MemTotal\"}"),
-            "{}",
-            m.metrics
-        );
+        assert_eq!(total, kib * 1024.0, "bytes, as upstream");
+        assert!(value("kata_guest_load", Some(("item", "load1"))).is_some());
+        assert!(value("kata_guest_tasks", Some(("item", "max"))).unwrap() > 0.0);
+        assert!(value("kata_guest_cpu_time", Some(("cpu", "total"))).is_some());
+        assert!(value("kata_guest_vm_stat", Some(("item", "nr_free_pages"))).is_some());
+        assert!(value("kata_guest_netdev_stat", Some(("interface", "lo"))).is_some());
 
         let mut req = VolumeStatsRequest::new();
         req.volume_guest_path = vol.clone();

@@ -10,6 +10,7 @@
 
 pub mod debug_console;
 pub mod log_forward;
+pub mod metrics;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! CopyFile: the shim copies files into the guest in chunks (when it has no
 //! shared filesystem, and for files such as a container's /etc/hosts).
 //!
-//! Targets stay under `/run/kata-containers/`: the path must be absolute
-//! and free of `..`, and it is walked one component at a time from that
-//! directory with `O_NOFOLLOW`, so no symlink (not even one created by an
+//! Targets stay under `/run/kata-containers/shared/containers/`, where the
+//! shim puts what containers see, as upstream Kata confines them: the path
+//! must be absolute and free of `..`, and it is walked one component at a
+//! time from that directory with `O_NOFOLLOW`, so no symlink (not even one created by an
 //! earlier CopyFile) can lead a write elsewhere. A regular file is written
 //! to `<name>.tmp` at the given offset and renamed into place, with its
 //! mode and owner, once it holds `file_size` bytes.
@@ -19,8 +20,8 @@ use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
 
-/// Where copied files may go.
-pub const COPY_BASE: &str = "/run/kata-containers";
+/// Where copied files may go (the shared directory's mount point).
+pub const COPY_BASE: &str = "/run/kata-containers/shared/containers";
 
 fn cstr(s: &str) -> std::io::Result<CString> {
     CString::new(s).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
@@ -225,13 +226,18 @@ mod tests {
     #[test]
     fn paths_are_confined() {
         assert_eq!(
-            components_below_base("/run/kata-containers/shared/x/hosts").unwrap(),
-            vec!["shared", "x", "hosts"]
+            components_below_base("/run/kata-containers/shared/containers/x/hosts").unwrap(),
+            vec!["x", "hosts"]
         );
         for bad in [
             "relative/path",
             "/etc/passwd",
             "/run/kata-containers",
+            "/run/kata-containers/x",
+            "/run/kata-containers/shared/foo",
+            "/run/kata-containers/sandbox/hosts",
+            "/run/kata-containers/shared/containers",
+            "/run/kata-containers/shared/containersX/a",
             "/run/kata-containers/../../etc/shadow",
             "/run/kata-containers/a/../../x",
             "/run/kata-containersX/a",

@@ -1,8 +1,8 @@
-//! GetMetrics (Prometheus text about the agent and the guest) and
-//! GetVolumeStats (statvfs of a volume's guest mount).
+//! GetMetrics (Prometheus text about the agent and the guest, see
+//! `observe::metrics`) and GetVolumeStats (statvfs of a volume's guest
+//! mount).
 
 use std::ffi::CString;
-use std::fmt::Write as _;
 use std::path::{Component, Path};
 
 use protocols::agent::*;
@@ -14,63 +14,6 @@ use super::{blocking, status, AgentImpl};
 
 /// Volumes are mounted below this directory; stats are answered only there.
 const VOLUME_BASE: &str = "/run/kata-containers";
-
-/// `Name:   value kB` fields of a /proc status-like text, as (name, value).
-fn kv_fields(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            let n = v.split_whitespace().next()?.parse().ok()?;
-            Some((k.trim().to_string(), n))
-        })
-        .collect()
-}
-
-/// Renders the metrics text; split out for tests.
-pub fn render(status_text: &str, meminfo: &str, fds: usize, containers: usize) -> String {
-    let mut out = String::new();
-    let status = kv_fields(status_text);
-    let get = |k: &str| status.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let _ = writeln!(
-        out,
-        "# HELP kata_agent_process_resident_memory_bytes Agent resident memory."
-    );
-    let _ = writeln!(out, "# TYPE kata_agent_process_resident_memory_bytes gauge");
-    let _ = writeln!(
-        out,
-        "kata_agent_process_resident_memory_bytes {}",
-        get("VmRSS").unwrap_or(0).saturating_mul(1024)
-    );
-    let _ = writeln!(out, "# HELP kata_agent_threads Agent threads.");
-    let _ = writeln!(out, "# TYPE kata_agent_threads gauge");
-    let _ = writeln!(out, "kata_agent_threads {}", get("Threads").unwrap_or(0));
-    let _ = writeln!(
-        out,
-        "# HELP kata_agent_open_fds Agent open file descriptors."
-    );
-    let _ = writeln!(out, "# TYPE kata_agent_open_fds gauge");
-    let _ = writeln!(out, "kata_agent_open_fds {fds}");
-    let _ = writeln!(
-        out,
-        "# HELP kata_agent_containers Containers the agent manages."
-    );
-    let _ = writeln!(out, "# TYPE kata_agent_containers gauge");
-    let _ = writeln!(out, "kata_agent_containers {containers}");
-    let _ = writeln!(out, "# HELP kata_guest_meminfo_bytes Guest /proc/meminfo.");
-    let _ = writeln!(out, "# TYPE kata_guest_meminfo_bytes gauge");
-    for (k, v) in kv_fields(meminfo) {
-        if k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '(' || c == ')')
-        {
-            let _ = writeln!(
-                out,
-                "kata_guest_meminfo_bytes{{item=\"{k}\"}} {}",
-                v.saturating_mul(1024)
-            );
-        }
-    }
-    out
-}
 
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
@@ -101,12 +44,7 @@ impl AgentImpl {
     ) -> ttrpc::Result<Metrics> {
         let containers = self.sandbox.all().len();
         let text = blocking(move || {
-            let status_text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-            let fds = std::fs::read_dir("/proc/self/fd")
-                .map(|d| d.count())
-                .unwrap_or(0);
-            render(&status_text, &meminfo, fds, containers)
+            crate::observe::metrics::render(&crate::observe::metrics::Sources::read(containers))
         })
         .await?;
         let mut m = Metrics::new();
@@ -161,28 +99,5 @@ impl AgentImpl {
         ];
         resp.volume_condition = Some(VolumeCondition::new()).into();
         Ok(resp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        let text = render(
-            "Name:\tkata-agent\nVmRSS:\t    3000 kB\nThreads:\t1\n",
-            "MemTotal:       2048 kB\nMemFree:  1024 kB\n",
-            12,
-            3,
-        );
-        assert!(
-            text.contains("kata_agent_process_resident_memory_bytes 3072000\n"),
-            "{text}"
-        );
-        assert!(text.contains("kata_agent_threads 1\n"));
-        assert!(text.contains("kata_agent_open_fds 12\n"));
-        assert!(text.contains("kata_agent_containers 3\n"));
-        assert!(text.contains("kata_guest_meminfo_bytes{item=\"MemTotal\"} 2097152\n"));
     }
 }

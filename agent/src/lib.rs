@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod containers;
+pub mod device;
 pub mod error;
 pub mod lock;
 pub mod logging;

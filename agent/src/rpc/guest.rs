@@ -10,69 +10,16 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
+use crate::device::cpu_mem;
+use crate::lock::lock;
 use crate::storage::SUPPORTED_DRIVERS;
 use crate::version::AGENT_VERSION;
 
-const SYS_MEMORY: &str = "/sys/devices/system/memory";
-const SYS_CPU: &str = "/sys/devices/system/cpu";
+use cpu_mem::SYS_MEMORY;
 
 /// `block_size_bytes` is hexadecimal without a prefix.
 pub fn parse_block_size(text: &str) -> Option<u64> {
     u64::from_str_radix(text.trim(), 16).ok()
-}
-
-/// Writes "1" to every `online` file under `dir` whose entry name starts
-/// with `prefix` and that reads "0". Returns how many it brought online.
-fn online_all(dir: &Path, prefix: &str) -> std::io::Result<usize> {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let online = entry.path().join("online");
-        match std::fs::read_to_string(&online) {
-            Ok(v) if v.trim() == "0" => {
-                std::fs::write(&online, "1")?;
-                n += 1;
-            }
-            _ => {}
-        }
-    }
-    Ok(n)
-}
-
-fn online_count() -> usize {
-    // "0-3,5" style list.
-    std::fs::read_to_string(Path::new(SYS_CPU).join("online"))
-        .map(|s| {
-            s.trim()
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|p| match p.split_once('-') {
-                    Some((a, b)) => {
-                        let (a, b): (usize, usize) =
-                            (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
-                        b.saturating_sub(a) + 1
-                    }
-                    None => 1,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Why OnlineCPUMem failed: the sysfs writes are the kernel's to refuse.
-#[derive(Debug, thiserror::Error)]
-enum OnlineError {
-    #[error("online cpus: {0}")]
-    Cpus(std::io::Error),
-    #[error("online memory: {0}")]
-    Memory(std::io::Error),
 }
 
 impl AgentImpl {
@@ -158,23 +105,34 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         req: OnlineCPUMemRequest,
     ) -> ttrpc::Result<Empty> {
-        let work = move || -> Result<(), OnlineError> {
-            let cpus = online_all(Path::new(SYS_CPU), "cpu").map_err(OnlineError::Cpus)?;
-            log::info!("onlined {cpus} cpus ({} online)", online_count());
+        let sandbox = self.sandbox.clone();
+        let timeout = sandbox.settings.hotplug_timeout;
+        let work = move || -> Result<(), cpu_mem::Error> {
+            let sys_cpu = Path::new(cpu_mem::SYS_CPU);
+            let before = cpu_mem::online_list(sys_cpu);
+            let wanted = req.nb_cpus as usize;
+            let cpus = cpu_mem::online_cpus(sys_cpu, wanted, timeout)?;
+            let after = cpu_mem::online_list(sys_cpu);
+            log::info!("onlined {cpus} cpus (online: {after})");
+            if before != after {
+                let paths: Vec<String> = sandbox
+                    .all()
+                    .iter()
+                    .map(|c| lock(&c.jail).cgroup().path().to_string())
+                    .collect();
+                let v2 = rustjail::cgroups::layout() == rustjail::cgroups::Layout::V2;
+                let root = Path::new(rustjail::cgroups::CGROUP_ROOT);
+                let n = cpu_mem::widen_cpusets(root, v2, &paths, &before, &after);
+                log::info!("cpusets widened from {before} to {after}: {n} cgroups");
+            }
             if !req.cpu_only {
-                // Guests without memory hotplug have no memory blocks.
-                match online_all(Path::new(SYS_MEMORY), "memory") {
-                    Ok(n) => log::info!("onlined {n} memory blocks"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(OnlineError::Memory(e)),
-                }
+                let n = cpu_mem::online_memory(Path::new(cpu_mem::SYS_MEMORY))?;
+                log::info!("onlined {n} memory blocks");
             }
             Ok(())
         };
         if req.wait {
-            blocking(work)
-                .await?
-                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+            blocking(work).await??;
         } else {
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = work() {
@@ -215,24 +173,5 @@ mod tests {
     fn block_size() {
         assert_eq!(parse_block_size("8000000\n"), Some(128 << 20));
         assert_eq!(parse_block_size("zz"), None);
-    }
-
-    #[test]
-    fn online_all_only_touches_offline_numbered_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, state) in [
-            ("cpu0", "1"),
-            ("cpu1", "0"),
-            ("cpufreq", "0"),
-            ("cpu2", "0"),
-        ] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
-            std::fs::write(dir.path().join(name).join("online"), state).unwrap();
-        }
-        assert_eq!(online_all(dir.path(), "cpu").unwrap(), 2);
-        let read = |n: &str| std::fs::read_to_string(dir.path().join(n).join("online")).unwrap();
-        assert_eq!(read("cpu1"), "1");
-        assert_eq!(read("cpu2"), "1");
-        assert_eq!(read("cpufreq"), "0");
     }
 }

@@ -285,3 +285,72 @@ fn update_ephemeral_mounts_resizes_the_tmpfs() {
 fn agent_mountinfo(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
 }
+
+/// The hostname of the agent's UTS namespace.
+fn agent_hostname(pid: u32) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-u",
+            "cat",
+            "/proc/sys/kernel/hostname",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_refused_create_sandbox_undoes_every_step() {
+    if !can_run_containers() {
+        return;
+    }
+    let agent = Agent::start_isolated();
+    let pid = agent.pid();
+    let hostname = agent_hostname(pid);
+    let before = agent_mounts(pid);
+    let ok_mp = format!("/run/kata-containers/sandbox/rb-{}", std::process::id());
+    let (rt, c) = agent_client(&agent);
+    rt.block_on(async {
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "rollback".into();
+        sb.hostname = "rollback-host".into();
+        sb.dns = vec!["nameserver 10.0.0.53".into()];
+        // The first storage is set up, the second is refused.
+        sb.storages = vec![
+            storage("ephemeral", "tmpfs", "tmpfs", &["size=1m"], &ok_mp),
+            storage(
+                "no-such-driver",
+                "x",
+                "",
+                &[],
+                "/run/kata-containers/sandbox/rb-bad",
+            ),
+        ];
+        let e = c.create_sandbox(ctx(), &sb).await.unwrap_err();
+        let msg = format!("{e:?}");
+        assert!(msg.contains("sandbox \\\"rollback\\\""), "{msg}");
+        assert!(msg.contains("no-such-driver"), "{msg}");
+
+        // Nothing of it stays: hostname, DNS mount and file, the storage.
+        assert_eq!(agent_hostname(pid), hostname);
+        assert_eq!(agent_mounts(pid), before, "mounts left behind");
+        assert!(!agent
+            .path("/run/kata-containers/sandbox/resolv.conf")
+            .exists());
+        assert!(!agent.path(&ok_mp).exists(), "storage left behind");
+        assert!(children_of(pid).is_empty(), "namespace holder left behind");
+
+        // The sandbox was not created: the same request without the bad
+        // storage succeeds.
+        sb.storages.pop();
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        assert_eq!(agent_hostname(pid), "rollback-host");
+        assert!(agent_mounts(pid).contains(&ok_mp));
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+    });
+}

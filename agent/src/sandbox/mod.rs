@@ -1,6 +1,12 @@
 //! Sandbox state: the settings, the sandbox-wide facts CreateSandbox set,
 //! the reaper, the storages and the map of containers ([`crate::containers`]).
 //!
+//! The operations on the sandbox, [`create()`] and [`destroy()`], are
+//! synchronous and run inside one blocking call, as the container layer's
+//! do; create is a transaction that undoes its earlier steps through a
+//! [`crate::containers::undo::Rollback`] when a later one fails. Errors are
+//! [`Error`], with one mapping to a ttrpc status.
+//!
 //! Submodules: [`ns_holder`], the process holding the namespaces the pod's
 //! containers share; [`guest_files`], the guest files a sandbox sets
 //! (hostname, DNS).
@@ -10,8 +16,15 @@
 //! blocking call is a container's own `jail` mutex, inside `spawn_blocking`,
 //! so a slow container never delays requests for another.
 
+mod create;
+mod destroy;
+mod error;
 pub mod guest_files;
 pub mod ns_holder;
+
+pub use create::{create, CreateParams, SANDBOX_OWNER};
+pub use destroy::destroy;
+pub use error::Error;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -89,6 +102,20 @@ pub struct Sandbox {
     pub storage: StorageManager,
     pub state: Mutex<SandboxState>,
     containers: Mutex<Containers>,
+}
+
+/// Ends the namespace holder and waits (bounded) until it is reaped.
+fn stop_holder(h: Holder) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    if h.exit
+        .wait_blocking(Some(std::time::Duration::from_secs(10)))
+        .is_none()
+    {
+        log::warn!("namespace holder {} did not exit after SIGKILL", h.pid);
+    }
 }
 
 /// Why an id could not be reserved.

@@ -41,9 +41,12 @@ fn shim_sequence_leaves_nothing_behind() {
         return;
     }
     let cgroups = CgroupParent::new();
-    let agent = Agent::start_isolated();
+    let mut agent = Agent::start_isolated();
     let pid = agent.pid();
     let before = agent_mounts(pid);
+    // The agent exits after DestroySandbox: its namespace is looked at
+    // through a witness, and its children are known beforehand.
+    let witness = MountNsWitness::of(pid);
     // The host side of the shared directory: what virtio-fs would share.
     let shared = tempfile::tempdir().unwrap();
     let cid = format!("shim-{}", std::process::id());
@@ -53,7 +56,7 @@ fn shim_sequence_leaves_nothing_behind() {
     std::fs::rename(rootfs.path(), &guest_rootfs).unwrap();
 
     let (rt, c) = agent_client(&agent);
-    rt.block_on(async {
+    let children = rt.block_on(async {
         let shared_mp = "/run/kata-containers/shared/containers/";
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = "sb1".into();
@@ -203,25 +206,32 @@ fn shim_sequence_leaves_nothing_behind() {
         rm.container_id = cid.clone();
         rm.timeout = 10;
         c.remove_container(ctx(), &rm).await.unwrap();
+        let children = children_of(pid);
+        assert!(!children.is_empty(), "no namespace holder");
         c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
             .await
             .unwrap();
+        children
     });
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 
-    let after = agent_mounts(pid);
+    let after = witness.mounts();
     assert_eq!(after, before, "mounts left in the agent's namespace");
-    assert!(!agent.path("/run/kata-containers").join(&cid).exists());
+    assert!(!witness.path("/run/kata-containers").join(&cid).exists());
     assert!(!Path::new("/sys/fs/cgroup/memory")
         .join(&cgroups.name)
         .join(&cid)
         .exists());
-    assert!(children_of(pid).is_empty());
+    for child in children {
+        assert!(ends(child), "child {child} outlived the agent");
+    }
     assert!(
-        !agent.path("/run/kata-containers/shared").exists(),
+        !witness.path("/run/kata-containers/shared").exists(),
         "shared dir left behind"
     );
     assert!(
-        !agent
+        !witness
             .path("/run/kata-containers/sandbox/resolv.conf")
             .exists(),
         "dns file left behind"
@@ -236,12 +246,13 @@ fn update_ephemeral_mounts_resizes_the_tmpfs() {
     if !can_run_containers() {
         return;
     }
-    let agent = Agent::start_isolated();
-    let pid = agent.pid();
+    let mut agent = Agent::start_isolated();
+    let witness = MountNsWitness::of(agent.pid());
     let mp = format!("/run/kata-containers/sandbox/eph-{}", std::process::id());
     let (rt, c) = agent_client(&agent);
     let size_of = |mp: &str| -> Option<String> {
-        agent_mountinfo(pid)
+        witness
+            .mountinfo()
             .lines()
             .find(|l| l.split_whitespace().nth(4) == Some(mp))
             .and_then(|l| {
@@ -279,11 +290,8 @@ fn update_ephemeral_mounts_resizes_the_tmpfs() {
             .await
             .unwrap();
     });
+    assert!(agent.wait_exit(Duration::from_secs(20)).is_some());
     assert_eq!(size_of(&mp), None, "tmpfs left mounted");
-}
-
-fn agent_mountinfo(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
 }
 
 /// The hostname of the agent's UTS namespace.
@@ -353,4 +361,106 @@ fn a_refused_create_sandbox_undoes_every_step() {
             .await
             .unwrap();
     });
+}
+
+/// Whether process `pid` is gone (or a zombie awaiting its new parent)
+/// within a few seconds: the launcher dies with the agent, by a signal.
+fn ends(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let zombie = state
+            .as_deref()
+            .and_then(|s| s.rsplit_once(") "))
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if state.is_none() || zombie {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every child of `ppid`, the container launcher included.
+fn all_children(ppid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&p| proc_status_field(p, "PPid:") == Some(u64::from(ppid)))
+        .collect()
+}
+
+#[test]
+fn destroy_sandbox_is_answered_then_an_agent_that_is_not_pid1_exits_0() {
+    if !can_run_containers() {
+        return;
+    }
+    let cgroups = CgroupParent::new();
+    let mut agent = Agent::start_isolated();
+    let pid = agent.pid();
+    let witness = MountNsWitness::of(pid);
+    let before = witness.mounts();
+    let rootfs = Rootfs::new();
+    let cid = format!("last-{}", std::process::id());
+    let (rt, c) = agent_client(&agent);
+    let children = rt.block_on(async {
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "last".into();
+        sb.dns = vec!["nameserver 10.0.0.53".into()];
+        sb.storages = vec![storage(
+            "ephemeral",
+            "tmpfs",
+            "tmpfs",
+            &["size=1m"],
+            "/run/kata-containers/sandbox/last-eph",
+        )];
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        let spec = busybox_spec(
+            &rootfs.path().display().to_string(),
+            &cid,
+            &["sleep", "1000"],
+            &cgroups.name,
+        );
+        let mut req = CreateContainerRequest::new();
+        req.container_id = cid.clone();
+        req.OCI = Some(spec).into();
+        c.create_container(ctx(), &req).await.unwrap();
+        let mut st = StartContainerRequest::new();
+        st.container_id = cid.clone();
+        c.start_container(ctx(), &st).await.unwrap();
+        let children = all_children(pid);
+        // The holder, the container's init, the launcher.
+        assert!(children.len() >= 2, "{children:?}");
+        // The answer reaches the client before the agent goes.
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+        children
+    });
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}\n{}",
+        agent.log_text()
+    );
+    assert!(!agent.socket.exists(), "socket file left behind");
+    // Everything was torn down: processes, mounts, files, cgroups.
+    for child in children {
+        assert!(ends(child), "child {child} outlived the agent");
+    }
+    assert_eq!(witness.mounts(), before, "mounts left behind");
+    assert!(!witness.path("/run/kata-containers").join(&cid).exists());
+    assert!(!witness
+        .path("/run/kata-containers/sandbox/resolv.conf")
+        .exists());
+    for dir in cgroups.dirs() {
+        assert!(!dir.join(&cid).exists(), "{} left behind", dir.display());
+    }
+    assert!(agent
+        .log_text()
+        .contains("sandbox destroyed, shutting down"));
 }

@@ -50,6 +50,10 @@ impl AgentImpl {
                 log::info!("powering off");
                 crate::pid1::poweroff();
             });
+        } else {
+            // As upstream: the agent's life ends with its sandbox. The
+            // server stops as on SIGTERM, which answers this request first.
+            self.stop.notify_one();
         }
         Ok(Empty::new())
     }

@@ -464,3 +464,151 @@ fn destroy_sandbox_is_answered_then_an_agent_that_is_not_pid1_exits_0() {
         .log_text()
         .contains("sandbox destroyed, shutting down"));
 }
+
+/// A module the host has loaded or built in: asking for it loads nothing.
+fn a_present_module() -> String {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/module")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .collect();
+    names.sort();
+    names.into_iter().next().expect("a module in /sys/module")
+}
+
+fn kernel_module(name: &str, params: &[&str]) -> KernelModule {
+    let mut m = KernelModule::new();
+    m.name = name.into();
+    m.parameters = params.iter().map(|p| p.to_string()).collect();
+    m
+}
+
+#[test]
+fn kernel_modules_are_loaded_and_an_unknown_one_is_refused_naming_it() {
+    if !can_run_containers() {
+        return;
+    }
+    let agent = Agent::start_isolated();
+    let pid = agent.pid();
+    let hostname = agent_hostname(pid);
+    let before = agent_mounts(pid);
+    let modules_before = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let present = a_present_module();
+    let (rt, c) = agent_client(&agent);
+    rt.block_on(async {
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "modules".into();
+        sb.hostname = "modules-host".into();
+        sb.dns = vec!["nameserver 10.0.0.53".into()];
+        sb.kernel_modules = vec![
+            kernel_module(&present, &[]),
+            kernel_module("no-such-module-guest-agent", &["debug=1"]),
+        ];
+        let e = c.create_sandbox(ctx(), &sb).await.unwrap_err();
+        let ttrpc::Error::RpcStatus(st) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(st.code(), ttrpc::Code::NOT_FOUND, "{e:?}");
+        assert!(
+            st.message()
+                .starts_with("sandbox \"modules\": kernel module \"no-such-module-guest-agent\": not found in /lib/modules/"),
+            "{}",
+            st.message()
+        );
+        // Nothing half done.
+        assert_eq!(agent_hostname(pid), hostname);
+        assert_eq!(agent_mounts(pid), before);
+        assert!(children_of(pid).is_empty());
+        // A name that is no module name is refused as such.
+        sb.kernel_modules = vec![kernel_module("../../tmp/evil", &[])];
+        let e = c.create_sandbox(ctx(), &sb).await.unwrap_err();
+        assert!(format!("{e:?}").contains("INVALID_ARGUMENT"), "{e:?}");
+
+        // A module already there is accepted and nothing is loaded.
+        sb.kernel_modules = vec![kernel_module(&present, &[])];
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        assert_eq!(agent_hostname(pid), "modules-host");
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+    });
+    let modules_after = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let names = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(names(&modules_after), names(&modules_before));
+}
+
+#[test]
+fn guest_hooks_run_for_every_container() {
+    if !can_run_containers() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let cgroups = CgroupParent::new();
+    let hooks = tempfile::tempdir().unwrap();
+    let out = hooks.path().join("ran");
+    for kind in ["prestart", "poststart", "poststop"] {
+        let dir = hooks.path().join(kind);
+        std::fs::create_dir(&dir).unwrap();
+        let script = dir.join("record");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\necho \"${{0##*/}} $1\" >>{}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Not executable: no hook.
+        std::fs::write(dir.join("README"), "not a hook").unwrap();
+    }
+    let mut agent = Agent::start_isolated();
+    let rootfs = Rootfs::new();
+    let cid = format!("hooked-{}", std::process::id());
+    let (rt, c) = agent_client(&agent);
+    rt.block_on(async {
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "hooks".into();
+        sb.guest_hook_path = hooks.path().display().to_string();
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        let spec = busybox_spec(
+            &rootfs.path().display().to_string(),
+            &cid,
+            &["sleep", "1000"],
+            &cgroups.name,
+        );
+        let mut req = CreateContainerRequest::new();
+        req.container_id = cid.clone();
+        req.OCI = Some(spec).into();
+        c.create_container(ctx(), &req).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "record prestart\n",
+            "prestart runs at create"
+        );
+        let mut st = StartContainerRequest::new();
+        st.container_id = cid.clone();
+        c.start_container(ctx(), &st).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "record prestart\nrecord poststart\n"
+        );
+        let mut rm = RemoveContainerRequest::new();
+        rm.container_id = cid.clone();
+        rm.timeout = 10;
+        c.remove_container(ctx(), &rm).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "record prestart\nrecord poststart\nrecord poststop\n"
+        );
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+    });
+    assert!(agent.wait_exit(Duration::from_secs(20)).is_some());
+}

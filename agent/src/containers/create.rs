@@ -1,5 +1,6 @@
-//! CreateContainer as one transaction: reserve the id, set up the
-//! storages, write the bundle, create the container in rustjail, wire its
+//! CreateContainer as one transaction: adapt the spec to the sandbox
+//! (shared namespaces, guest hooks), reserve the id, set up the storages,
+//! write the bundle, create the container in rustjail, wire its
 //! stdio and OOM watch. A failing step unwinds every earlier one, so a
 //! refused request leaves no id, storage, bundle, process or cgroup.
 
@@ -48,11 +49,17 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
     };
     validate_id("exec", &exec_id)?;
     let mut spec = p.spec;
-    let holder = lock(&sandbox.state)
-        .holder
-        .as_ref()
-        .map(|h| (h.pid, h.pidns));
+    let (holder, guest_hooks) = {
+        let st = lock(&sandbox.state);
+        (
+            st.holder.as_ref().map(|h| (h.pid, h.pidns)),
+            st.guest_hooks.clone(),
+        )
+    };
     adapt_namespaces(&mut spec, holder, p.sandbox_pidns, &id)?;
+    if let Some(hooks) = &guest_hooks {
+        crate::sandbox::guest_hooks::append(&mut spec, hooks);
+    }
     let mut undo = Rollback::new();
     match sandbox.reserve(&id) {
         Ok(()) => {}

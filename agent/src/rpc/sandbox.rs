@@ -8,7 +8,7 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
-use crate::sandbox::{self, CreateParams};
+use crate::sandbox::{self, CreateParams, KernelModule};
 
 impl AgentImpl {
     pub(super) async fn do_create_sandbox(
@@ -16,19 +16,21 @@ impl AgentImpl {
         _ctx: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<Empty> {
-        if !req.kernel_modules.is_empty() {
-            let names: Vec<&str> = req.kernel_modules.iter().map(|m| m.name.as_str()).collect();
-            log::warn!(
-                "sandbox {:?}: kernel_modules ignored: {names:?}",
-                req.sandbox_id
-            );
-        }
         let params = CreateParams {
             id: req.sandbox_id,
             hostname: req.hostname,
             dns: req.dns,
             storages: req.storages,
             sandbox_pidns: req.sandbox_pidns,
+            kernel_modules: req
+                .kernel_modules
+                .into_iter()
+                .map(|m| KernelModule {
+                    name: m.name,
+                    parameters: m.parameters,
+                })
+                .collect(),
+            guest_hook_path: req.guest_hook_path,
         };
         let s = self.sandbox.clone();
         blocking(move || sandbox::create(&s, params)).await??;

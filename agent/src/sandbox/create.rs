@@ -1,6 +1,7 @@
-//! CreateSandbox as one transaction: claim the sandbox, set the hostname,
-//! write and bind-mount the DNS file, set up the sandbox's storages, start
-//! the namespace holder. A failing step unwinds every earlier one, so a
+//! CreateSandbox as one transaction: claim the sandbox, load the kernel
+//! modules it names, set the hostname, write and bind-mount the DNS file,
+//! set up the sandbox's storages, read the guest hooks, start the namespace
+//! holder. A failing step unwinds every earlier one, so a
 //! refused request leaves no hostname, DNS mount, storage or process, and
 //! the next CreateSandbox starts from a clean guest.
 
@@ -11,9 +12,10 @@ use protocols::agent::Storage;
 
 use super::error::Error;
 use super::guest_files::{self, ETC_RESOLV, SANDBOX_DIR};
-use super::{ns_holder, Sandbox};
+use super::{guest_hooks, ns_holder, Sandbox};
 use crate::containers::undo::Rollback;
 use crate::lock::lock;
+use crate::pid1::modules;
 
 /// Owner name of the sandbox's own storages.
 pub const SANDBOX_OWNER: &str = "sandbox";
@@ -29,6 +31,17 @@ pub struct CreateParams {
     pub storages: Vec<Storage>,
     /// The holder owns a pid namespace the containers may share.
     pub sandbox_pidns: bool,
+    /// Loaded first, in order (storages may need them).
+    pub kernel_modules: Vec<KernelModule>,
+    /// Folder of the guest's OCI hooks; empty: none.
+    pub guest_hook_path: String,
+}
+
+/// A kernel module to load, with its `key=value` parameters.
+#[derive(Debug, Default, Clone)]
+pub struct KernelModule {
+    pub name: String,
+    pub parameters: Vec<String>,
 }
 
 /// Creates the sandbox; runs blocking, in one call.
@@ -53,6 +66,19 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
         id: id.clone(),
         source,
     };
+
+    for m in &p.kernel_modules {
+        let loaded =
+            modules::load_named(&m.name, &m.parameters).map_err(|source| Error::Module {
+                id: id.clone(),
+                source,
+            })?;
+        undo.push(move || {
+            for m in loaded.iter().rev() {
+                modules::unload(m);
+            }
+        });
+    }
 
     if !p.hostname.is_empty() {
         guest_files::validate_hostname(&p.hostname).map_err(files)?;
@@ -97,6 +123,12 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
         }
     }
 
+    let hooks = if p.guest_hook_path.is_empty() {
+        None
+    } else {
+        guest_hooks::find(Path::new(&p.guest_hook_path))
+    };
+
     // The namespaces the pod's containers share.
     let holder = ns_holder::spawn(
         &sandbox.reaper,
@@ -114,6 +146,7 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
         let mut st = lock(&sandbox.state);
         st.dns = dns;
         st.holder = Some(holder);
+        st.guest_hooks = hooks;
     }
     log::info!(
         "sandbox {id:?} created ({} storages, shared pid namespace: {})",

@@ -36,6 +36,7 @@ pub fn destroy(sandbox: &Sandbox) -> Result<(), Error> {
     let id = {
         let mut st = lock(&sandbox.state);
         st.created = false;
+        st.guest_hooks = None;
         std::mem::take(&mut st.id)
     };
     if !errors.is_empty() {

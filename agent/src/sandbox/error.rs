@@ -3,6 +3,7 @@
 
 use super::guest_files::GuestFilesError;
 use super::ns_holder::HolderError;
+use crate::pid1::modules::ModuleError;
 use crate::storage::StorageError;
 
 /// A sandbox operation that failed; what it had done is undone.
@@ -16,6 +17,12 @@ pub enum Error {
         id: String,
         #[source]
         source: GuestFilesError,
+    },
+    #[error("sandbox {id:?}: {source}")]
+    Module {
+        id: String,
+        #[source]
+        source: ModuleError,
     },
     #[error("sandbox {id:?}: {source}")]
     Storage {
@@ -40,6 +47,7 @@ impl Error {
         match self {
             Error::Exists { .. } => ttrpc::Code::ALREADY_EXISTS,
             Error::Files { source, .. } => source.code(),
+            Error::Module { source, .. } => source.code(),
             Error::Storage { source, .. } => source.code(),
             Error::Holder { .. } | Error::Destroy { .. } => ttrpc::Code::INTERNAL,
         }

@@ -9,7 +9,8 @@
 //!
 //! Submodules: [`ns_holder`], the process holding the namespaces the pod's
 //! containers share; [`guest_files`], the guest files a sandbox sets
-//! (hostname, DNS).
+//! (hostname, DNS); [`guest_hooks`], the OCI hooks the guest image adds to
+//! every container.
 //!
 //! Locks are short: the containers map and each container's process map are
 //! std mutexes held only for lookups and inserts. The one lock held across a
@@ -20,9 +21,10 @@ mod create;
 mod destroy;
 mod error;
 pub mod guest_files;
+pub mod guest_hooks;
 pub mod ns_holder;
 
-pub use create::{create, CreateParams, SANDBOX_OWNER};
+pub use create::{create, CreateParams, KernelModule, SANDBOX_OWNER};
 pub use destroy::destroy;
 pub use error::Error;
 
@@ -86,6 +88,9 @@ pub struct SandboxState {
     /// The DNS file and bind mount CreateSandbox set up, if it set one up:
     /// DestroySandbox undoes exactly this.
     pub dns: Option<guest_files::DnsSetup>,
+    /// The guest hooks found under CreateSandbox's `guest_hook_path`,
+    /// appended to every container's hooks.
+    pub guest_hooks: Option<rustjail::oci_spec::runtime::Hooks>,
 }
 
 #[derive(Debug)]

@@ -612,3 +612,94 @@ fn guest_hooks_run_for_every_container() {
     });
     assert!(agent.wait_exit(Duration::from_secs(20)).is_some());
 }
+
+#[test]
+fn share_process_namespace_pods_use_the_pause_containers_pid_namespace() {
+    if !can_run_containers() {
+        return;
+    }
+    let cgroups = CgroupParent::new();
+    let agent = Agent::start_isolated();
+    let rootfs = Rootfs::new();
+    let root = rootfs.path().display().to_string();
+    let tag = std::process::id();
+    let (pause, app1, app2) = (
+        format!("pause-{tag}"),
+        format!("app1-{tag}"),
+        format!("app2-{tag}"),
+    );
+    let (rt, c) = agent_client(&agent);
+    rt.block_on(async {
+        // As the Go runtime sends a shareProcessNamespace pod: no pid
+        // namespace of the sandbox, sandbox_pidns on the app containers.
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "spn".into();
+        sb.sandbox_pidns = false;
+        c.create_sandbox(ctx(), &sb).await.unwrap();
+        let run = |cid: String, args: Vec<String>, pidns: bool| {
+            let c = c.clone();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let spec = busybox_spec(&root, &cid, &args, &cgroups.name);
+            async move {
+                let mut req = CreateContainerRequest::new();
+                req.container_id = cid.clone();
+                req.OCI = Some(spec).into();
+                req.sandbox_pidns = pidns;
+                c.create_container(ctx(), &req).await.unwrap();
+                let mut st = StartContainerRequest::new();
+                st.container_id = cid;
+                c.start_container(ctx(), &st).await.unwrap();
+            }
+        };
+        let read_until = |cid: String, exec_id: String, end: &'static str| {
+            let c = c.clone();
+            async move {
+                let mut rd = ReadStreamRequest::new();
+                rd.container_id = cid;
+                rd.exec_id = exec_id;
+                rd.len = 4096;
+                let mut out = String::new();
+                while !out.ends_with(end) {
+                    let data = c.read_stdout(ctx(), &rd).await.unwrap().data;
+                    out.push_str(&String::from_utf8_lossy(&data));
+                }
+                out
+            }
+        };
+        const LIST: &str = "echo \"1: $(tr '\\0' ' ' </proc/1/cmdline)\"; \
+            for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done; echo end";
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        run(pause.clone(), args(&["sleep", "1001"]), false).await;
+        run(app1.clone(), args(&["sleep", "1002"]), true).await;
+        let list2 = format!("{LIST}; exec sleep 1003");
+        run(app2.clone(), args(&["sh", "-c", &list2]), true).await;
+        let seen2 = read_until(app2.clone(), app2.clone(), "end\n").await;
+        // The pause container's init is PID 1 of the shared namespace.
+        assert!(seen2.starts_with("1: sleep 1001 \n"), "{seen2}");
+        assert!(seen2.contains("sleep 1002"), "app2 sees app1:\n{seen2}");
+
+        // And app1 sees app2, from an exec in it.
+        let mut ex = ExecProcessRequest::new();
+        ex.container_id = app1.clone();
+        ex.exec_id = "list".into();
+        let mut p = oci::Process::new();
+        p.Args = vec!["sh".into(), "-c".into(), LIST.into()];
+        p.Env = vec!["PATH=/bin".into()];
+        p.Cwd = "/".into();
+        ex.process = Some(p).into();
+        c.exec_process(ctx(), &ex).await.unwrap();
+        let seen1 = read_until(app1.clone(), "list".into(), "end\n").await;
+        assert!(seen1.starts_with("1: sleep 1001 \n"), "{seen1}");
+        assert!(seen1.contains("sleep 1003"), "app1 sees app2:\n{seen1}");
+
+        for cid in [&app2, &app1, &pause] {
+            let mut rm = RemoveContainerRequest::new();
+            rm.container_id = cid.clone();
+            rm.timeout = 10;
+            c.remove_container(ctx(), &rm).await.unwrap();
+        }
+        c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
+            .await
+            .unwrap();
+    });
+}

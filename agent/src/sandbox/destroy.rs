@@ -37,6 +37,7 @@ pub fn destroy(sandbox: &Sandbox) -> Result<(), Error> {
         let mut st = lock(&sandbox.state);
         st.created = false;
         st.guest_hooks = None;
+        st.pause_pidns = None;
         std::mem::take(&mut st.id)
     };
     if !errors.is_empty() {

@@ -91,6 +91,11 @@ pub struct SandboxState {
     /// The guest hooks found under CreateSandbox's `guest_hook_path`,
     /// appended to every container's hooks.
     pub guest_hooks: Option<rustjail::oci_spec::runtime::Hooks>,
+    /// When the holder owns no pid namespace: the sandbox's first container
+    /// (the pause container) and its init's pid, whose pid namespace the
+    /// `sandbox_pidns` containers join, as upstream does. Cleared when that
+    /// container is removed.
+    pub pause_pidns: Option<(String, i32)>,
 }
 
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! The ttrpc server: binds the configured address, registers
-//! `grpc.AgentService` and `grpc.Health`, serves until SIGTERM or SIGINT,
-//! then shuts down cleanly and removes its socket file.
+//! `grpc.AgentService` and `grpc.Health`, serves until SIGTERM or SIGINT
+//! (or, when not PID 1, until DestroySandbox was answered), then shuts down
+//! cleanly and removes its socket file.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
@@ -65,7 +66,7 @@ fn clear_stale_socket(path: &Path, addr: &str) -> Result<(), ServerError> {
     }
 }
 
-/// Serves until SIGTERM or SIGINT.
+/// Serves until SIGTERM, SIGINT or a destroyed sandbox.
 pub async fn serve(
     cfg: &Config,
     zygote: Option<Arc<rustjail::zygote::Zygote>>,
@@ -125,11 +126,12 @@ pub async fn serve(
         started.elapsed().as_micros()
     );
 
-    let which = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-    };
-    log::info!("{which} received, shutting down");
+    let stop = agent_impl.stop_requested();
+    tokio::select! {
+        _ = sigterm.recv() => log::info!("SIGTERM received, shutting down"),
+        _ = sigint.recv() => log::info!("SIGINT received, shutting down"),
+        _ = stop => log::info!("sandbox destroyed, shutting down"),
+    }
     // Stops accepting, tells connections to close and waits (bounded) for
     // in-flight requests to be answered or cancelled.
     if let Err(e) = server.shutdown().await {

@@ -184,6 +184,88 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Waits up to `limit` for the agent to exit by itself; its status, or
+    /// `None` if it still runs then. Once it exited, [`Agent::pid`] is 0.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Reaped: nothing may signal its pid any more.
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A process that sits in another process's mount namespace, so that the
+/// namespace can still be inspected after that process exited (an agent
+/// after DestroySandbox). Dropping it ends it.
+pub struct MountNsWitness {
+    child: Child,
+}
+
+impl MountNsWitness {
+    /// Enters the mount namespace of `pid` and waits until it is there.
+    pub fn of(pid: u32) -> MountNsWitness {
+        let child = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "--", "sleep", "100000"])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn nsenter (util-linux)");
+        let w = MountNsWitness { child };
+        let target = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("mount namespace");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{}/ns/mnt", w.pid())).ok() != Some(target.clone()) {
+            assert!(
+                Instant::now() < deadline,
+                "nsenter did not enter {target:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        w
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The mount points of the namespace, in mountinfo order.
+    pub fn mounts(&self) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .collect()
+    }
+
+    /// The namespace's mountinfo text.
+    pub fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid())).unwrap_or_default()
+    }
+
+    /// `path` as seen in the namespace.
+    pub fn path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let rel = path.as_ref().strip_prefix("/").unwrap_or(path.as_ref());
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(rel)
+    }
+}
+
+impl Drop for MountNsWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop_with(libc::SIGTERM, Duration::from_secs(15));

@@ -1,5 +1,6 @@
-//! CreateContainer as one transaction: reserve the id, set up the
-//! storages, write the bundle, create the container in rustjail, wire its
+//! CreateContainer as one transaction: adapt the spec to the sandbox
+//! (shared namespaces, guest hooks), reserve the id, set up the storages,
+//! write the bundle, create the container in rustjail, wire its
 //! stdio and OOM watch. A failing step unwinds every earlier one, so a
 //! refused request leaves no id, storage, bundle, process or cgroup.
 
@@ -48,11 +49,22 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
     };
     validate_id("exec", &exec_id)?;
     let mut spec = p.spec;
-    let holder = lock(&sandbox.state)
-        .holder
-        .as_ref()
-        .map(|h| (h.pid, h.pidns));
-    adapt_namespaces(&mut spec, holder, p.sandbox_pidns, &id)?;
+    let (holder, shared_pid, guest_hooks) = {
+        let st = lock(&sandbox.state);
+        let holder = st.holder.as_ref().map(|h| h.pid);
+        // The pod's shared pid namespace: the holder's, or else the pause
+        // container's (the Go runtime's shareProcessNamespace pods).
+        let shared_pid = match &st.holder {
+            Some(h) if h.pidns => Some(h.pid),
+            _ => st.pause_pidns.as_ref().map(|(_, pid)| *pid),
+        };
+        (holder, shared_pid, st.guest_hooks.clone())
+    };
+    let first = sandbox.all().is_empty();
+    adapt_namespaces(&mut spec, holder, shared_pid, p.sandbox_pidns, &id);
+    if let Some(hooks) = &guest_hooks {
+        crate::sandbox::guest_hooks::append(&mut spec, hooks);
+    }
     let mut undo = Rollback::new();
     match sandbox.reserve(&id) {
         Ok(()) => {}
@@ -152,6 +164,12 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
         mnt_ns,
     }));
     undo.commit();
+    if first && shared_pid.is_none() {
+        let mut st = lock(&sandbox.state);
+        if !st.holder.as_ref().is_some_and(|h| h.pidns) && st.pause_pidns.is_none() {
+            st.pause_pidns = Some((id.clone(), pid));
+        }
+    }
     sandbox.finish(&id, Some(ctr.clone()));
     Ok(ctr)
 }
@@ -197,32 +215,33 @@ fn termination_log_of(spec: &Spec) -> TerminationLog {
 /// Rewrites the spec's namespaces for the guest, as Kata's agent does:
 /// - a network namespace path names the host's namespace, meaningless here,
 ///   so the container shares the guest's network;
-/// - new IPC and UTS namespaces become the sandbox's shared ones, so the
-///   pod's containers share hostname and IPC;
-/// - the pid namespace is the sandbox's with `sandbox_pidns`, else a new
-///   one; exactly one pid entry remains, whether or not the spec had one.
-///
-/// Fails only when `sandbox_pidns` asks for a namespace the sandbox lacks.
+/// - new IPC and UTS namespaces become the sandbox's shared ones (those of
+///   the `holder` pid), so the pod's containers share hostname and IPC;
+/// - the pid namespace is the sandbox's shared one (that of the
+///   `shared_pid` process) with `sandbox_pidns`, else a new one, as
+///   upstream; exactly one pid entry remains, whether or not the spec had
+///   one.
 fn adapt_namespaces(
     spec: &mut Spec,
-    holder: Option<(i32, bool)>,
+    holder: Option<i32>,
+    shared_pid: Option<i32>,
     sandbox_pidns: bool,
     id: &str,
-) -> Result<(), Error> {
-    let pid_path = if sandbox_pidns {
-        match holder {
-            Some((pid, true)) => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
-            _ => return Err(Error::NoSandboxPidns { id: id.to_string() }),
+) {
+    let pid_path = match (sandbox_pidns, shared_pid) {
+        (true, Some(pid)) => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+        (true, None) => {
+            log::info!("container {id:?}: sandbox_pidns: no shared pid namespace yet, a new one");
+            None
         }
-    } else {
-        None
+        (false, _) => None,
     };
     let Some(linux) = spec.linux_mut() else {
-        return Ok(());
+        return;
     };
     let mut ns = linux.namespaces().clone().unwrap_or_default();
     ns.retain(|n| !(n.typ() == LinuxNamespaceType::Network && n.path().is_some()));
-    if let Some((hpid, _)) = holder {
+    if let Some(hpid) = holder {
         for n in ns.iter_mut() {
             let name = match n.typ() {
                 LinuxNamespaceType::Ipc => "ipc",
@@ -237,7 +256,7 @@ fn adapt_namespaces(
     let explicit_pid = ns
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some());
-    if !explicit_pid || sandbox_pidns {
+    if !explicit_pid || pid_path.is_some() {
         ns.retain(|n| n.typ() != LinuxNamespaceType::Pid);
         let mut pid_ns = LinuxNamespace::default();
         pid_ns.set_typ(LinuxNamespaceType::Pid);
@@ -245,5 +264,4 @@ fn adapt_namespaces(
         ns.push(pid_ns);
     }
     linux.set_namespaces(Some(ns));
-    Ok(())
 }

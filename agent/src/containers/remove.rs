@@ -38,6 +38,13 @@ pub fn remove(sandbox: &Sandbox, id: &str, timeout_secs: u32) -> Result<(), Erro
     if let Some(ns) = lock(&ctr.mnt_ns).take() {
         tokio::task::spawn_blocking(move || drop(ns));
     }
+    {
+        // The pause container's pid namespace is gone with it.
+        let mut st = lock(&sandbox.state);
+        if st.pause_pidns.as_ref().is_some_and(|(c, _)| c == id) {
+            st.pause_pidns = None;
+        }
+    }
     sandbox.finish(id, None);
     Ok(())
 }

@@ -81,17 +81,6 @@ impl AgentImpl {
         Ok(())
     }
 
-    /// Kills and removes every container: what the agent leaves behind
-    /// when it stops. Errors are logged; every container is tried.
-    pub async fn destroy_all(&self) {
-        for ctr in self.sandbox.all() {
-            let id = ctr.id.clone();
-            if let Err(e) = self.remove(id.clone(), 10).await {
-                log::warn!("container {id:?}: remove at shutdown: {e:?}");
-            }
-        }
-    }
-
     pub(super) async fn do_pause_container(
         &self,
         _ctx: &TtrpcContext,

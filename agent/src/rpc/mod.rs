@@ -31,11 +31,24 @@ use crate::sandbox::Sandbox;
 /// State shared by all requests.
 pub struct AgentImpl {
     sandbox: Arc<Sandbox>,
+    /// Told when the server should stop: after DestroySandbox, when the
+    /// agent is not PID 1.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl AgentImpl {
     pub fn new(sandbox: Arc<Sandbox>) -> Self {
-        AgentImpl { sandbox }
+        AgentImpl {
+            sandbox,
+            stop: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Completes once a request asked the agent to stop (DestroySandbox
+    /// answered, not PID 1); the server then shuts down as on SIGTERM.
+    pub fn stop_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stop = self.stop.clone();
+        async move { stop.notified().await }
     }
 }
 

@@ -1,17 +1,32 @@
 //! Sandbox state: the settings, the sandbox-wide facts CreateSandbox set,
 //! the reaper, the storages and the map of containers ([`crate::containers`]).
 //!
+//! The operations on the sandbox, [`create()`] and [`destroy()`], are
+//! synchronous and run inside one blocking call, as the container layer's
+//! do; create is a transaction that undoes its earlier steps through a
+//! [`crate::containers::undo::Rollback`] when a later one fails. Errors are
+//! [`Error`], with one mapping to a ttrpc status.
+//!
 //! Submodules: [`ns_holder`], the process holding the namespaces the pod's
 //! containers share; [`guest_files`], the guest files a sandbox sets
-//! (hostname, DNS).
+//! (hostname, DNS); [`guest_hooks`], the OCI hooks the guest image adds to
+//! every container.
 //!
 //! Locks are short: the containers map and each container's process map are
 //! std mutexes held only for lookups and inserts. The one lock held across a
 //! blocking call is a container's own `jail` mutex, inside `spawn_blocking`,
 //! so a slow container never delays requests for another.
 
+mod create;
+mod destroy;
+mod error;
 pub mod guest_files;
+pub mod guest_hooks;
 pub mod ns_holder;
+
+pub use create::{create, CreateParams, KernelModule, SANDBOX_OWNER};
+pub use destroy::destroy;
+pub use error::Error;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -73,6 +88,14 @@ pub struct SandboxState {
     /// The DNS file and bind mount CreateSandbox set up, if it set one up:
     /// DestroySandbox undoes exactly this.
     pub dns: Option<guest_files::DnsSetup>,
+    /// The guest hooks found under CreateSandbox's `guest_hook_path`,
+    /// appended to every container's hooks.
+    pub guest_hooks: Option<rustjail::oci_spec::runtime::Hooks>,
+    /// When the holder owns no pid namespace: the sandbox's first container
+    /// (the pause container) and its init's pid, whose pid namespace the
+    /// `sandbox_pidns` containers join, as upstream does. Cleared when that
+    /// container is removed.
+    pub pause_pidns: Option<(String, i32)>,
 }
 
 #[derive(Debug)]
@@ -89,6 +112,20 @@ pub struct Sandbox {
     pub storage: StorageManager,
     pub state: Mutex<SandboxState>,
     containers: Mutex<Containers>,
+}
+
+/// Ends the namespace holder and waits (bounded) until it is reaped.
+fn stop_holder(h: Holder) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(h.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    if h.exit
+        .wait_blocking(Some(std::time::Duration::from_secs(10)))
+        .is_none()
+    {
+        log::warn!("namespace holder {} did not exit after SIGKILL", h.pid);
+    }
 }
 
 /// Why an id could not be reserved.

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The scenario users start from, an nginx-like pod on Kata, in the micro-VM:
-# a virtio-net NIC (QEMU user networking, the guest's port 80 forwarded to
-# 127.0.0.1:$POD_PORT on the host), the pod network configured the way
-# Kata's shim does it (UpdateInterface with the NIC's MAC and the pod's
-# address, UpdateRoutes with the connected and the default route,
-# AddARPNeighbors for the gateway), a pause container, and a web server
-# (busybox httpd) in an app container of the pod. The host then fetches the
-# page through the forward; the page holds the container's `uname -r`,
-# which must be the guest's kernel, not the host's.
+# The scenario users start from, an nginx-like pod on Kata, in the micro-VM
+# on cgroup v2, replaying what Kata's Go runtime sends for it:
+#   CreateSandbox with the virtio-fs share and the pod's /dev/shm (an
+#   ephemeral tmpfs storage); the pod network on a virtio-net NIC (QEMU user
+#   networking, the guest's port 80 forwarded to 127.0.0.1:$POD_PORT):
+#   UpdateInterface with the NIC's MAC and the pod's address, UpdateRoutes
+#   with the connected and the default route, AddARPNeighbors for the
+#   gateway; the pause container and a web server (busybox httpd), both with
+#   the kubelet's systemd-form cgroups path in the pod's slice, each create
+#   followed by OnlineCPUMem and UpdateEphemeralMounts; exec probes (stdout
+#   and stderr to EOF, then WaitProcess); a `kubectl exec` without
+#   capabilities (it gets the container's); the host fetching the page,
+#   which holds the container's `uname -r` (the guest's kernel, not the
+#   host's); the stop (SIGTERM, WaitProcess, RemoveContainer) and
+#   DestroySandbox, after which the guest powers off.
 #
-# Arguments are extra guest kernel parameters (e.g. cgroup_no_v1=all).
+# Arguments are extra guest kernel parameters.
 # Environment: as lib.sh (KERNEL, INITRD, AGENT_CTL, KERNEL_APPEND, ...), and
+#   POD_CGROUPS   guest kernel parameters for the cgroup layout [cgroup_no_v1=all]
 #   POD_PORT      host port forwarded to the guest's port 80 [a free one]
 #   FETCH_TIMEOUT seconds to wait for the page [60]
 set -euo pipefail
@@ -19,6 +26,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FETCH_TIMEOUT="${FETCH_TIMEOUT:-60}"
+POD_CGROUPS="${POD_CGROUPS-cgroup_no_v1=all}"
+POD_SLICE=kubepods-besteffort-pod0c1d2e3f.slice
 # QEMU user networking: the guest is 10.0.2.15/24, the gateway 10.0.2.2
 # with this MAC.
 POD_IP=10.0.2.15
@@ -58,11 +67,23 @@ vm_step="rootfs"
 vm_make_rootfs pause
 vm_make_rootfs web
 vm_start_backends
-vm_boot "$@"
+# shellcheck disable=SC2086 # POD_CGROUPS is a list of parameters
+vm_boot $POD_CGROUPS "$@"
 vm_wait_ready
 VM_PHASE=pod
 
-vm_create_sandbox pod-sandbox
+vm_call CreateSandbox "$CALL_TIMEOUT" CreateSandbox "$(
+    cat <<JSON
+{"hostname": "web-pod", "sandbox_id": "pod-sandbox", "sandbox_pidns": false,
+ "dns": ["nameserver 10.0.2.3", "search default.svc.cluster.local svc.cluster.local", "options ndots:5"],
+ "storages": [
+  {"driver": "virtio-fs", "source": "kataShared", "fstype": "virtiofs", "options": ["nodev"],
+   "mount_point": "$VM_SHARED_MP/"},
+  {"driver": "ephemeral", "source": "shm", "fstype": "tmpfs",
+   "options": ["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
+   "mount_point": "/run/kata-containers/sandbox/shm"}]}
+JSON
+)"
 vm_call UpdateInterface "$CALL_TIMEOUT" UpdateInterface "$(
     cat <<JSON
 {"interface": {"device": "eth0", "name": "eth0", "mtu": 1500, "hwAddr": "$NIC_MAC",
@@ -86,22 +107,86 @@ JSON
 vm_call ListRoutes "$CALL_TIMEOUT" ListRoutes '{}'
 [[ "$VM_OUT" == *"\"$GATEWAY\""* ]] || vm_fail "ListRoutes: no default route via $GATEWAY: $VM_OUT"
 
+# A container request as the Go runtime sends it for this pod: the
+# kubelet's systemd cgroups path, the pod's /dev/shm bound in.
+pod_request() {
+    local cid="$1" script="$2" shm req
+    shm='{"destination": "/dev/shm", "type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]}'
+    req="$(vm_create_request "$cid" "$script" '{}' "mount pid ipc uts" "$shm")"
+    req="${req/\"CgroupsPath\": \"\/vm-test\/$cid\"/\"CgroupsPath\": \"$POD_SLICE:cri-containerd:$cid\"}"
+    [[ "$req" == *"$POD_SLICE:cri-containerd:$cid"* ]] || vm_fail "could not set the cgroups path of $cid"
+    printf '%s' "$req"
+}
+
+# What follows every create: CPUs and memory online, the pod's memory
+# emptyDirs resized (none here).
+after_create() {
+    vm_call "OnlineCPUMem after $1" "$CALL_TIMEOUT" OnlineCPUMem '{"wait": false, "nb_cpus": 0}'
+    vm_call "UpdateEphemeralMounts after $1" "$CALL_TIMEOUT" UpdateEphemeralMounts '{"storages": []}'
+}
+
 # The pod: its pause container, then the web server. Neither has a network
 # namespace of its own: the pod's is the VM's, as with Kata.
-vm_call "CreateContainer pause" "$CALL_TIMEOUT" CreateContainer \
-    "$(vm_create_request pause 'exec sleep 100000')"
+vm_call "CreateContainer pause" "$CALL_TIMEOUT" CreateContainer "$(pod_request pause 'exec sleep 100000')"
+after_create pause
 vm_call "StartContainer pause" "$CALL_TIMEOUT" StartContainer '{"container_id": "pause"}'
 web_script='mkdir -p /www && { echo "pod page"; uname -r; } >/www/index.html && echo serving && exec httpd -f -p 80 -h /www'
 # containerd's default capabilities, as the shim passes them on: port 80
 # needs CAP_NET_BIND_SERVICE.
 caps='"Capabilities": {"Bounding": CAPS, "Effective": CAPS, "Permitted": CAPS}'
 caps="${caps//CAPS/[\"CAP_CHOWN\", \"CAP_DAC_OVERRIDE\", \"CAP_FSETID\", \"CAP_FOWNER\", \"CAP_MKNOD\", \"CAP_NET_RAW\", \"CAP_SETGID\", \"CAP_SETUID\", \"CAP_SETFCAP\", \"CAP_SETPCAP\", \"CAP_NET_BIND_SERVICE\", \"CAP_SYS_CHROOT\", \"CAP_KILL\", \"CAP_AUDIT_WRITE\"]}"
-web_request="$(vm_create_request web "$web_script")"
+web_request="$(pod_request web "$web_script")"
 web_request="${web_request/\"Cwd\": \"\/\"\}/\"Cwd\": \"\/\", $caps\}}"
 [[ "$web_request" == *CAP_NET_BIND_SERVICE* ]] || vm_fail "could not add capabilities to the request"
 vm_call "CreateContainer web" "$CALL_TIMEOUT" CreateContainer "$web_request"
+after_create web
 vm_call "StartContainer web" "$CALL_TIMEOUT" StartContainer '{"container_id": "web"}'
 vm_read_stdout web web serving
+
+# Reads a stream of an exec to its end (ReadStdout/ReadStderr fail there);
+# the text in $VM_TEXT.
+read_to_eof() {
+    local method="$1" eid="$2" file="$VM_DIR/$1-$2"
+    : >"$file"
+    while VM_OUT="$(vm_ctl "$CALL_TIMEOUT" "$method" "{\"container_id\": \"web\", \"exec_id\": \"$eid\", \"len\": 32768}" 2>&1)"; do
+        vm_field data "$VM_OUT" | base64 -d >>"$file"
+    done
+    [[ "$VM_OUT" == *OUT_OF_RANGE* ]] || vm_fail "$method $eid: $VM_OUT"
+    VM_TEXT="$(cat "$file")"
+}
+
+# An exec as the Go runtime runs one: no capabilities of its own, stdout
+# and stderr to EOF, then WaitProcess.
+go_exec() {
+    local eid="$1" script="$2"
+    vm_call "ExecProcess $eid" "$CALL_TIMEOUT" ExecProcess "$(
+        printf '{"container_id": "web", "exec_id": "%s", "process": {"Args": ["sh", "-c", %s], "Env": ["PATH=/bin"], "Cwd": "/"}}' \
+            "$eid" "$(vm_json_str "$script")"
+    )"
+    read_to_eof ReadStderr "$eid"
+    [[ -z "$VM_TEXT" ]] || vm_fail "exec $eid wrote to stderr: $VM_TEXT"
+    read_to_eof ReadStdout "$eid"
+    local out="$VM_TEXT"
+    vm_call "WaitProcess $eid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"web\", \"exec_id\": \"$eid\"}"
+    vm_expect_status 0 "exec $eid"
+    VM_TEXT="$out"
+}
+
+# Readiness probes; the second reuses nothing of the first.
+for i in 1 2; do
+    go_exec "probe-$i" 'head -n 1 /www/index.html'
+    [[ "$VM_TEXT" == "pod page" ]] || vm_fail "probe $i: $VM_TEXT"
+done
+# kubectl exec: the container's capabilities, its cgroup (the pod's slice,
+# cgroup v2), and a background child that must not hold the stream open.
+go_exec kubectl-exec 'grep CapEff /proc/self/status; cat /proc/self/cgroup; sleep 600 &'
+vm_log "kubectl exec: $(tr '\n' ' ' <<<"$VM_TEXT")"
+# containerd's default set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+# SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD,
+# AUDIT_WRITE, SETFCAP.
+[[ "$VM_TEXT" == *"CapEff:"*"00000000a80425fb"* ]] || vm_fail "kubectl exec capabilities: $VM_TEXT"
+[[ "$VM_TEXT" == *"/kubepods.slice/kubepods-besteffort.slice/$POD_SLICE/cri-containerd-web.scope"* ]] ||
+    vm_fail "kubectl exec cgroup: $VM_TEXT"
 
 vm_step="$VM_PHASE: GET http://127.0.0.1:$POD_PORT/"
 deadline=$(($(date +%s) + FETCH_TIMEOUT))
@@ -122,7 +207,10 @@ if [[ -n "$kernel_release" ]]; then
 fi
 [[ "$guest_release" != "$(uname -r)" ]] || vm_fail "uname -r in the container is the host's ($guest_release)"
 
+# The kubelet's stop: SIGTERM to each init, then WaitProcess and removal.
 for cid in web pause; do
+    vm_call "SignalProcess $cid" "$CALL_TIMEOUT" SignalProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\", \"signal\": 15}"
+    vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\", \"timeout\": 10}"
 done
 vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'

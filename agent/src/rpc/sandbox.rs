@@ -74,7 +74,7 @@ impl AgentImpl {
             for s in &req.storages {
                 if let Err(e) = sandbox.storage.add(SANDBOX_OWNER, s) {
                     // Nothing half-done: undo what this request set up.
-                    for e in sandbox.storage.release(SANDBOX_OWNER) {
+                    for e in sandbox.storage.rollback(SANDBOX_OWNER) {
                         log::warn!("sandbox {sid:?}: undo storage: {e}");
                     }
                     if let Some(dns) = &dns {
@@ -174,10 +174,7 @@ impl AgentImpl {
         let sandbox = self.sandbox.clone();
         blocking(move || {
             for s in &req.storages {
-                sandbox
-                    .storage
-                    .update_ephemeral(s)
-                    .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+                sandbox.storage.update_ephemeral(s)?;
             }
             Ok::<(), ttrpc::Error>(())
         })

@@ -11,7 +11,8 @@
 //! - `local` (`local.rs`): a directory, `mode=` and `fsgid=` from the options;
 //!   nothing is mounted.
 //! - `ephemeral` (`ephemeral.rs`): a tmpfs with the options (`size=`,
-//!   `mode=`, flags); `fsgid=` sets the group.
+//!   `mode=`, flags); `fsgid=` sets the group. With fstype `hugetlbfs`
+//!   (`pagesize=`, `size=`), a hugetlbfs once the pool holds the pages.
 //! - `bind` (`bind.rs`): `source`, which must exist, bind-mounted onto the
 //!   mount point (ours: upstream has no plain bind driver).
 //!
@@ -22,7 +23,11 @@
 //! one up; later adds of the same mount point, by the same or another owner
 //! (`"sandbox"`, a container id), only count a reference once the request is
 //! found compatible. [`StorageManager::release`] drops an owner's
-//! references and tears down what nobody uses any more. The manager's lock
+//! references and tears down what nobody uses any more, except the
+//! sandbox-scoped storages (`ephemeral`, `local`: see [`sandbox_scoped`]),
+//! which stay until [`StorageManager::release_all`] (DestroySandbox) as
+//! upstream keeps them; [`StorageManager::rollback`] undoes a failed
+//! request's own setups, those included. The manager's lock
 //! covers bookkeeping only: mounts, unmounts and directory work run without
 //! it, and a second request for a mount point being set up or torn down
 //! waits for that to finish.
@@ -74,6 +79,14 @@ pub const SUPPORTED_DRIVERS: &[&str] = &[
     DRIVER_EPHEMERAL_TYPE,
     DRIVER_BIND_TYPE,
 ];
+/// Whether storages of `driver` live as long as the sandbox, as upstream
+/// Kata keeps them: memory emptyDirs, `/dev/shm`, hugepages (`ephemeral`)
+/// and disk emptyDirs (`local`) outlive the containers that use them, so
+/// what an init container wrote is there for the app container.
+pub fn sandbox_scoped(driver: &str) -> bool {
+    driver == DRIVER_EPHEMERAL_TYPE || driver == DRIVER_LOCAL_TYPE
+}
+
 /// Where mount points may lie unless the manager is told otherwise.
 pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 
@@ -167,6 +180,8 @@ struct Ctx<'a> {
     driver: &'a str,
     real: &'a Path,
     dirs: &'a Mutex<()>,
+    /// `/sys/kernel/mm/hugepages` unless a test says otherwise.
+    hugepages: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -418,6 +433,9 @@ struct Entry {
     options: Vec<String>,
     real: PathBuf,
     refs: BTreeMap<String, usize>,
+    /// The owner whose add set it up, until a release keeps it without
+    /// users: [`StorageManager::rollback`] by that owner undoes the setup.
+    creator: Option<String>,
     phase: Phase,
     /// Setup order: teardown runs newest first, so nested mounts go first.
     seq: u64,
@@ -467,6 +485,7 @@ struct Teardown {
 /// Sets up, counts and tears down storages; see the module docs.
 pub struct StorageManager {
     roots: Vec<PathBuf>,
+    hugepages: PathBuf,
     state: Mutex<State>,
     changed: Condvar,
     dirs: Mutex<()>,
@@ -488,10 +507,19 @@ impl StorageManager {
             .collect();
         Self {
             roots,
+            hugepages: PathBuf::from(ephemeral::SYS_HUGEPAGES),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             dirs: Mutex::new(()),
         }
+    }
+
+    /// Where the hugepage pools are sized (`nr_hugepages`): a directory
+    /// laid out as `/sys/kernel/mm/hugepages`, for tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn with_hugepages_dir(mut self, dir: PathBuf) -> Self {
+        self.hugepages = dir;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -526,6 +554,7 @@ impl StorageManager {
             driver: &s.driver,
             real: &checked.real,
             dirs: &self.dirs,
+            hugepages: &self.hugepages,
         };
         let plan = Plan::new(&ctx, s)?;
         let key = checked.key;
@@ -559,6 +588,7 @@ impl StorageManager {
                 options: s.options.clone(),
                 real: checked.real.clone(),
                 refs: BTreeMap::from([(owner.to_owned(), 1)]),
+                creator: Some(owner.to_owned()),
                 phase: Phase::Pending,
                 seq,
                 undo: Undo::default(),
@@ -598,10 +628,24 @@ impl StorageManager {
     }
 
     /// Drops every reference `owner` holds and tears down the storages
-    /// nobody uses any more, newest first. Keeps going past errors and
-    /// returns them. A storage that could not be unmounted stays listed
-    /// with no references, for [`Self::release_all`] to retry.
+    /// nobody uses any more, newest first, except the sandbox-scoped ones
+    /// (see [`sandbox_scoped`]), which stay until [`Self::release_all`].
+    /// Keeps going past errors and returns them. A storage that could not
+    /// be unmounted stays listed with no references, for
+    /// [`Self::release_all`] to retry.
     pub fn release(&self, owner: &str) -> Vec<StorageError> {
+        self.drop_refs(owner, false)
+    }
+
+    /// Undoes the adds of a request that failed (`owner` is its container
+    /// or `"sandbox"`): as [`Self::release`], but a sandbox-scoped storage
+    /// that this owner set up and nobody else used goes too, so that a
+    /// refused request leaves nothing behind.
+    pub fn rollback(&self, owner: &str) -> Vec<StorageError> {
+        self.drop_refs(owner, true)
+    }
+
+    fn drop_refs(&self, owner: &str, rollback: bool) -> Vec<StorageError> {
         let mut state = self.lock();
         while state
             .entries
@@ -616,6 +660,13 @@ impl StorageManager {
                 continue;
             }
             if e.refs.is_empty() {
+                let own_setup = rollback && e.creator.as_deref() == Some(owner);
+                if sandbox_scoped(&e.driver) && !own_setup {
+                    // Kept for the pod's next container (an init
+                    // container's output is the app container's input).
+                    e.creator = None;
+                    continue;
+                }
                 e.phase = Phase::Releasing;
                 work.push(Teardown {
                     key: key.clone(),
@@ -655,8 +706,12 @@ impl StorageManager {
     }
 
     /// Remounts an ephemeral storage set up earlier with the options of `s`
-    /// (UpdateEphemeralMounts: a new `size=`, say). Only ephemeral mount
-    /// points this manager set up are accepted; nothing else is touched.
+    /// (UpdateEphemeralMounts: `["remount", "size=<n>M"]` from the Go
+    /// runtime). Only ephemeral mount points this manager set up are
+    /// accepted; an empty option list changes nothing, as upstream. The
+    /// options the storage was set up with stay its identity: later adds
+    /// with them are still compatible. Flags set up then and not named now
+    /// are kept (a bare remount would clear `nosuid`, `nodev`, ...).
     pub fn update_ephemeral(&self, s: &Storage) -> Result<(), StorageError> {
         let invalid = |reason: String| StorageError::Invalid {
             mount_point: s.mount_point.clone(),
@@ -675,34 +730,41 @@ impl StorageManager {
                 reason: reason.to_string(),
             }
         })?;
-        let real = match self.lock().entries.get(&checked.key) {
+        let (real, fstype, set_up_with) = match self.lock().entries.get(&checked.key) {
             Some(e) if e.phase == Phase::Ready && e.driver == DRIVER_EPHEMERAL_TYPE => {
-                e.real.clone()
+                (e.real.clone(), e.fstype.clone(), e.options.clone())
             }
             _ => return Err(invalid("no ephemeral storage is set up there".into())),
         };
-        let mut opts = parse_mount_options(&options::without_keys(&s.options, &["fsgid"]));
-        opts.flags.remove(MsFlags::MS_BIND | MsFlags::MS_REC);
-        if opts.data.contains('\0') {
+        if s.options.is_empty() {
+            return Ok(());
+        }
+        let fstype = if fstype.is_empty() {
+            "tmpfs".to_owned()
+        } else {
+            fstype
+        };
+        let requested = parse_mount_options(&options::without_keys(&s.options, &["fsgid"]));
+        // Later options win: the request's over those of the setup.
+        let both: Vec<String> = set_up_with.iter().chain(&s.options).cloned().collect();
+        let mut flags = parse_mount_options(&options::without_keys(&both, &["fsgid"])).flags;
+        flags.remove(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if requested.data.contains('\0') {
             return Err(invalid("options contain a nul byte".into()));
         }
         nix::mount::mount(
-            Some("tmpfs"),
+            Some(fstype.as_str()),
             &real,
-            Some("tmpfs"),
-            opts.flags | MsFlags::MS_REMOUNT,
-            opts.data(),
+            Some(fstype.as_str()),
+            flags | MsFlags::MS_REMOUNT,
+            requested.data(),
         )
         .map_err(|e| StorageError::Io {
             mount_point: s.mount_point.clone(),
             driver: s.driver.clone(),
-            op: "remount tmpfs".into(),
+            op: format!("remount {fstype}"),
             cause: io::Error::from(e),
-        })?;
-        if let Some(e) = self.lock().entries.get_mut(&checked.key) {
-            e.options = s.options.clone();
-        }
-        Ok(())
+        })
     }
 
     /// Mount points and their reference counts, sorted by path (for tests
@@ -754,6 +816,7 @@ impl StorageManager {
             driver,
             real,
             dirs: &self.dirs,
+            hugepages: &self.hugepages,
         };
         if let Some(flags) = undo.unmount {
             match nix::mount::umount2(real, flags) {

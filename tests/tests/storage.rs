@@ -66,6 +66,10 @@ struct Pod {
 
 impl Pod {
     fn new() -> Option<Pod> {
+        Pod::with_storages(vec![])
+    }
+
+    fn with_storages(storages: Vec<Storage>) -> Option<Pod> {
         if !can_run_containers() {
             return None;
         }
@@ -81,6 +85,7 @@ impl Pod {
         };
         let mut sb = CreateSandboxRequest::new();
         sb.sandbox_id = unique("pod");
+        sb.storages = storages;
         pod.rt
             .block_on(pod.client.create_sandbox(ctx(), &sb))
             .unwrap();
@@ -103,7 +108,8 @@ impl Pod {
             &self.cgroups.name,
         );
         for (src, dst) in binds {
-            s.Mounts.push(oci_mount(dst, "bind", src, &["rbind", "rw"]));
+            let ro = if dst.starts_with("/etc") { "ro" } else { "rw" };
+            s.Mounts.push(oci_mount(dst, "bind", src, &["rbind", ro]));
         }
         let mut req = CreateContainerRequest::new();
         req.container_id = cid.into();
@@ -304,4 +310,153 @@ fn refused_create_undoes_its_new_emptydir() {
     assert!(mount_line(pid, work).is_none(), "emptyDir left mounted");
     assert!(!pod.agent.path(work).exists());
     pod.destroy();
+}
+
+/// A ConfigMap as the kubelet writes it in the host's shared directory:
+/// `<ts>/<key>`, `..data -> <ts>` swapped by rename, `<key> -> ..data/<key>`.
+fn configmap(dir: &std::path::Path, ts: &str, data: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir.join(ts)).unwrap();
+    for (k, v) in data {
+        std::fs::write(dir.join(ts).join(k), v).unwrap();
+    }
+    std::os::unix::fs::symlink(ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (k, _) in data {
+        if std::fs::symlink_metadata(dir.join(k)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{k}"), dir.join(k)).unwrap();
+        }
+    }
+}
+
+/// Threads of the agent named `storage-watch` (the poll thread).
+fn watch_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "storage-watch")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// The Go runtime's ConfigMap volume: a `watchable-bind` storage whose
+/// source is in the shared directory and whose mount point the container
+/// bind-mounts. The files are there at start, the kubelet's atomic update
+/// reaches the container within 2 s, and the watch ends with the container.
+#[test]
+fn configmap_updates_reach_the_container() {
+    let shared = tempfile::tempdir().unwrap();
+    let shared_mp = "/run/kata-containers/shared/containers/";
+    let Some(pod) = Pod::with_storages(vec![storage(
+        "bind",
+        &shared.path().display().to_string(),
+        "bind",
+        &["rbind"],
+        shared_mp,
+    )]) else {
+        return;
+    };
+    let pid = pod.agent.pid();
+    let cid = unique("cm");
+    let name = format!("{cid}-5f3e9a-config");
+    let dir = shared.path().join(&name);
+    configmap(
+        &dir,
+        "..2026_05_01_10_00_00.1",
+        &[("greeting", "hello"), ("color", "red")],
+    );
+    let guest_src = format!("{shared_mp}{name}");
+    let guest_mp = format!("{shared_mp}watchable/{name}");
+    let cm = storage(
+        "watchable-bind",
+        &guest_src,
+        "bind",
+        &["rbind", "ro"],
+        &guest_mp,
+    );
+    pod.create(
+        &cid,
+        "cat /etc/config/greeting; echo; echo ready; exec sleep 1000",
+        &[(&guest_mp, "/etc/config")],
+        vec![cm],
+    )
+    .unwrap();
+    pod.start(&cid);
+    assert_eq!(pod.read_until(&cid, "ready"), "hello\nready\n");
+    assert_eq!(watch_threads(pid), 1, "one poll thread");
+
+    // The kubelet's update: a new timestamped dir, ..data swapped, the old
+    // dir removed.
+    configmap(
+        &dir,
+        "..2026_05_01_10_05_00.2",
+        &[("greeting", "bonjour"), ("color", "red")],
+    );
+    std::fs::remove_dir_all(dir.join("..2026_05_01_10_00_00.1")).unwrap();
+    let target = pod.agent.path(&guest_mp).join("greeting");
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(2), || std::fs::read_to_string(&target)
+            .is_ok_and(|t| t == "bonjour")),
+        "update not visible within 2 s"
+    );
+    eprintln!("update visible after {:?}", started.elapsed());
+    // In the container, through its bind mount.
+    let mut ex = ExecProcessRequest::new();
+    ex.container_id = cid.clone();
+    ex.exec_id = "cat".into();
+    let mut p = protocols::oci::Process::new();
+    p.Args = vec![
+        "sh".into(),
+        "-c".into(),
+        "cat /etc/config/greeting /etc/config/color; echo; ls -a /etc/config | tr '\\n' ' '".into(),
+    ];
+    p.Env = vec!["PATH=/bin".into()];
+    p.Cwd = "/".into();
+    ex.process = Some(p).into();
+    pod.rt
+        .block_on(pod.client.exec_process(ctx(), &ex))
+        .unwrap();
+    let mut w = WaitProcessRequest::new();
+    w.container_id = cid.clone();
+    w.exec_id = "cat".into();
+    let status = pod.rt.block_on(pod.client.wait_process(ctx(), &w)).unwrap();
+    assert_eq!(status.status, 0);
+    let mut rd = ReadStreamRequest::new();
+    rd.container_id = cid.clone();
+    rd.exec_id = "cat".into();
+    rd.len = 4096;
+    let out = pod
+        .rt
+        .block_on(pod.client.read_stdout(ctx(), &rd))
+        .unwrap()
+        .data;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "bonjourred\n. .. ..2026_05_01_10_05_00.2 ..data color greeting "
+    );
+
+    pod.remove(&cid);
+    assert!(!pod.agent.path(&guest_mp).exists());
+    assert!(
+        eventually(Duration::from_secs(2), || watch_threads(pid) == 0),
+        "watching goes on after the last user"
+    );
+    pod.destroy();
+    assert!(!shared.path().join("watchable").exists());
+    assert!(dir.join("greeting").exists(), "source untouched");
 }

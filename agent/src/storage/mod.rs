@@ -15,9 +15,11 @@
 //!   (`pagesize=`, `size=`), a hugetlbfs once the pool holds the pages.
 //! - `bind` (`bind.rs`): `source`, which must exist, bind-mounted onto the
 //!   mount point (ours: upstream has no plain bind driver).
+//! - `watchable-bind` (`watchable.rs`, `watcher.rs`): a ConfigMap or Secret
+//!   volume, copied from the shared directory and kept current by polling.
 //!
-//! Any other driver (`9p`, `blk`, `scsi`, `overlayfs`, `watchable-bind`,
-//! ...) is refused with [`StorageError::UnsupportedDriver`].
+//! Any other driver (`9p`, `blk`, `scsi`, `overlayfs`, ...) is refused
+//! with [`StorageError::UnsupportedDriver`].
 //!
 //! Storages are keyed by mount point. The first [`StorageManager::add`] sets
 //! one up; later adds of the same mount point, by the same or another owner
@@ -46,6 +48,8 @@ mod path;
 #[cfg(test)]
 pub(crate) mod testns;
 mod virtio_fs;
+mod watchable;
+mod watcher;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -72,12 +76,15 @@ pub const DRIVER_LOCAL_TYPE: &str = "local";
 pub const DRIVER_EPHEMERAL_TYPE: &str = "ephemeral";
 /// Driver of a bind mount of a guest path.
 pub const DRIVER_BIND_TYPE: &str = "bind";
+/// Driver of a ConfigMap or Secret volume: copied in and watched.
+pub const DRIVER_WATCHABLE_BIND_TYPE: &str = "watchable-bind";
 /// The drivers [`StorageManager::add`] accepts.
 pub const SUPPORTED_DRIVERS: &[&str] = &[
     DRIVER_VIRTIOFS_TYPE,
     DRIVER_LOCAL_TYPE,
     DRIVER_EPHEMERAL_TYPE,
     DRIVER_BIND_TYPE,
+    DRIVER_WATCHABLE_BIND_TYPE,
 ];
 /// Whether storages of `driver` live as long as the sandbox, as upstream
 /// Kata keeps them: memory emptyDirs, `/dev/shm`, hugepages (`ephemeral`)
@@ -95,7 +102,7 @@ pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The driver is not one of [`SUPPORTED_DRIVERS`].
-    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: virtio-fs, local, ephemeral, bind)")]
+    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: virtio-fs, local, ephemeral, bind, watchable-bind)")]
     UnsupportedDriver { mount_point: String, driver: String },
     /// The mount point failed the path checks; nothing was touched.
     #[error("storage \"{mount_point}\" (driver \"{driver}\"): invalid mount point: {reason}")]
@@ -171,6 +178,10 @@ struct Undo {
     created: Vec<PathBuf>,
     /// The created mount point is a directory whose contents go with it.
     remove_tree: bool,
+    /// The mount point is a watched copy: stop watching first.
+    watched: bool,
+    /// The `watchable` directory whose tmpfs this storage counts in.
+    watch_root: Option<PathBuf>,
 }
 
 /// One storage request being handled: names for errors, the resolved mount
@@ -182,6 +193,7 @@ struct Ctx<'a> {
     dirs: &'a Mutex<()>,
     /// `/sys/kernel/mm/hugepages` unless a test says otherwise.
     hugepages: &'a Path,
+    watch: &'a watchable::Watch,
 }
 
 impl Ctx<'_> {
@@ -389,6 +401,7 @@ enum Plan {
     Local(local::Plan),
     Ephemeral(ephemeral::Plan),
     Bind(bind::Plan),
+    Watchable(watchable::Plan),
 }
 
 impl Plan {
@@ -398,6 +411,7 @@ impl Plan {
             DRIVER_LOCAL_TYPE => Self::Local(local::plan(ctx, s)?),
             DRIVER_EPHEMERAL_TYPE => Self::Ephemeral(ephemeral::plan(ctx, s)?),
             DRIVER_BIND_TYPE => Self::Bind(bind::plan(ctx, s)?),
+            DRIVER_WATCHABLE_BIND_TYPE => Self::Watchable(watchable::plan(ctx, s)?),
             _ => {
                 return Err(StorageError::UnsupportedDriver {
                     mount_point: s.mount_point.clone(),
@@ -413,6 +427,7 @@ impl Plan {
             Self::Local(p) => local::apply(ctx, p),
             Self::Ephemeral(p) => ephemeral::apply(ctx, p),
             Self::Bind(p) => bind::apply(ctx, p),
+            Self::Watchable(p) => watchable::apply(ctx, p),
         }
     }
 }
@@ -486,6 +501,7 @@ struct Teardown {
 pub struct StorageManager {
     roots: Vec<PathBuf>,
     hugepages: PathBuf,
+    watch: watchable::Watch,
     state: Mutex<State>,
     changed: Condvar,
     dirs: Mutex<()>,
@@ -508,6 +524,7 @@ impl StorageManager {
         Self {
             roots,
             hugepages: PathBuf::from(ephemeral::SYS_HUGEPAGES),
+            watch: watchable::Watch::default(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             dirs: Mutex::new(()),
@@ -555,6 +572,7 @@ impl StorageManager {
             real: &checked.real,
             dirs: &self.dirs,
             hugepages: &self.hugepages,
+            watch: &self.watch,
         };
         let plan = Plan::new(&ctx, s)?;
         let key = checked.key;
@@ -817,8 +835,12 @@ impl StorageManager {
             real,
             dirs: &self.dirs,
             hugepages: &self.hugepages,
+            watch: &self.watch,
         };
-        if let Some(flags) = undo.unmount {
+        // A watched copy the poll thread had to replace by a bind mount.
+        let fell_back = undo.watched && self.watch.watcher.unwatch(real);
+        let unmount = undo.unmount.or(fell_back.then_some(MntFlags::MNT_DETACH));
+        if let Some(flags) = unmount {
             match nix::mount::umount2(real, flags) {
                 Ok(()) => {}
                 Err(Errno::EBUSY) if !flags.contains(MntFlags::MNT_DETACH) => {
@@ -859,9 +881,22 @@ impl StorageManager {
         }
         // Parents we created may be shared with other storages by now:
         // remove them only if empty.
-        let _guard = ctx.lock_dirs();
-        remove_paths(created);
+        {
+            let _guard = ctx.lock_dirs();
+            remove_paths(created);
+        }
+        if let Some(root) = &undo.watch_root {
+            self.watch
+                .release(&ctx, root)
+                .map_err(TeardownError::Leftover)?;
+        }
         Ok(())
+    }
+
+    /// Whether a poll thread watches sources (for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn watching(&self) -> bool {
+        self.watch.watcher.polling()
     }
 }
 

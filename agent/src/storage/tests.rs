@@ -68,7 +68,7 @@ fn assert_no_mounts_under(root: &Path) {
 #[test]
 fn unknown_driver_is_refused() {
     let (_d, root, m) = setup();
-    for driver in ["9p", "blk", "watchable-bind", ""] {
+    for driver in ["9p", "blk", "overlayfs", ""] {
         let s = storage(driver, &root.join("x"), "src", &[]);
         let err = m.add("sandbox", &s).unwrap_err();
         assert!(
@@ -851,4 +851,236 @@ fn hugetlbfs_grows_the_pool_and_mounts() {
     assert!(!root.join("sandbox/ephemeral/gib").exists());
     assert!(m.release_all().is_empty());
     assert_no_mounts_under(&root);
+}
+
+// --- watchable-bind ---
+
+/// A ConfigMap volume as the kubelet writes it: `<ts>/<key>` files, the
+/// `..data -> <ts>` symlink swapped atomically, `<key> -> ..data/<key>`.
+fn configmap(dir: &Path, ts: &str, data: &[(&str, &str)]) {
+    fs::create_dir_all(dir.join(ts)).unwrap();
+    for (k, v) in data {
+        fs::write(dir.join(ts).join(k), v).unwrap();
+    }
+    symlink(ts, dir.join("..data_tmp")).unwrap();
+    fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (k, _) in data {
+        if fs::symlink_metadata(dir.join(k)).is_err() {
+            symlink(format!("..data/{k}"), dir.join(k)).unwrap();
+        }
+    }
+}
+
+fn watchable(mp: &Path, source: &Path) -> Storage {
+    Storage {
+        fstype: "bind".to_owned(),
+        ..storage(
+            DRIVER_WATCHABLE_BIND_TYPE,
+            mp,
+            &source.to_string_lossy(),
+            &["rbind", "ro"],
+        )
+    }
+}
+
+/// Polls `f` for up to `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn watchable_bind_requests_are_checked_first() {
+    let (_d, root, m) = setup();
+    let shared = root.join("shared/containers");
+    fs::create_dir_all(shared.join("cm")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), shared.join("escape")).unwrap();
+    fs::create_dir_all(shared.join("watchable/inner")).unwrap();
+    let mp = shared.join("watchable/cm");
+    let cases = [
+        (
+            watchable(&shared.join("cm2"), &shared.join("cm")),
+            "directly in a \"watchable\" directory",
+        ),
+        (
+            watchable(&shared.join("watchable/a/b"), &shared.join("cm")),
+            "directly in a \"watchable\"",
+        ),
+        (
+            watchable(&mp, outside.path()),
+            "not in the shared directory",
+        ),
+        (
+            watchable(&mp, &shared.join("escape")),
+            "not in the shared directory",
+        ),
+        (
+            watchable(&mp, &shared.join("watchable/inner")),
+            "not in the shared directory",
+        ),
+        (watchable(&mp, &shared), "not in the shared directory"),
+        (
+            watchable(&mp, &shared.join("missing")),
+            "no such file or directory",
+        ),
+        (watchable(&mp, Path::new("cm")), "not an absolute path"),
+        (
+            Storage {
+                fstype: "ext4".into(),
+                ..watchable(&mp, &shared.join("cm"))
+            },
+            "fstype \"ext4\" is not supported",
+        ),
+    ];
+    for (s, want) in cases {
+        let err = m.add("c1", &s).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StorageError::Invalid { .. }), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(msg.contains("(driver \"watchable-bind\")"), "{msg}");
+    }
+    assert!(m.list().is_empty());
+    assert!(!mp.exists());
+    assert!(!m.watching());
+}
+
+/// Copied in at add, updates (the kubelet's atomic swap included) seen
+/// within 2 s, and the watch gone with the last user; the Go runtime's
+/// and runtime-rs's paths both, and a single-file source.
+#[test]
+fn watchable_bind_follows_updates_until_released() {
+    if !testns::enter(
+        test_name!(watchable_bind_follows_updates_until_released),
+        false,
+    ) {
+        return;
+    }
+    let (_d, root, m) = setup();
+    let shared = root.join("shared/containers");
+    let go_src = shared.join("c1-0a1b-config");
+    configmap(&go_src, "..2026_01_01", &[("a", "one"), ("b", "two")]);
+    let go_mp = shared.join("watchable/c1-0a1b-config");
+    let rs_src = shared.join("passthrough/c1-0a1b-secret");
+    configmap(&rs_src, "..2026_01_01", &[("token", "t1")]);
+    let rs_mp = shared.join("passthrough/watchable/c1-0a1b-secret");
+    let file_src = shared.join("c1-0a1b-single");
+    fs::write(&file_src, "f1").unwrap();
+    let file_mp = shared.join("watchable/c1-0a1b-single");
+
+    m.add("c1", &watchable(&go_mp, &go_src)).unwrap();
+    m.add("c1", &watchable(&rs_mp, &rs_src)).unwrap();
+    m.add("c2", &watchable(&file_mp, &file_src)).unwrap();
+    assert!(m.watching());
+    assert_eq!(mount_of(&shared.join("watchable")).unwrap().fstype, "tmpfs");
+    assert_eq!(
+        mount_of(&shared.join("passthrough/watchable"))
+            .unwrap()
+            .fstype,
+        "tmpfs"
+    );
+    assert!(mount_of(&go_mp).is_none(), "a copy, not a mount");
+    assert_eq!(fs::read_to_string(go_mp.join("a")).unwrap(), "one");
+    assert_eq!(
+        fs::read_link(go_mp.join("a")).unwrap(),
+        Path::new("..data/a")
+    );
+    assert_eq!(fs::read_to_string(rs_mp.join("token")).unwrap(), "t1");
+    assert_eq!(fs::read_to_string(&file_mp).unwrap(), "f1");
+
+    // The kubelet's update.
+    configmap(&go_src, "..2026_01_02", &[("a", "ONE"), ("b", "two")]);
+    fs::remove_dir_all(go_src.join("..2026_01_01")).unwrap();
+    fs::write(&file_src, "f2").unwrap();
+    assert!(
+        eventually(2, || fs::read_to_string(go_mp.join("a")).ok().as_deref()
+            == Some("ONE")),
+        "update not mirrored within 2 s"
+    );
+    assert!(eventually(2, || !go_mp.join("..2026_01_01").exists()));
+    assert!(eventually(2, || fs::read_to_string(&file_mp)
+        .ok()
+        .as_deref()
+        == Some("f2")));
+    // A new key.
+    configmap(
+        &go_src,
+        "..2026_01_03",
+        &[("a", "ONE"), ("b", "two"), ("c", "new")],
+    );
+    assert!(eventually(2, || fs::read_to_string(go_mp.join("c"))
+        .ok()
+        .as_deref()
+        == Some("new")));
+
+    assert!(m.release("c1").is_empty());
+    assert!(!go_mp.exists());
+    assert!(mount_of(&shared.join("passthrough/watchable")).is_none());
+    assert!(
+        mount_of(&shared.join("watchable")).is_some(),
+        "still used by c2"
+    );
+    assert!(m.watching());
+    assert!(m.release("c2").is_empty());
+    assert!(m.list().is_empty());
+    assert!(eventually(2, || !m.watching()), "poll thread still running");
+    assert_no_mounts_under(&root);
+    assert!(!shared.join("watchable").exists());
+    assert!(!shared.join("passthrough/watchable").exists());
+    assert_eq!(
+        fs::read_to_string(&file_src).unwrap(),
+        "f2",
+        "source untouched"
+    );
+}
+
+/// Past upstream's limits (16 entries, 1 MiB), a bind mount of the source,
+/// as upstream falls back; unmounted on release.
+#[test]
+fn watchable_bind_past_the_limits_is_bind_mounted() {
+    if !testns::enter(
+        test_name!(watchable_bind_past_the_limits_is_bind_mounted),
+        false,
+    ) {
+        return;
+    }
+    let (_d, root, m) = setup();
+    let shared = root.join("shared/containers");
+    let src = shared.join("big");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("k{i}")), "v").unwrap();
+    }
+    let mp = shared.join("watchable/big");
+    m.add("c1", &watchable(&mp, &src)).unwrap();
+    assert!(mount_of(&mp).is_some(), "bind mount expected");
+    assert!(!m.watching());
+    fs::write(src.join("k0"), "changed").unwrap();
+    assert_eq!(fs::read_to_string(mp.join("k0")).unwrap(), "changed");
+    let err = fs::write(mp.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(Errno::EROFS as i32), "read-only");
+
+    // A watched source that outgrows the limits is bind-mounted then.
+    let small = shared.join("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("k"), "v").unwrap();
+    let mp2 = shared.join("watchable/small");
+    m.add("c2", &watchable(&mp2, &small)).unwrap();
+    assert!(mount_of(&mp2).is_none());
+    for i in 0..20 {
+        fs::write(small.join(format!("n{i}")), "v").unwrap();
+    }
+    assert!(eventually(3, || mount_of(&mp2).is_some()), "no fallback");
+    assert_eq!(fs::read_to_string(mp2.join("n19")).unwrap(), "v");
+
+    assert!(m.release_all().is_empty());
+    assert_no_mounts_under(&root);
+    assert!(!shared.join("watchable").exists());
+    assert_eq!(fs::read_dir(&src).unwrap().count(), 20, "source untouched");
 }

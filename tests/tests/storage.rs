@@ -460,3 +460,43 @@ fn configmap_updates_reach_the_container() {
     assert!(!shared.path().join("watchable").exists());
     assert!(dir.join("greeting").exists(), "source untouched");
 }
+
+/// RemoveStaleVirtiofsShareMounts (the Go runtime sends it when it deletes
+/// a container that is not stopped) answers OK and, as upstream, only
+/// stats the mounts below the shared directory: nothing is unmounted.
+#[test]
+fn remove_stale_virtiofs_share_mounts_stats_and_keeps_mounts() {
+    let shared = tempfile::tempdir().unwrap();
+    let shared_mp = "/run/kata-containers/shared/containers/";
+    let Some(pod) = Pod::with_storages(vec![
+        storage(
+            "bind",
+            &shared.path().display().to_string(),
+            "bind",
+            &["rbind"],
+            shared_mp,
+        ),
+        storage(
+            "ephemeral",
+            "tmpfs",
+            "tmpfs",
+            &["size=1m"],
+            &format!("{shared_mp}sub/mount"),
+        ),
+    ]) else {
+        return;
+    };
+    let pid = pod.agent.pid();
+    let before = mount_points(pid);
+    assert!(before
+        .iter()
+        .any(|m| m.ends_with("shared/containers/sub/mount")));
+    pod.rt
+        .block_on(pod.client.remove_stale_virtiofs_share_mounts(
+            ctx(),
+            &RemoveStaleVirtiofsShareMountsRequest::new(),
+        ))
+        .unwrap();
+    assert_eq!(mount_points(pid), before, "a mount changed");
+    pod.destroy();
+}

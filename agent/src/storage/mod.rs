@@ -94,6 +94,25 @@ pub fn sandbox_scoped(driver: &str) -> bool {
     driver == DRIVER_EPHEMERAL_TYPE || driver == DRIVER_LOCAL_TYPE
 }
 
+/// Where the shim's virtio-fs share is mounted in the guest.
+pub const SHARED_DIR: &str = "/run/kata-containers/shared/containers";
+
+/// RemoveStaleVirtiofsShareMounts as upstream Kata does it: a stat of every
+/// mount point below `shared` (not `shared` itself), which makes virtiofsd
+/// drop its cached entries and fds for what no longer exists on the host
+/// (kata-containers#6455). Nothing is unmounted. Returns the mount points
+/// and what their stat said.
+pub fn refresh_share_mounts(shared: &Path) -> io::Result<Vec<(PathBuf, io::Result<()>)>> {
+    Ok(mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(shared) && m.mount_point != shared)
+        .map(|m| {
+            let r = fs::metadata(&m.mount_point).map(drop);
+            (m.mount_point, r)
+        })
+        .collect())
+}
+
 /// Where mount points may lie unless the manager is told otherwise.
 pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 

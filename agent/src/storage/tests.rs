@@ -1084,3 +1084,26 @@ fn watchable_bind_past_the_limits_is_bind_mounted() {
     assert!(!shared.join("watchable").exists());
     assert_eq!(fs::read_dir(&src).unwrap().count(), 20, "source untouched");
 }
+
+#[test]
+fn refresh_share_mounts_stats_the_mounts_below_only() {
+    if !testns::enter(
+        test_name!(refresh_share_mounts_stats_the_mounts_below_only),
+        false,
+    ) {
+        return;
+    }
+    let (_d, root, m) = setup();
+    let shared = root.join("shared");
+    m.add("sandbox", &tmpfs(&shared, &[])).unwrap();
+    m.add("sandbox", &tmpfs(&shared.join("a"), &[])).unwrap();
+    m.add("sandbox", &tmpfs(&root.join("sharedx"), &[]))
+        .unwrap();
+    let stated = refresh_share_mounts(&shared).unwrap();
+    let paths: Vec<&Path> = stated.iter().map(|(p, _)| p.as_path()).collect();
+    assert_eq!(paths, vec![shared.join("a").as_path()]);
+    assert!(stated[0].1.is_ok());
+    assert_eq!(m.list().len(), 3, "nothing unmounted");
+    assert!(mount_of(&shared.join("a")).is_some());
+    assert!(m.release_all().is_empty());
+}

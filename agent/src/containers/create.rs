@@ -77,7 +77,7 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
     if !p.storages.is_empty() {
         let (s, cid) = (sandbox.clone(), id.clone());
         undo.push(move || {
-            for e in s.storage.release(&cid) {
+            for e in s.storage.rollback(&cid) {
                 log::warn!("container {cid:?}: release storage: {e}");
             }
         });

@@ -15,6 +15,7 @@ pub mod oci;
 mod process;
 mod sandbox;
 mod stats;
+mod storage;
 
 use std::sync::Arc;
 
@@ -121,7 +122,7 @@ agent_service! {
     "StatsContainer" stats_container(StatsContainerRequest) -> StatsContainerResponse => do_stats_container;
     "PauseContainer" pause_container(PauseContainerRequest) -> Empty => do_pause_container;
     "ResumeContainer" resume_container(ResumeContainerRequest) -> Empty => do_resume_container;
-    "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => unimplemented;
+    "RemoveStaleVirtiofsShareMounts" remove_stale_virtiofs_share_mounts(RemoveStaleVirtiofsShareMountsRequest) -> Empty => do_remove_stale_virtiofs_share_mounts;
     "GetDiagnosticData" get_diagnostic_data(GetDiagnosticDataRequest) -> GetDiagnosticDataResponse => do_get_diagnostic_data;
     "WriteStdin" write_stdin(WriteStreamRequest) -> WriteStreamResponse => do_write_stdin;
     "ReadStdout" read_stdout(ReadStreamRequest) -> ReadStreamResponse => do_read_stdout;

@@ -5,9 +5,8 @@
 use protocols::agent::*;
 use protocols::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
-use ttrpc::Code;
 
-use super::{blocking, status, AgentImpl};
+use super::{blocking, AgentImpl};
 use crate::sandbox::{self, CreateParams, KernelModule};
 
 impl AgentImpl {
@@ -79,10 +78,7 @@ impl AgentImpl {
         let sandbox = self.sandbox.clone();
         blocking(move || {
             for s in &req.storages {
-                sandbox
-                    .storage
-                    .update_ephemeral(s)
-                    .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+                sandbox.storage.update_ephemeral(s)?;
             }
             Ok::<(), ttrpc::Error>(())
         })

@@ -108,7 +108,7 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
     if !p.storages.is_empty() {
         let (s, sid) = (sandbox.clone(), id.clone());
         undo.push(move || {
-            for e in s.storage.release(SANDBOX_OWNER) {
+            for e in s.storage.rollback(SANDBOX_OWNER) {
                 log::warn!("sandbox {sid:?}: undo storage: {e}");
             }
         });

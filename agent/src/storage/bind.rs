@@ -88,5 +88,6 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
         }),
         created,
         remove_tree: false,
+        ..Undo::default()
     })
 }

@@ -1,6 +1,17 @@
-//! `ephemeral`: a tmpfs at the mount point (Kubernetes `emptyDir` with
-//! medium `Memory`, the sandbox's `/dev/shm`). Options are tmpfs options
-//! and flags (`size=`, `mode=`, `nosuid`, ...); `fsgid=` sets the group.
+//! `ephemeral`: a memory filesystem at the mount point.
+//!
+//! - fstype `tmpfs` (or none): Kubernetes `emptyDir` with medium `Memory`,
+//!   the sandbox's `/dev/shm`. Options are tmpfs options and flags
+//!   (`size=`, `mode=`, `nosuid`, ...); `fsgid=` sets the group.
+//! - fstype `hugetlbfs`: a `hugepages-<size>` emptyDir. The Go runtime sends
+//!   `["pagesize=<bytes>,size=<bytes>"]`; the pool of that page size is
+//!   grown to `size / pagesize` pages first (upstream writes the count to
+//!   `nr_hugepages` too; ours never shrinks a pool that is larger), and
+//!   the kernel must have granted them before anything is mounted.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use protocols::agent::Storage;
@@ -9,26 +20,72 @@ use super::local::{apply_fsgid, parse_fsgid};
 use super::options::{parse_mount_options, without_keys};
 use super::{Ctx, MountOptions, StorageError, Undo};
 
-const FSTYPE: &str = "tmpfs";
+const TMPFS: &str = "tmpfs";
+const HUGETLBFS: &str = "hugetlbfs";
+/// The hugepage pools, one directory per page size (`hugepages-2048kB`).
+pub(super) const SYS_HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
 
-/// Flags that would turn the tmpfs mount into something else: dropped.
+/// Flags that would turn the mount into something else: dropped.
 const IGNORED: MsFlags = MsFlags::MS_BIND
     .union(MsFlags::MS_REC)
     .union(MsFlags::MS_REMOUNT);
 
 pub(super) struct Plan {
+    fstype: &'static str,
     source: String,
     options: MountOptions,
     fsgid: Option<u32>,
+    hugepages: Option<Hugepages>,
+}
+
+/// A hugepage pool to grow before mounting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hugepages {
+    /// `.../hugepages-<kB>kB/nr_hugepages`.
+    pool: PathBuf,
+    pages: u64,
+}
+
+/// `pagesize=` and `size=` in bytes from options that may hold several
+/// comma-separated entries each (the Go runtime sends one string).
+fn hugepage_sizes(options: &[String]) -> Result<(u64, u64), String> {
+    let mut pagesize = None;
+    let mut size = None;
+    for opt in options.iter().flat_map(|o| o.split(',')) {
+        let opt = opt.trim();
+        if let Some(v) = opt.strip_prefix("pagesize=") {
+            pagesize = Some(v);
+        } else if let Some(v) = opt.strip_prefix("size=") {
+            size = Some(v);
+        }
+    }
+    let parse = |name: &str, v: Option<&str>| -> Result<u64, String> {
+        let v = v.ok_or_else(|| format!("hugetlbfs needs a {name}= option (in bytes)"))?;
+        match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("option {name}={v}: not a positive number of bytes")),
+        }
+    };
+    let pagesize = parse("pagesize", pagesize)?;
+    let size = parse("size", size)?;
+    if pagesize % 1024 != 0 {
+        return Err(format!(
+            "option pagesize={pagesize}: not a whole number of KiB"
+        ));
+    }
+    Ok((pagesize, size))
 }
 
 pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
-    if !s.fstype.is_empty() && s.fstype != FSTYPE {
-        return Err(ctx.invalid(format!(
-            "fstype \"{}\" is not supported (only {FSTYPE})",
-            s.fstype
-        )));
-    }
+    let fstype = match s.fstype.as_str() {
+        "" | TMPFS => TMPFS,
+        HUGETLBFS => HUGETLBFS,
+        other => {
+            return Err(ctx.invalid(format!(
+                "fstype \"{other}\" is not supported (only {TMPFS}, {HUGETLBFS})"
+            )))
+        }
+    };
     if s.source.contains('\0') {
         return Err(ctx.invalid("source contains a nul byte"));
     }
@@ -38,24 +95,76 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
     if options.data.contains('\0') {
         return Err(ctx.invalid("options contain a nul byte"));
     }
-    let source = if s.source.is_empty() {
-        FSTYPE.to_owned()
+    let hugepages = if fstype == HUGETLBFS {
+        let (pagesize, size) = hugepage_sizes(&s.options).map_err(|r| ctx.invalid(r))?;
+        let dir = ctx
+            .hugepages
+            .join(format!("hugepages-{}kB", pagesize / 1024));
+        if !dir.is_dir() {
+            return Err(ctx.invalid(format!(
+                "page size {pagesize}: not offered by this kernel (no {})",
+                dir.display()
+            )));
+        }
+        Some(Hugepages {
+            pool: dir.join("nr_hugepages"),
+            pages: size / pagesize,
+        })
     } else {
-        s.source.clone()
+        None
+    };
+    let source = match (s.source.is_empty(), fstype) {
+        (false, _) => s.source.clone(),
+        (true, HUGETLBFS) => "nodev".to_owned(),
+        (true, _) => TMPFS.to_owned(),
     };
     Ok(Plan {
+        fstype,
         source,
         options,
         fsgid,
+        hugepages,
     })
 }
 
+fn read_pool(pool: &Path) -> io::Result<u64> {
+    let text = fs::read_to_string(pool)?;
+    text.trim().parse::<u64>().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected content {:?}", text.trim()),
+        )
+    })
+}
+
+/// Grows the pool to `pages` and checks that the kernel granted them.
+fn allocate(ctx: &Ctx<'_>, h: &Hugepages) -> Result<(), StorageError> {
+    let shown = h.pool.display();
+    let have = read_pool(&h.pool).map_err(|e| ctx.io(format!("read {shown}"), e))?;
+    if have >= h.pages {
+        return Ok(());
+    }
+    fs::write(&h.pool, h.pages.to_string())
+        .map_err(|e| ctx.io(format!("write {} to {shown}", h.pages), e))?;
+    let granted = read_pool(&h.pool).map_err(|e| ctx.io(format!("read {shown}"), e))?;
+    if granted < h.pages {
+        return Err(ctx.invalid(format!(
+            "only {granted} of {} hugepages granted ({shown})",
+            h.pages
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
+    if let Some(h) = &plan.hugepages {
+        allocate(ctx, h)?;
+    }
     let created = ctx.create_dir()?;
     if let Err(e) = ctx.mount(
-        "mount tmpfs",
+        &format!("mount {}", plan.fstype),
         Some(&plan.source),
-        Some(FSTYPE),
+        Some(plan.fstype),
         plan.options.flags,
         plan.options.data(),
     ) {
@@ -86,5 +195,43 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
         unmount: Some(MntFlags::empty()),
         created,
         remove_tree: false,
+        ..Undo::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|o| (*o).to_owned()).collect()
+    }
+
+    #[test]
+    fn hugepage_options_as_the_go_runtime_sends_them() {
+        for o in [
+            opts(&["pagesize=2097152,size=524288000"]),
+            opts(&["size=524288000,pagesize=2097152"]),
+            opts(&["pagesize=2097152", "size=524288000"]),
+            opts(&["foo=bar,pagesize=2097152,x=y,size=524288000"]),
+        ] {
+            assert_eq!(hugepage_sizes(&o), Ok((2_097_152, 524_288_000)), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn hugepage_options_refused() {
+        for (o, why) in [
+            (opts(&["size=524288000"]), "needs a pagesize="),
+            (opts(&["pagesize=2097152"]), "needs a size="),
+            (opts(&["pagesize=2M,size=1"]), "pagesize=2M: not a positive"),
+            (opts(&["pagesize=2097152,size="]), "size=: not a positive"),
+            (opts(&["pagesize=0,size=1"]), "pagesize=0"),
+            (opts(&["pagesize=1000,size=1000"]), "whole number of KiB"),
+            (opts(&["size-1=1,pagesize-1=2048"]), "needs a pagesize="),
+        ] {
+            let err = hugepage_sizes(&o).err().unwrap_or_default();
+            assert!(err.contains(why), "{o:?}: {err}");
+        }
+    }
 }

@@ -76,5 +76,6 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
         unmount: None,
         created,
         remove_tree,
+        ..Undo::default()
     })
 }

@@ -11,18 +11,25 @@
 //! - `local` (`local.rs`): a directory, `mode=` and `fsgid=` from the options;
 //!   nothing is mounted.
 //! - `ephemeral` (`ephemeral.rs`): a tmpfs with the options (`size=`,
-//!   `mode=`, flags); `fsgid=` sets the group.
+//!   `mode=`, flags); `fsgid=` sets the group. With fstype `hugetlbfs`
+//!   (`pagesize=`, `size=`), a hugetlbfs once the pool holds the pages.
 //! - `bind` (`bind.rs`): `source`, which must exist, bind-mounted onto the
 //!   mount point (ours: upstream has no plain bind driver).
+//! - `watchable-bind` (`watchable.rs`, `watcher.rs`): a ConfigMap or Secret
+//!   volume, copied from the shared directory and kept current by polling.
 //!
-//! Any other driver (`9p`, `blk`, `scsi`, `overlayfs`, `watchable-bind`,
-//! ...) is refused with [`StorageError::UnsupportedDriver`].
+//! Any other driver (`9p`, `blk`, `scsi`, `overlayfs`, ...) is refused
+//! with [`StorageError::UnsupportedDriver`].
 //!
 //! Storages are keyed by mount point. The first [`StorageManager::add`] sets
 //! one up; later adds of the same mount point, by the same or another owner
 //! (`"sandbox"`, a container id), only count a reference once the request is
 //! found compatible. [`StorageManager::release`] drops an owner's
-//! references and tears down what nobody uses any more. The manager's lock
+//! references and tears down what nobody uses any more, except the
+//! sandbox-scoped storages (`ephemeral`, `local`: see [`sandbox_scoped`]),
+//! which stay until [`StorageManager::release_all`] (DestroySandbox) as
+//! upstream keeps them; [`StorageManager::rollback`] undoes a failed
+//! request's own setups, those included. The manager's lock
 //! covers bookkeeping only: mounts, unmounts and directory work run without
 //! it, and a second request for a mount point being set up or torn down
 //! waits for that to finish.
@@ -41,6 +48,8 @@ mod path;
 #[cfg(test)]
 pub(crate) mod testns;
 mod virtio_fs;
+mod watchable;
+mod watcher;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -67,13 +76,43 @@ pub const DRIVER_LOCAL_TYPE: &str = "local";
 pub const DRIVER_EPHEMERAL_TYPE: &str = "ephemeral";
 /// Driver of a bind mount of a guest path.
 pub const DRIVER_BIND_TYPE: &str = "bind";
+/// Driver of a ConfigMap or Secret volume: copied in and watched.
+pub const DRIVER_WATCHABLE_BIND_TYPE: &str = "watchable-bind";
 /// The drivers [`StorageManager::add`] accepts.
 pub const SUPPORTED_DRIVERS: &[&str] = &[
     DRIVER_VIRTIOFS_TYPE,
     DRIVER_LOCAL_TYPE,
     DRIVER_EPHEMERAL_TYPE,
     DRIVER_BIND_TYPE,
+    DRIVER_WATCHABLE_BIND_TYPE,
 ];
+/// Whether storages of `driver` live as long as the sandbox, as upstream
+/// Kata keeps them: memory emptyDirs, `/dev/shm`, hugepages (`ephemeral`)
+/// and disk emptyDirs (`local`) outlive the containers that use them, so
+/// what an init container wrote is there for the app container.
+pub fn sandbox_scoped(driver: &str) -> bool {
+    driver == DRIVER_EPHEMERAL_TYPE || driver == DRIVER_LOCAL_TYPE
+}
+
+/// Where the shim's virtio-fs share is mounted in the guest.
+pub const SHARED_DIR: &str = "/run/kata-containers/shared/containers";
+
+/// RemoveStaleVirtiofsShareMounts as upstream Kata does it: a stat of every
+/// mount point below `shared` (not `shared` itself), which makes virtiofsd
+/// drop its cached entries and fds for what no longer exists on the host
+/// (kata-containers#6455). Nothing is unmounted. Returns the mount points
+/// and what their stat said.
+pub fn refresh_share_mounts(shared: &Path) -> io::Result<Vec<(PathBuf, io::Result<()>)>> {
+    Ok(mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(shared) && m.mount_point != shared)
+        .map(|m| {
+            let r = fs::metadata(&m.mount_point).map(drop);
+            (m.mount_point, r)
+        })
+        .collect())
+}
+
 /// Where mount points may lie unless the manager is told otherwise.
 pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 
@@ -82,7 +121,7 @@ pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The driver is not one of [`SUPPORTED_DRIVERS`].
-    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: virtio-fs, local, ephemeral, bind)")]
+    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: virtio-fs, local, ephemeral, bind, watchable-bind)")]
     UnsupportedDriver { mount_point: String, driver: String },
     /// The mount point failed the path checks; nothing was touched.
     #[error("storage \"{mount_point}\" (driver \"{driver}\"): invalid mount point: {reason}")]
@@ -158,6 +197,10 @@ struct Undo {
     created: Vec<PathBuf>,
     /// The created mount point is a directory whose contents go with it.
     remove_tree: bool,
+    /// The mount point is a watched copy: stop watching first.
+    watched: bool,
+    /// The `watchable` directory whose tmpfs this storage counts in.
+    watch_root: Option<PathBuf>,
 }
 
 /// One storage request being handled: names for errors, the resolved mount
@@ -167,6 +210,9 @@ struct Ctx<'a> {
     driver: &'a str,
     real: &'a Path,
     dirs: &'a Mutex<()>,
+    /// `/sys/kernel/mm/hugepages` unless a test says otherwise.
+    hugepages: &'a Path,
+    watch: &'a watchable::Watch,
 }
 
 impl Ctx<'_> {
@@ -374,6 +420,7 @@ enum Plan {
     Local(local::Plan),
     Ephemeral(ephemeral::Plan),
     Bind(bind::Plan),
+    Watchable(watchable::Plan),
 }
 
 impl Plan {
@@ -383,6 +430,7 @@ impl Plan {
             DRIVER_LOCAL_TYPE => Self::Local(local::plan(ctx, s)?),
             DRIVER_EPHEMERAL_TYPE => Self::Ephemeral(ephemeral::plan(ctx, s)?),
             DRIVER_BIND_TYPE => Self::Bind(bind::plan(ctx, s)?),
+            DRIVER_WATCHABLE_BIND_TYPE => Self::Watchable(watchable::plan(ctx, s)?),
             _ => {
                 return Err(StorageError::UnsupportedDriver {
                     mount_point: s.mount_point.clone(),
@@ -398,6 +446,7 @@ impl Plan {
             Self::Local(p) => local::apply(ctx, p),
             Self::Ephemeral(p) => ephemeral::apply(ctx, p),
             Self::Bind(p) => bind::apply(ctx, p),
+            Self::Watchable(p) => watchable::apply(ctx, p),
         }
     }
 }
@@ -418,6 +467,9 @@ struct Entry {
     options: Vec<String>,
     real: PathBuf,
     refs: BTreeMap<String, usize>,
+    /// The owner whose add set it up, until a release keeps it without
+    /// users: [`StorageManager::rollback`] by that owner undoes the setup.
+    creator: Option<String>,
     phase: Phase,
     /// Setup order: teardown runs newest first, so nested mounts go first.
     seq: u64,
@@ -467,6 +519,8 @@ struct Teardown {
 /// Sets up, counts and tears down storages; see the module docs.
 pub struct StorageManager {
     roots: Vec<PathBuf>,
+    hugepages: PathBuf,
+    watch: watchable::Watch,
     state: Mutex<State>,
     changed: Condvar,
     dirs: Mutex<()>,
@@ -488,10 +542,20 @@ impl StorageManager {
             .collect();
         Self {
             roots,
+            hugepages: PathBuf::from(ephemeral::SYS_HUGEPAGES),
+            watch: watchable::Watch::default(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             dirs: Mutex::new(()),
         }
+    }
+
+    /// Where the hugepage pools are sized (`nr_hugepages`): a directory
+    /// laid out as `/sys/kernel/mm/hugepages`, for tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn with_hugepages_dir(mut self, dir: PathBuf) -> Self {
+        self.hugepages = dir;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -526,6 +590,8 @@ impl StorageManager {
             driver: &s.driver,
             real: &checked.real,
             dirs: &self.dirs,
+            hugepages: &self.hugepages,
+            watch: &self.watch,
         };
         let plan = Plan::new(&ctx, s)?;
         let key = checked.key;
@@ -559,6 +625,7 @@ impl StorageManager {
                 options: s.options.clone(),
                 real: checked.real.clone(),
                 refs: BTreeMap::from([(owner.to_owned(), 1)]),
+                creator: Some(owner.to_owned()),
                 phase: Phase::Pending,
                 seq,
                 undo: Undo::default(),
@@ -598,10 +665,24 @@ impl StorageManager {
     }
 
     /// Drops every reference `owner` holds and tears down the storages
-    /// nobody uses any more, newest first. Keeps going past errors and
-    /// returns them. A storage that could not be unmounted stays listed
-    /// with no references, for [`Self::release_all`] to retry.
+    /// nobody uses any more, newest first, except the sandbox-scoped ones
+    /// (see [`sandbox_scoped`]), which stay until [`Self::release_all`].
+    /// Keeps going past errors and returns them. A storage that could not
+    /// be unmounted stays listed with no references, for
+    /// [`Self::release_all`] to retry.
     pub fn release(&self, owner: &str) -> Vec<StorageError> {
+        self.drop_refs(owner, false)
+    }
+
+    /// Undoes the adds of a request that failed (`owner` is its container
+    /// or `"sandbox"`): as [`Self::release`], but a sandbox-scoped storage
+    /// that this owner set up and nobody else used goes too, so that a
+    /// refused request leaves nothing behind.
+    pub fn rollback(&self, owner: &str) -> Vec<StorageError> {
+        self.drop_refs(owner, true)
+    }
+
+    fn drop_refs(&self, owner: &str, rollback: bool) -> Vec<StorageError> {
         let mut state = self.lock();
         while state
             .entries
@@ -616,6 +697,13 @@ impl StorageManager {
                 continue;
             }
             if e.refs.is_empty() {
+                let own_setup = rollback && e.creator.as_deref() == Some(owner);
+                if sandbox_scoped(&e.driver) && !own_setup {
+                    // Kept for the pod's next container (an init
+                    // container's output is the app container's input).
+                    e.creator = None;
+                    continue;
+                }
                 e.phase = Phase::Releasing;
                 work.push(Teardown {
                     key: key.clone(),
@@ -655,8 +743,12 @@ impl StorageManager {
     }
 
     /// Remounts an ephemeral storage set up earlier with the options of `s`
-    /// (UpdateEphemeralMounts: a new `size=`, say). Only ephemeral mount
-    /// points this manager set up are accepted; nothing else is touched.
+    /// (UpdateEphemeralMounts: `["remount", "size=<n>M"]` from the Go
+    /// runtime). Only ephemeral mount points this manager set up are
+    /// accepted; an empty option list changes nothing, as upstream. The
+    /// options the storage was set up with stay its identity: later adds
+    /// with them are still compatible. Flags set up then and not named now
+    /// are kept (a bare remount would clear `nosuid`, `nodev`, ...).
     pub fn update_ephemeral(&self, s: &Storage) -> Result<(), StorageError> {
         let invalid = |reason: String| StorageError::Invalid {
             mount_point: s.mount_point.clone(),
@@ -675,34 +767,41 @@ impl StorageManager {
                 reason: reason.to_string(),
             }
         })?;
-        let real = match self.lock().entries.get(&checked.key) {
+        let (real, fstype, set_up_with) = match self.lock().entries.get(&checked.key) {
             Some(e) if e.phase == Phase::Ready && e.driver == DRIVER_EPHEMERAL_TYPE => {
-                e.real.clone()
+                (e.real.clone(), e.fstype.clone(), e.options.clone())
             }
             _ => return Err(invalid("no ephemeral storage is set up there".into())),
         };
-        let mut opts = parse_mount_options(&options::without_keys(&s.options, &["fsgid"]));
-        opts.flags.remove(MsFlags::MS_BIND | MsFlags::MS_REC);
-        if opts.data.contains('\0') {
+        if s.options.is_empty() {
+            return Ok(());
+        }
+        let fstype = if fstype.is_empty() {
+            "tmpfs".to_owned()
+        } else {
+            fstype
+        };
+        let requested = parse_mount_options(&options::without_keys(&s.options, &["fsgid"]));
+        // Later options win: the request's over those of the setup.
+        let both: Vec<String> = set_up_with.iter().chain(&s.options).cloned().collect();
+        let mut flags = parse_mount_options(&options::without_keys(&both, &["fsgid"])).flags;
+        flags.remove(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if requested.data.contains('\0') {
             return Err(invalid("options contain a nul byte".into()));
         }
         nix::mount::mount(
-            Some("tmpfs"),
+            Some(fstype.as_str()),
             &real,
-            Some("tmpfs"),
-            opts.flags | MsFlags::MS_REMOUNT,
-            opts.data(),
+            Some(fstype.as_str()),
+            flags | MsFlags::MS_REMOUNT,
+            requested.data(),
         )
         .map_err(|e| StorageError::Io {
             mount_point: s.mount_point.clone(),
             driver: s.driver.clone(),
-            op: "remount tmpfs".into(),
+            op: format!("remount {fstype}"),
             cause: io::Error::from(e),
-        })?;
-        if let Some(e) = self.lock().entries.get_mut(&checked.key) {
-            e.options = s.options.clone();
-        }
-        Ok(())
+        })
     }
 
     /// Mount points and their reference counts, sorted by path (for tests
@@ -754,8 +853,13 @@ impl StorageManager {
             driver,
             real,
             dirs: &self.dirs,
+            hugepages: &self.hugepages,
+            watch: &self.watch,
         };
-        if let Some(flags) = undo.unmount {
+        // A watched copy the poll thread had to replace by a bind mount.
+        let fell_back = undo.watched && self.watch.watcher.unwatch(real);
+        let unmount = undo.unmount.or(fell_back.then_some(MntFlags::MNT_DETACH));
+        if let Some(flags) = unmount {
             match nix::mount::umount2(real, flags) {
                 Ok(()) => {}
                 Err(Errno::EBUSY) if !flags.contains(MntFlags::MNT_DETACH) => {
@@ -796,9 +900,22 @@ impl StorageManager {
         }
         // Parents we created may be shared with other storages by now:
         // remove them only if empty.
-        let _guard = ctx.lock_dirs();
-        remove_paths(created);
+        {
+            let _guard = ctx.lock_dirs();
+            remove_paths(created);
+        }
+        if let Some(root) = &undo.watch_root {
+            self.watch
+                .release(&ctx, root)
+                .map_err(TeardownError::Leftover)?;
+        }
         Ok(())
+    }
+
+    /// Whether a poll thread watches sources (for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn watching(&self) -> bool {
+        self.watch.watcher.polling()
     }
 }
 

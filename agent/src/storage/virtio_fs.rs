@@ -87,6 +87,7 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
         unmount: Some(MntFlags::empty()),
         created,
         remove_tree: false,
+        ..Undo::default()
     })
 }
 

@@ -6,9 +6,13 @@
 #   networking, the guest's port 80 forwarded to 127.0.0.1:$POD_PORT):
 #   UpdateInterface with the NIC's MAC and the pod's address, UpdateRoutes
 #   with the connected and the default route, AddARPNeighbors for the
-#   gateway; the pause container and a web server (busybox httpd), both with
-#   the kubelet's systemd-form cgroups path in the pod's slice, each create
-#   followed by OnlineCPUMem and UpdateEphemeralMounts; exec probes (stdout
+#   gateway; the pause container, an init container and a web server
+#   (busybox httpd), all with the kubelet's systemd-form cgroups path in the
+#   pod's slice, each create followed by OnlineCPUMem and
+#   UpdateEphemeralMounts; a ConfigMap (watchable-bind) and a memory
+#   emptyDir the init container fills and the web server serves, the
+#   ConfigMap's update (the kubelet's ..data swap) seen by the running
+#   container; exec probes (stdout
 #   and stderr to EOF, then WaitProcess); a `kubectl exec` without
 #   capabilities (it gets the container's); the host fetching the page,
 #   which holds the container's `uname -r` (the guest's kernel, not the
@@ -65,7 +69,20 @@ VM_QEMU_EXTRA=(-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$POD_PORT-:80"
     -device "virtio-net-pci,netdev=net0,mac=$NIC_MAC")
 vm_step="rootfs"
 vm_make_rootfs pause
+vm_make_rootfs web-init
 vm_make_rootfs web
+# The ConfigMap as the kubelet writes it, in the shared directory where the
+# Go runtime puts a container's volumes: files are links through ..data.
+CONFIG_DIR=web-3a4b5c6d-config
+write_configmap() {
+    local dir="$VM_DIR/shared/$CONFIG_DIR" ts="..$1"
+    mkdir -p "$dir/$ts"
+    printf '%s\n' "$2" >"$dir/$ts/greeting"
+    ln -sfn "$ts" "$dir/..data.tmp"
+    mv -T "$dir/..data.tmp" "$dir/..data"
+    [[ -L "$dir/greeting" ]] || ln -s ..data/greeting "$dir/greeting"
+}
+write_configmap 2026_12_01_00_00_00.1 "hello from a ConfigMap"
 vm_start_backends
 # shellcheck disable=SC2086 # POD_CGROUPS is a list of parameters
 vm_boot $POD_CGROUPS "$@"
@@ -108,21 +125,38 @@ vm_call ListRoutes "$CALL_TIMEOUT" ListRoutes '{}'
 [[ "$VM_OUT" == *"\"$GATEWAY\""* ]] || vm_fail "ListRoutes: no default route via $GATEWAY: $VM_OUT"
 
 # A container request as the Go runtime sends it for this pod: the
-# kubelet's systemd cgroups path, the pod's /dev/shm bound in.
+# kubelet's systemd cgroups path, the pod's /dev/shm bound in; VOLUMES adds
+# the pod's volumes (the www emptyDir, the ConfigMap) with their storages.
+WWW_MP=/run/kata-containers/sandbox/ephemeral/www
+WATCH_MP="$VM_SHARED_MP/watchable/$CONFIG_DIR"
 pod_request() {
-    local cid="$1" script="$2" shm req
-    shm='{"destination": "/dev/shm", "type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]}'
-    req="$(vm_create_request "$cid" "$script" '{}' "mount pid ipc uts" "$shm")"
+    local cid="$1" script="$2" volumes="${3:-}" mounts req
+    mounts='{"destination": "/dev/shm", "type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]}'
+    if [[ -n "$volumes" ]]; then
+        mounts+=", {\"destination\": \"/www\", \"type\": \"bind\", \"source\": \"$WWW_MP\", \"options\": [\"rbind\"]}"
+        mounts+=", {\"destination\": \"/etc/web\", \"type\": \"bind\", \"source\": \"$WATCH_MP\", \"options\": [\"rbind\", \"ro\"]}"
+    fi
+    req="$(vm_create_request "$cid" "$script" '{}' "mount pid ipc uts" "$mounts")"
+    if [[ -n "$volumes" ]]; then
+        local storages="\"storages\": [
+  {\"driver\": \"ephemeral\", \"source\": \"tmpfs\", \"fstype\": \"tmpfs\", \"options\": [], \"mount_point\": \"$WWW_MP\"},
+  {\"driver\": \"watchable-bind\", \"source\": \"$VM_SHARED_MP/$CONFIG_DIR\", \"fstype\": \"bind\", \"options\": [\"bind\"], \"mount_point\": \"$WATCH_MP\"}],"
+        req="${req/\"container_id\":/$storages \"container_id\":}"
+    fi
     req="${req/\"CgroupsPath\": \"\/vm-test\/$cid\"/\"CgroupsPath\": \"$POD_SLICE:cri-containerd:$cid\"}"
     [[ "$req" == *"$POD_SLICE:cri-containerd:$cid"* ]] || vm_fail "could not set the cgroups path of $cid"
     printf '%s' "$req"
 }
 
 # What follows every create: CPUs and memory online, the pod's memory
-# emptyDirs resized (none here).
+# emptyDirs resized (none after the pause container).
 after_create() {
+    local resize='{"storages": []}'
+    if [[ "$1" != pause ]]; then
+        resize="{\"storages\": [{\"driver\": \"ephemeral\", \"source\": \"tmpfs\", \"fstype\": \"tmpfs\", \"options\": [\"remount\", \"size=64M\"], \"mount_point\": \"$WWW_MP\"}]}"
+    fi
     vm_call "OnlineCPUMem after $1" "$CALL_TIMEOUT" OnlineCPUMem '{"wait": false, "nb_cpus": 0}'
-    vm_call "UpdateEphemeralMounts after $1" "$CALL_TIMEOUT" UpdateEphemeralMounts '{"storages": []}'
+    vm_call "UpdateEphemeralMounts after $1" "$CALL_TIMEOUT" UpdateEphemeralMounts "$resize"
 }
 
 # The pod: its pause container, then the web server. Neither has a network
@@ -130,12 +164,20 @@ after_create() {
 vm_call "CreateContainer pause" "$CALL_TIMEOUT" CreateContainer "$(pod_request pause 'exec sleep 100000')"
 after_create pause
 vm_call "StartContainer pause" "$CALL_TIMEOUT" StartContainer '{"container_id": "pause"}'
-web_script='mkdir -p /www && { echo "pod page"; uname -r; } >/www/index.html && echo serving && exec httpd -f -p 80 -h /www'
+# The init container fills the emptyDir from the ConfigMap, then is gone.
+vm_call "CreateContainer web-init" "$CALL_TIMEOUT" CreateContainer \
+    "$(pod_request web-init '{ echo "pod page"; uname -r; cat /etc/web/greeting; } >/www/index.html' volumes)"
+after_create web-init
+vm_call "StartContainer web-init" "$CALL_TIMEOUT" StartContainer '{"container_id": "web-init"}'
+vm_call "WaitProcess web-init" "$CALL_TIMEOUT" WaitProcess '{"container_id": "web-init", "exec_id": "web-init"}'
+vm_expect_status 0 "init container"
+vm_call "RemoveContainer web-init" "$CALL_TIMEOUT" RemoveContainer '{"container_id": "web-init"}'
+web_script='echo serving && exec httpd -f -p 80 -h /www'
 # containerd's default capabilities, as the shim passes them on: port 80
 # needs CAP_NET_BIND_SERVICE.
 caps='"Capabilities": {"Bounding": CAPS, "Effective": CAPS, "Permitted": CAPS}'
 caps="${caps//CAPS/[\"CAP_CHOWN\", \"CAP_DAC_OVERRIDE\", \"CAP_FSETID\", \"CAP_FOWNER\", \"CAP_MKNOD\", \"CAP_NET_RAW\", \"CAP_SETGID\", \"CAP_SETUID\", \"CAP_SETFCAP\", \"CAP_SETPCAP\", \"CAP_NET_BIND_SERVICE\", \"CAP_SYS_CHROOT\", \"CAP_KILL\", \"CAP_AUDIT_WRITE\"]}"
-web_request="$(pod_request web "$web_script")"
+web_request="$(pod_request web "$web_script" volumes)"
 web_request="${web_request/\"Cwd\": \"\/\"\}/\"Cwd\": \"\/\", $caps\}}"
 [[ "$web_request" == *CAP_NET_BIND_SERVICE* ]] || vm_fail "could not add capabilities to the request"
 vm_call "CreateContainer web" "$CALL_TIMEOUT" CreateContainer "$web_request"
@@ -177,6 +219,17 @@ for i in 1 2; do
     go_exec "probe-$i" 'head -n 1 /www/index.html'
     [[ "$VM_TEXT" == "pod page" ]] || vm_fail "probe $i: $VM_TEXT"
 done
+# The kubelet updates the ConfigMap (a new ..data): the running container
+# sees it, the agent polling the share (virtio-fs carries no inotify).
+write_configmap 2026_12_01_00_05_00.2 "updated greeting"
+deadline=$(($(date +%s) + 20))
+for ((i = 3; ; i++)); do
+    go_exec "probe-$i" 'cat /etc/web/greeting'
+    [[ "$VM_TEXT" != "updated greeting" ]] || break
+    (($(date +%s) < deadline)) || vm_fail "the ConfigMap update did not reach the container: $VM_TEXT"
+    sleep 0.5
+done
+vm_log "ConfigMap update seen by the container after $((i - 2)) probes"
 # kubectl exec: the container's capabilities, its cgroup (the pod's slice,
 # cgroup v2), and a background child that must not hold the stream open.
 go_exec kubectl-exec 'grep CapEff /proc/self/status; cat /proc/self/cgroup; sleep 600 &'
@@ -199,6 +252,7 @@ until page="$(http_get "$POD_PORT")"; do
 done
 vm_log "the pod's page: $(tr '\n' ' ' <<<"$page")"
 [[ "$(head -n 1 <<<"$page")" == "pod page" ]] || vm_fail "unexpected page: $page"
+[[ "$(sed -n 3p <<<"$page")" == "hello from a ConfigMap" ]] || vm_fail "the page lacks the ConfigMap's greeting: $page"
 guest_release="$(sed -n 2p <<<"$page")"
 kernel_release="$(cat "$(dirname "$KERNEL")/release" 2>/dev/null || true)"
 if [[ -n "$kernel_release" ]]; then

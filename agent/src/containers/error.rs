@@ -29,6 +29,9 @@ pub enum Error {
     ProcExists { id: String, exec_id: String },
     #[error("container {id:?}: exec {exec_id:?}: the container has stopped")]
     Stopped { id: String, exec_id: String },
+    /// The host closed this stream before.
+    #[error("container {id:?}: {what}: closed")]
+    StreamClosed { id: String, what: String },
     #[error("container {id:?}: {source}")]
     Storage {
         id: String,
@@ -63,7 +66,9 @@ impl Error {
             Error::InvalidId { .. } | Error::Invalid { .. } => Code::INVALID_ARGUMENT,
             Error::NotFound { .. } | Error::ProcNotFound { .. } => Code::NOT_FOUND,
             Error::Exists { .. } | Error::ProcExists { .. } => Code::ALREADY_EXISTS,
-            Error::Busy { .. } | Error::Stopped { .. } => Code::FAILED_PRECONDITION,
+            Error::Busy { .. } | Error::Stopped { .. } | Error::StreamClosed { .. } => {
+                Code::FAILED_PRECONDITION
+            }
             Error::Storage { source, .. } => source.code(),
             Error::Io { .. } => Code::INTERNAL,
             Error::Jail(e) => jail_code(e),

@@ -12,7 +12,9 @@ mod create;
 mod error;
 mod exec;
 pub mod oom_events;
+pub mod output;
 mod remove;
+mod signal;
 mod start;
 pub mod stdio;
 pub mod undo;
@@ -21,6 +23,7 @@ pub use create::{create, CreateParams};
 pub use error::{validate_id, Error};
 pub use exec::{exec, ExecParams};
 pub use remove::remove;
+pub use signal::signal;
 pub use start::start;
 
 use std::collections::HashMap;
@@ -213,7 +216,7 @@ impl Ctr {
     }
 
     /// Drops an exec'd process the host is done with (see
-    /// [`Proc::finished`]): its pipes and table entry go, so that exec
+    /// `Proc::finished`): its pipes and table entry go, so that exec
     /// probes every few seconds do not pile up fds. The init stays until
     /// the container is removed. True if it was dropped.
     pub fn release_if_finished(&self, exec_id: &str) -> bool {

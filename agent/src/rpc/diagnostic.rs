@@ -92,49 +92,59 @@ impl AgentImpl {
             .init_proc()
             .filter(|p| p.exited().is_none())
             .map(|p| p.pid);
-        let data = blocking(move || {
-            let what = |e: std::io::Error, from: &str| {
-                let code = if e.kind() == std::io::ErrorKind::NotFound {
-                    Code::NOT_FOUND
-                } else {
-                    Code::FAILED_PRECONDITION
-                };
-                status(
-                    code,
-                    format!("container {cid:?}: termination log {} ({from}): {e}", log.path),
-                )
-            };
-            // The guest file mounted at the path is the message's home; with
-            // none, the file is in the running container's own tree.
-            if let Some(src) = &log.source {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags_nonblock()
-                    .open(src)
-                    .map_err(|e| what(e, "mounted file"))?;
-                return read_bounded(f).map_err(|e| what(e, "mounted file"));
-            }
-            match running_pid {
-                Some(pid) => {
-                    let root = format!("/proc/{pid}/root");
-                    let f = open_in_root(Path::new(&root), &log.path)
-                        .map_err(|e| what(e, "container root"))?;
-                    read_bounded(f).map_err(|e| what(e, "container root"))
-                }
-                None => Err(status(
-                    Code::NOT_FOUND,
-                    format!(
-                        "container {cid:?}: termination log {}: the container has exited and no mount holds it",
-                        log.path
-                    ),
-                )),
-            }
-        })
-        .await??;
+        let data = blocking(move || read_termination_log(&cid, &log, running_pid)).await??;
         let mut resp = GetDiagnosticDataResponse::new();
         resp.data = data;
         Ok(resp)
     }
+}
+
+/// The termination message: from the guest file mounted at its path, or
+/// else from the running container's own tree; runs blocking.
+fn read_termination_log(
+    cid: &str,
+    log: &crate::containers::TerminationLog,
+    running_pid: Option<i32>,
+) -> ttrpc::Result<String> {
+    let what = |e: std::io::Error, from: &str| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            Code::NOT_FOUND
+        } else {
+            Code::FAILED_PRECONDITION
+        };
+        status(
+            code,
+            format!(
+                "container {cid:?}: termination log {} ({from}): {e}",
+                log.path
+            ),
+        )
+    };
+    // The guest file mounted at the path is the message's home; with
+    // none, the file is in the running container's own tree.
+    if let Some(src) = &log.source {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_nonblock()
+            .open(src)
+            .map_err(|e| what(e, "mounted file"))?;
+        return read_bounded(f).map_err(|e| what(e, "mounted file"));
+    }
+    match running_pid {
+            Some(pid) => {
+                let root = format!("/proc/{pid}/root");
+                let f = open_in_root(Path::new(&root), &log.path)
+                    .map_err(|e| what(e, "container root"))?;
+                read_bounded(f).map_err(|e| what(e, "container root"))
+            }
+            None => Err(status(
+                Code::NOT_FOUND,
+                format!(
+                    "container {cid:?}: termination log {}: the container has exited and no mount holds it",
+                    log.path
+                ),
+            )),
+        }
 }
 
 /// `O_NONBLOCK | O_NOFOLLOW` on an `OpenOptions`: a FIFO planted at the

@@ -22,6 +22,37 @@ pub fn parse_block_size(text: &str) -> Option<u64> {
     u64::from_str_radix(text.trim(), 16).ok()
 }
 
+/// OnlineCPUMem's work: CPUs (waiting for `nb_cpus` of them), the
+/// containers' cpusets, memory unless `cpu_only`; runs blocking.
+fn online(
+    sandbox: &crate::sandbox::Sandbox,
+    req: &OnlineCPUMemRequest,
+) -> Result<(), cpu_mem::Error> {
+    let timeout = sandbox.settings.hotplug_timeout;
+    let sys_cpu = Path::new(cpu_mem::SYS_CPU);
+    let before = cpu_mem::online_list(sys_cpu);
+    let wanted = req.nb_cpus as usize;
+    let cpus = cpu_mem::online_cpus(sys_cpu, wanted, timeout)?;
+    let after = cpu_mem::online_list(sys_cpu);
+    log::info!("onlined {cpus} cpus (online: {after})");
+    if before != after {
+        let paths: Vec<String> = sandbox
+            .all()
+            .iter()
+            .map(|c| lock(&c.jail).cgroup().path().to_string())
+            .collect();
+        let v2 = rustjail::cgroups::layout() == rustjail::cgroups::Layout::V2;
+        let root = Path::new(rustjail::cgroups::CGROUP_ROOT);
+        let n = cpu_mem::widen_cpusets(root, v2, &paths, &before, &after);
+        log::info!("cpusets widened from {before} to {after}: {n} cgroups");
+    }
+    if !req.cpu_only {
+        let n = cpu_mem::online_memory(Path::new(cpu_mem::SYS_MEMORY))?;
+        log::info!("onlined {n} memory blocks");
+    }
+    Ok(())
+}
+
 impl AgentImpl {
     pub(super) async fn do_get_guest_details(
         &self,
@@ -106,32 +137,9 @@ impl AgentImpl {
         req: OnlineCPUMemRequest,
     ) -> ttrpc::Result<Empty> {
         let sandbox = self.sandbox.clone();
-        let timeout = sandbox.settings.hotplug_timeout;
-        let work = move || -> Result<(), cpu_mem::Error> {
-            let sys_cpu = Path::new(cpu_mem::SYS_CPU);
-            let before = cpu_mem::online_list(sys_cpu);
-            let wanted = req.nb_cpus as usize;
-            let cpus = cpu_mem::online_cpus(sys_cpu, wanted, timeout)?;
-            let after = cpu_mem::online_list(sys_cpu);
-            log::info!("onlined {cpus} cpus (online: {after})");
-            if before != after {
-                let paths: Vec<String> = sandbox
-                    .all()
-                    .iter()
-                    .map(|c| lock(&c.jail).cgroup().path().to_string())
-                    .collect();
-                let v2 = rustjail::cgroups::layout() == rustjail::cgroups::Layout::V2;
-                let root = Path::new(rustjail::cgroups::CGROUP_ROOT);
-                let n = cpu_mem::widen_cpusets(root, v2, &paths, &before, &after);
-                log::info!("cpusets widened from {before} to {after}: {n} cgroups");
-            }
-            if !req.cpu_only {
-                let n = cpu_mem::online_memory(Path::new(cpu_mem::SYS_MEMORY))?;
-                log::info!("onlined {n} memory blocks");
-            }
-            Ok(())
-        };
-        if req.wait {
+        let wait = req.wait;
+        let work = move || online(&sandbox, &req);
+        if wait {
             blocking(work).await??;
         } else {
             tokio::task::spawn_blocking(move || {

@@ -79,25 +79,32 @@ impl AgentImpl {
             };
             status(code, format!("volume {path:?}: statvfs: {e}"))
         })?;
-        let frsize = st.f_frsize as u64;
-        let mut resp = VolumeStatsResponse::new();
-        resp.usage = vec![
-            usage(
-                Unit::BYTES,
-                (st.f_bavail as u64).saturating_mul(frsize),
-                (st.f_blocks as u64).saturating_mul(frsize),
-                (st.f_blocks as u64)
-                    .saturating_sub(st.f_bfree as u64)
-                    .saturating_mul(frsize),
-            ),
-            usage(
-                Unit::INODES,
-                st.f_favail as u64,
-                st.f_files as u64,
-                (st.f_files as u64).saturating_sub(st.f_ffree as u64),
-            ),
-        ];
-        resp.volume_condition = Some(VolumeCondition::new()).into();
-        Ok(resp)
+        Ok(stats_response(&st))
     }
+}
+
+/// A statvfs as VolumeStats: bytes and inodes.
+// The fields are narrower than u64 on some targets.
+#[allow(clippy::unnecessary_cast)]
+fn stats_response(st: &libc::statvfs) -> VolumeStatsResponse {
+    let frsize = st.f_frsize as u64;
+    let mut resp = VolumeStatsResponse::new();
+    resp.usage = vec![
+        usage(
+            Unit::BYTES,
+            (st.f_bavail as u64).saturating_mul(frsize),
+            (st.f_blocks as u64).saturating_mul(frsize),
+            (st.f_blocks as u64)
+                .saturating_sub(st.f_bfree as u64)
+                .saturating_mul(frsize),
+        ),
+        usage(
+            Unit::INODES,
+            st.f_favail as u64,
+            st.f_files as u64,
+            (st.f_files as u64).saturating_sub(st.f_ffree as u64),
+        ),
+    ];
+    resp.volume_condition = Some(VolumeCondition::new()).into();
+    resp
 }

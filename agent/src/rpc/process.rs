@@ -9,7 +9,6 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use protocols::agent::*;
 use protocols::empty::Empty;
 use ttrpc::asynchronous::TtrpcContext;
@@ -18,29 +17,10 @@ use ttrpc::Code;
 use super::oci;
 use super::{blocking, status, AgentImpl};
 use crate::containers::{self, Ctr, ExecParams, Output, Proc};
-use crate::lock::lock;
 use crate::reaper::exit_code;
 
 /// Largest ReadStdout answer: the ttrpc frame limit is 4 MiB.
 const MAX_READ: usize = 4 * 1024 * 1024 - 4096;
-
-fn stream_name(which: Output) -> &'static str {
-    match which {
-        Output::Stdout => "stdout",
-        Output::Stderr => "stderr",
-    }
-}
-
-/// Whether the process has a handler for `sig` (`SigCgt` in its status).
-fn catches(pid: i32, sig: Signal) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1u64 << (sig as i32 - 1)) != 0)
-}
 
 impl AgentImpl {
     /// The process `exec_id` of `cid`; an empty exec id is the init.
@@ -101,44 +81,8 @@ impl AgentImpl {
                 )
             })?;
         let (ctr, p) = self.proc_of(&cid, &req.exec_id)?;
-        let whole_container = req.exec_id.is_empty() || req.exec_id == ctr.init_exec_id;
-        // The kubelet stops a container with SIGTERM to its init. An init
-        // that is PID 1 of its pid namespace and has no handler for it
-        // ignores it: kill it instead, as upstream Kata does, rather than
-        // wait out the grace period.
-        let sig = if whole_container && sig == Signal::SIGTERM && !catches(p.pid, sig) {
-            log::info!("container {cid:?}: init has no SIGTERM handler: SIGKILL instead");
-            Signal::SIGKILL
-        } else {
-            sig
-        };
-        if whole_container && sig == Signal::SIGKILL {
-            // Every process of the container, wherever it forked to.
-            blocking(move || lock(&ctr.jail).kill(Signal::SIGKILL, true))
-                .await?
-                .map_err(containers::Error::from)?;
-            return Ok(Empty::new());
-        }
-        // A process that has already exited is no error: the Go runtime's
-        // stop path races exactly there, and upstream ignores ESRCH.
-        if p.exited().is_some() {
-            log::debug!(
-                "container {cid:?}: process {:?}: signal {sig}: already exited",
-                p.exec_id
-            );
-            return Ok(Empty::new());
-        }
-        match nix::sys::signal::kill(Pid::from_raw(p.pid), sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(Empty::new()),
-            Err(e) => Err(status(
-                Code::INTERNAL,
-                format!(
-                    "container {cid:?}: process {:?}: signal {sig}: {}",
-                    p.exec_id,
-                    e.desc()
-                ),
-            )),
-        }
+        blocking(move || containers::signal(&ctr, &p, sig)).await??;
+        Ok(Empty::new())
     }
 
     pub(super) async fn do_wait_process(
@@ -155,81 +99,37 @@ impl AgentImpl {
         Ok(resp)
     }
 
-    /// One read: what is there, waiting for some while the process runs.
-    /// Once it has exited, what is left is still returned, then EOF (at
-    /// the latest [`containers::DRAIN_AFTER_EXIT`] after the exit was seen,
-    /// even while a child of it holds the pipe or terminal open).
+    /// One read (see [`containers::output`]); the end is OUT_OF_RANGE, as
+    /// the shims expect.
     async fn read_stream(
         &self,
         req: ReadStreamRequest,
         which: Output,
     ) -> ttrpc::Result<ReadStreamResponse> {
         let (ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
-        let what = || {
-            format!(
-                "container {:?}: process {:?}: {}",
-                req.container_id,
-                p.exec_id,
-                stream_name(which)
-            )
-        };
         let len = match req.len as usize {
             0 => 64 * 1024,
             n => n.min(MAX_READ),
         };
-        let slot = match which {
-            Output::Stdout => &p.stdout,
-            Output::Stderr => &p.stderr,
-        };
-        let guard = slot.lock().await;
-        let rx = guard
-            .as_ref()
-            .ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("{}: closed", what())))?;
-        let mut buf = vec![0u8; len];
-        let read_err = |e: std::io::Error| status(Code::INTERNAL, format!("{}: read: {e}", what()));
-        // Cancel-safe: a dropped read has taken nothing from the pipe.
-        let mut n = loop {
-            let got = match p.drain_deadline() {
-                Some(deadline) => {
-                    let until = tokio::time::sleep_until(deadline.into());
-                    match rx.read_or(&mut buf, until).await.map_err(read_err)? {
-                        Some(n) => n,
-                        // Past the deadline: what the pipe still holds (the
-                        // reactor may not have seen it yet), else the end,
-                        // though a child may still hold it open.
-                        None => match rx.try_read(&mut buf) {
-                            Ok(n) => n,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                            Err(e) => return Err(read_err(e)),
-                        },
-                    }
-                }
-                None => match rx.read_or(&mut buf, p.wait()).await.map_err(read_err)? {
-                    Some(n) => n,
-                    // The process exited meanwhile: read on with a deadline.
-                    None => continue,
-                },
-            };
-            break got;
-        };
-        if n == 0 {
-            drop(guard);
-            p.output_done(which);
-            ctr.release_if_finished(&p.exec_id);
-            return Err(status(Code::OUT_OF_RANGE, format!("{}: EOF", what())));
-        }
-        // Take what else is already there, without waiting.
-        while n < len {
-            match rx.try_read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(_) => break,
+        match containers::output::read(&ctr, &p, which, len).await? {
+            Some(data) => {
+                let mut resp = ReadStreamResponse::new();
+                resp.data = data;
+                Ok(resp)
             }
+            None => Err(status(
+                Code::OUT_OF_RANGE,
+                format!(
+                    "container {:?}: process {:?}: {}: EOF",
+                    req.container_id,
+                    p.exec_id,
+                    match which {
+                        Output::Stdout => "stdout",
+                        Output::Stderr => "stderr",
+                    }
+                ),
+            )),
         }
-        buf.truncate(n);
-        let mut resp = ReadStreamResponse::new();
-        resp.data = buf;
-        Ok(resp)
     }
 
     pub(super) async fn do_read_stdout(

@@ -152,13 +152,25 @@ pub fn validate_dns_line(line: &str) -> Result<Option<&str>, GuestFilesError> {
 /// What [`setup_dns`] set up, so that [`teardown_dns`] undoes exactly
 /// that: the file it wrote and the identity of that file, by which its bind
 /// mount is recognised even after someone removed or replaced the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The file is held open, so its inode number cannot pass to another file
+/// while the setup exists.
+#[derive(Debug, Clone)]
 pub struct DnsSetup {
     src: PathBuf,
     etc_resolv: PathBuf,
     dev: u64,
     ino: u64,
+    _held: std::sync::Arc<fs::File>,
 }
+
+impl PartialEq for DnsSetup {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.src, &self.etc_resolv, self.dev, self.ino)
+            == (&other.src, &other.etc_resolv, other.dev, other.ino)
+    }
+}
+
+impl Eq for DnsSetup {}
 
 impl DnsSetup {
     /// Whether `path` currently shows the file this setup wrote.
@@ -205,12 +217,12 @@ pub fn setup_dns(
     file.write_all(content.as_bytes())
         .map_err(|e| dns_err("write", &src, e))?;
     let md = file.metadata().map_err(|e| dns_err("stat", &src, e))?;
-    drop(file);
     let setup = DnsSetup {
         src: src.clone(),
         etc_resolv: etc_resolv.to_path_buf(),
         dev: md.dev(),
         ino: md.ino(),
+        _held: std::sync::Arc::new(file),
     };
 
     if setup.shows_ours(etc_resolv) {

@@ -46,9 +46,20 @@ struct Hugepages {
     pages: u64,
 }
 
+/// Why hugetlbfs options are unusable.
+#[derive(Debug, thiserror::Error)]
+enum HugepageOptionError {
+    #[error("hugetlbfs needs a {0}= option (in bytes)")]
+    Missing(&'static str),
+    #[error("option {name}={value}: not a positive number of bytes")]
+    NotBytes { name: &'static str, value: String },
+    #[error("option pagesize={0}: not a whole number of KiB")]
+    NotKib(u64),
+}
+
 /// `pagesize=` and `size=` in bytes from options that may hold several
 /// comma-separated entries each (the Go runtime sends one string).
-fn hugepage_sizes(options: &[String]) -> Result<(u64, u64), String> {
+fn hugepage_sizes(options: &[String]) -> Result<(u64, u64), HugepageOptionError> {
     let mut pagesize = None;
     let mut size = None;
     for opt in options.iter().flat_map(|o| o.split(',')) {
@@ -59,19 +70,20 @@ fn hugepage_sizes(options: &[String]) -> Result<(u64, u64), String> {
             size = Some(v);
         }
     }
-    let parse = |name: &str, v: Option<&str>| -> Result<u64, String> {
-        let v = v.ok_or_else(|| format!("hugetlbfs needs a {name}= option (in bytes)"))?;
+    let parse = |name: &'static str, v: Option<&str>| -> Result<u64, HugepageOptionError> {
+        let v = v.ok_or(HugepageOptionError::Missing(name))?;
         match v.parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("option {name}={v}: not a positive number of bytes")),
+            _ => Err(HugepageOptionError::NotBytes {
+                name,
+                value: v.to_string(),
+            }),
         }
     };
     let pagesize = parse("pagesize", pagesize)?;
     let size = parse("size", size)?;
     if pagesize % 1024 != 0 {
-        return Err(format!(
-            "option pagesize={pagesize}: not a whole number of KiB"
-        ));
+        return Err(HugepageOptionError::NotKib(pagesize));
     }
     Ok((pagesize, size))
 }
@@ -96,7 +108,8 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
         return Err(ctx.invalid("options contain a nul byte"));
     }
     let hugepages = if fstype == HUGETLBFS {
-        let (pagesize, size) = hugepage_sizes(&s.options).map_err(|r| ctx.invalid(r))?;
+        let (pagesize, size) =
+            hugepage_sizes(&s.options).map_err(|r| ctx.invalid(r.to_string()))?;
         let dir = ctx
             .hugepages
             .join(format!("hugepages-{}kB", pagesize / 1024));
@@ -215,7 +228,11 @@ mod tests {
             opts(&["pagesize=2097152", "size=524288000"]),
             opts(&["foo=bar,pagesize=2097152,x=y,size=524288000"]),
         ] {
-            assert_eq!(hugepage_sizes(&o), Ok((2_097_152, 524_288_000)), "{o:?}");
+            assert_eq!(
+                hugepage_sizes(&o).ok(),
+                Some((2_097_152, 524_288_000)),
+                "{o:?}"
+            );
         }
     }
 
@@ -230,7 +247,7 @@ mod tests {
             (opts(&["pagesize=1000,size=1000"]), "whole number of KiB"),
             (opts(&["size-1=1,pagesize-1=2048"]), "needs a pagesize="),
         ] {
-            let err = hugepage_sizes(&o).err().unwrap_or_default();
+            let err = hugepage_sizes(&o).unwrap_err().to_string();
             assert!(err.contains(why), "{o:?}: {err}");
         }
     }

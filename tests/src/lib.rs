@@ -560,41 +560,7 @@ pub struct Rootfs {
 impl Rootfs {
     pub fn new() -> Rootfs {
         let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path();
-        for d in [
-            "bin",
-            "etc",
-            "proc",
-            "sys",
-            "dev",
-            "tmp",
-            "root",
-            "home/user",
-        ] {
-            std::fs::create_dir_all(root.join(d)).expect("mkdir");
-        }
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        assert!(list.status.success(), "busybox --list failed");
-        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
-                    .expect("link applet");
-            }
-        }
-        std::fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
-        )
-        .expect("passwd");
-        std::fs::write(
-            root.join("etc/group"),
-            "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n",
-        )
-        .expect("group");
+        busybox_rootfs_at(dir.path());
         Rootfs { dir }
     }
 
@@ -607,6 +573,45 @@ impl Default for Rootfs {
     fn default() -> Self {
         Rootfs::new()
     }
+}
+
+/// Fills `root` (created if missing) as [`Rootfs`] does, for a rootfs that
+/// must sit at a given path, as under a shim's shared directory.
+pub fn busybox_rootfs_at(root: &Path) {
+    for d in [
+        "bin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "home/user",
+    ] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    assert!(list.status.success(), "busybox --list failed");
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+                .expect("link applet");
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n",
+    )
+    .expect("group");
 }
 
 /// Pids whose parent is `ppid`, except the agent's pre-forked launcher
@@ -698,4 +703,68 @@ pub fn agent_client(
             .expect("connect to the agent")
     });
     (rt, protocols::agent_ttrpc::AgentServiceClient::new(client))
+}
+
+/// A wire Storage as the shims build them.
+pub fn storage(
+    driver: &str,
+    source: &str,
+    fstype: &str,
+    opts: &[&str],
+    mount_point: &str,
+) -> protocols::agent::Storage {
+    let mut s = protocols::agent::Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = fstype.into();
+    s.options = opts.iter().map(|o| o.to_string()).collect();
+    s.mount_point = mount_point.into();
+    s
+}
+
+/// A ConfigMap volume as the kubelet writes it (and updates it): the data
+/// in `<dir>/<ts>/<key>`, `..data -> <ts>` swapped by rename, and
+/// `<key> -> ..data/<key>`.
+pub fn kubelet_configmap(dir: &Path, ts: &str, data: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir.join(ts)).expect("configmap dir");
+    for (k, v) in data {
+        std::fs::write(dir.join(ts).join(k), v).expect("configmap file");
+    }
+    std::os::unix::fs::symlink(ts, dir.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("..data swap");
+    for (k, _) in data {
+        if std::fs::symlink_metadata(dir.join(k)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{k}"), dir.join(k)).expect("key link");
+        }
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie awaiting its new parent)
+/// within a few seconds: the launcher dies with the agent, by a signal.
+pub fn process_ended(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        let zombie = state
+            .as_deref()
+            .and_then(|s| s.rsplit_once(") "))
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if state.is_none() || zombie {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every child of `ppid`, the container launcher included.
+pub fn all_children_of(ppid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&p| proc_status_field(p, "PPid:") == Some(u64::from(ppid)))
+        .collect()
 }

@@ -17,16 +17,6 @@ fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
 }
 
-fn storage(driver: &str, source: &str, fstype: &str, opts: &[&str], mp: &str) -> Storage {
-    let mut s = Storage::new();
-    s.driver = driver.into();
-    s.source = source.into();
-    s.fstype = fstype.into();
-    s.options = opts.iter().map(|o| o.to_string()).collect();
-    s.mount_point = mp.into();
-    s
-}
-
 fn agent_mounts(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
         .unwrap_or_default()
@@ -224,7 +214,7 @@ fn shim_sequence_leaves_nothing_behind() {
         .join(&cid)
         .exists());
     for child in children {
-        assert!(ends(child), "child {child} outlived the agent");
+        assert!(process_ended(child), "child {child} outlived the agent");
     }
     assert!(
         !witness.path("/run/kata-containers/shared").exists(),
@@ -363,36 +353,6 @@ fn a_refused_create_sandbox_undoes_every_step() {
     });
 }
 
-/// Whether process `pid` is gone (or a zombie awaiting its new parent)
-/// within a few seconds: the launcher dies with the agent, by a signal.
-fn ends(pid: u32) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        let zombie = state
-            .as_deref()
-            .and_then(|s| s.rsplit_once(") "))
-            .is_some_and(|(_, rest)| rest.starts_with('Z'));
-        if state.is_none() || zombie {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Every child of `ppid`, the container launcher included.
-fn all_children(ppid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|&p| proc_status_field(p, "PPid:") == Some(u64::from(ppid)))
-        .collect()
-}
-
 #[test]
 fn destroy_sandbox_is_answered_then_an_agent_that_is_not_pid1_exits_0() {
     if !can_run_containers() {
@@ -431,7 +391,7 @@ fn destroy_sandbox_is_answered_then_an_agent_that_is_not_pid1_exits_0() {
         let mut st = StartContainerRequest::new();
         st.container_id = cid.clone();
         c.start_container(ctx(), &st).await.unwrap();
-        let children = all_children(pid);
+        let children = all_children_of(pid);
         // The holder, the container's init, the launcher.
         assert!(children.len() >= 2, "{children:?}");
         // The answer reaches the client before the agent goes.
@@ -450,7 +410,7 @@ fn destroy_sandbox_is_answered_then_an_agent_that_is_not_pid1_exits_0() {
     assert!(!agent.socket.exists(), "socket file left behind");
     // Everything was torn down: processes, mounts, files, cgroups.
     for child in children {
-        assert!(ends(child), "child {child} outlived the agent");
+        assert!(process_ended(child), "child {child} outlived the agent");
     }
     assert_eq!(witness.mounts(), before, "mounts left behind");
     assert!(!witness.path("/run/kata-containers").join(&cid).exists());

@@ -27,16 +27,6 @@ fn unique(name: &str) -> String {
     )
 }
 
-fn storage(driver: &str, source: &str, fstype: &str, opts: &[&str], mp: &str) -> Storage {
-    let mut s = Storage::new();
-    s.driver = driver.into();
-    s.source = source.into();
-    s.fstype = fstype.into();
-    s.options = opts.iter().map(|o| o.to_string()).collect();
-    s.mount_point = mp.into();
-    s
-}
-
 fn mountinfo(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default()
 }
@@ -312,22 +302,6 @@ fn refused_create_undoes_its_new_emptydir() {
     pod.destroy();
 }
 
-/// A ConfigMap as the kubelet writes it in the host's shared directory:
-/// `<ts>/<key>`, `..data -> <ts>` swapped by rename, `<key> -> ..data/<key>`.
-fn configmap(dir: &std::path::Path, ts: &str, data: &[(&str, &str)]) {
-    std::fs::create_dir_all(dir.join(ts)).unwrap();
-    for (k, v) in data {
-        std::fs::write(dir.join(ts).join(k), v).unwrap();
-    }
-    std::os::unix::fs::symlink(ts, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    for (k, _) in data {
-        if std::fs::symlink_metadata(dir.join(k)).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{k}"), dir.join(k)).unwrap();
-        }
-    }
-}
-
 /// Threads of the agent named `storage-watch` (the poll thread).
 fn watch_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -374,7 +348,7 @@ fn configmap_updates_reach_the_container() {
     let cid = unique("cm");
     let name = format!("{cid}-5f3e9a-config");
     let dir = shared.path().join(&name);
-    configmap(
+    kubelet_configmap(
         &dir,
         "..2026_05_01_10_00_00.1",
         &[("greeting", "hello"), ("color", "red")],
@@ -401,7 +375,7 @@ fn configmap_updates_reach_the_container() {
 
     // The kubelet's update: a new timestamped dir, ..data swapped, the old
     // dir removed.
-    configmap(
+    kubelet_configmap(
         &dir,
         "..2026_05_01_10_05_00.2",
         &[("greeting", "bonjour"), ("color", "red")],

@@ -32,7 +32,11 @@ build:
 
 # A static, stripped agent: glibc with crt-static, so no extra toolchain is needed.
 agent-static:
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --locked --release --target $(TARGET) -p kata-agent
+	@echo "agent-static: release build with LTO (a few minutes the first time) ..."
+	@start=$$(date +%s); \
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --locked --release --target $(TARGET) -p kata-agent \
+	    || exit 1; \
+	echo "agent-static: done in $$(( $$(date +%s) - start )) s"
 	@ls -l $(AGENT_STATIC)
 
 run: build

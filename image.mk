@@ -10,9 +10,10 @@
 #                              Check/Version, then vm-test-containers
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
-#   make -f image.mk vm-test-pod  an nginx-like pod: the pod network on a virtio-net NIC as
-#                              the shim configures it, a web server container, the host
-#                              fetching its page through a port forward
+#   make -f image.mk vm-test-pod  an nginx-like pod on cgroup v2, as the Go runtime and as
+#                              runtime-rs send it: the pod network on a virtio-net NIC, a
+#                              ConfigMap, an emptyDir an init container fills, a web server,
+#                              exec probes, kubectl exec, the host fetching the page
 #   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
 #                              console (a shell over vsock, then on the serial console),
 #                              with $(DEBUG_INITRD)
@@ -143,7 +144,8 @@ vm-test-containers: initrd agent-ctl
 	$(VM_ENV) tests/vm/containers.sh
 
 vm-test-pod: initrd agent-ctl
-	$(VM_ENV) tests/vm/pod.sh
+	$(VM_ENV) POD_SHIM=go tests/vm/pod.sh
+	$(VM_ENV) POD_SHIM=runtime-rs tests/vm/pod.sh
 
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh

@@ -15,13 +15,17 @@ PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod
     e2fsprogs erofs-utils libseccomp-dev libcap-ng-dev pkg-config)
 
 # phase LABEL CMD...: runs CMD between a start line and an end line with
-# the seconds it took.
+# the seconds it took; quiet CMD...: CMD with its stdout dropped.
 phase() {
     local label="$1" start=$SECONDS
     shift
     echo "install-deps: $label ..."
     "$@"
     echo "install-deps: $label: done in $((SECONDS - start)) s"
+}
+
+quiet() {
+    "$@" >/dev/null
 }
 
 if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
@@ -33,7 +37,7 @@ if [ "${SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
         phase "apt-get update" apt-get update -qq
         phase "apt-get install ${missing[*]}" \
-            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+            quiet apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
 fi
 for tool in vhost-device-vsock virtiofsd; do

@@ -18,9 +18,15 @@
 #   which holds the container's `uname -r` (the guest's kernel, not the
 #   host's); the stop (SIGTERM, WaitProcess, RemoveContainer) and
 #   DestroySandbox, after which the guest powers off.
+# With POD_SHIM=runtime-rs, runtime-rs's shapes instead: rootfs and volumes
+# under the share's passthrough/ directory (the ConfigMap at
+# passthrough/watchable/), /dev/shm as a storage of every container, no
+# OnlineCPUMem or UpdateEphemeralMounts after a create, and no
+# DestroySandbox: the VM is stopped once the containers are removed.
 #
 # Arguments are extra guest kernel parameters.
 # Environment: as lib.sh (KERNEL, INITRD, AGENT_CTL, KERNEL_APPEND, ...), and
+#   POD_SHIM      whose message shapes: go or runtime-rs [go]
 #   POD_CGROUPS   guest kernel parameters for the cgroup layout [cgroup_no_v1=all]
 #   POD_PORT      host port forwarded to the guest's port 80 [a free one]
 #   FETCH_TIMEOUT seconds to wait for the page [60]
@@ -31,6 +37,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FETCH_TIMEOUT="${FETCH_TIMEOUT:-60}"
 POD_CGROUPS="${POD_CGROUPS-cgroup_no_v1=all}"
+POD_SHIM="${POD_SHIM:-go}"
+case "$POD_SHIM" in
+go) PASS="" ;;
+runtime-rs) PASS=passthrough/ ;;
+*)
+    echo "pod.sh: POD_SHIM=$POD_SHIM: expected go or runtime-rs" >&2
+    exit 2
+    ;;
+esac
 POD_SLICE=kubepods-besteffort-pod0c1d2e3f.slice
 # QEMU user networking: the guest is 10.0.2.15/24, the gateway 10.0.2.2
 # with this MAC.
@@ -68,12 +83,16 @@ POD_PORT="${POD_PORT:-$(free_port)}" || vm_fail "no free host port"
 VM_QEMU_EXTRA=(-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$POD_PORT-:80"
     -device "virtio-net-pci,netdev=net0,mac=$NIC_MAC")
 vm_step="rootfs"
-vm_make_rootfs pause
-vm_make_rootfs web-init
-vm_make_rootfs web
+for cid in pause web-init web; do
+    vm_make_rootfs "$cid"
+    if [[ -n "$PASS" ]]; then
+        mkdir -p "$VM_DIR/shared/$PASS"
+        mv "$VM_DIR/shared/$cid" "$VM_DIR/shared/$PASS$cid"
+    fi
+done
 # The ConfigMap as the kubelet writes it, in the shared directory where the
-# Go runtime puts a container's volumes: files are links through ..data.
-CONFIG_DIR=web-3a4b5c6d-config
+# shim puts a container's volumes: files are links through ..data.
+CONFIG_DIR="${PASS}sandbox-3a4b5c6d-config"
 write_configmap() {
     local dir="$VM_DIR/shared/$CONFIG_DIR" ts="..$1"
     mkdir -p "$dir/$ts"
@@ -89,16 +108,20 @@ vm_boot $POD_CGROUPS "$@"
 vm_wait_ready
 VM_PHASE=pod
 
+SHM_STORAGE='{"driver": "ephemeral", "source": "shm", "fstype": "tmpfs",
+   "options": ["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
+   "mount_point": "/run/kata-containers/sandbox/shm"}'
+# The Go runtime sends /dev/shm with the sandbox, runtime-rs with each
+# container.
+sandbox_shm=""
+[[ "$POD_SHIM" != go ]] || sandbox_shm=", $SHM_STORAGE"
 vm_call CreateSandbox "$CALL_TIMEOUT" CreateSandbox "$(
     cat <<JSON
 {"hostname": "web-pod", "sandbox_id": "pod-sandbox", "sandbox_pidns": false,
  "dns": ["nameserver 10.0.2.3", "search default.svc.cluster.local svc.cluster.local", "options ndots:5"],
  "storages": [
   {"driver": "virtio-fs", "source": "kataShared", "fstype": "virtiofs", "options": ["nodev"],
-   "mount_point": "$VM_SHARED_MP/"},
-  {"driver": "ephemeral", "source": "shm", "fstype": "tmpfs",
-   "options": ["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
-   "mount_point": "/run/kata-containers/sandbox/shm"}]}
+   "mount_point": "$VM_SHARED_MP/"}$sandbox_shm]}
 JSON
 )"
 vm_call UpdateInterface "$CALL_TIMEOUT" UpdateInterface "$(
@@ -128,7 +151,7 @@ vm_call ListRoutes "$CALL_TIMEOUT" ListRoutes '{}'
 # kubelet's systemd cgroups path, the pod's /dev/shm bound in; VOLUMES adds
 # the pod's volumes (the www emptyDir, the ConfigMap) with their storages.
 WWW_MP=/run/kata-containers/sandbox/ephemeral/www
-WATCH_MP="$VM_SHARED_MP/watchable/$CONFIG_DIR"
+WATCH_MP="$VM_SHARED_MP/${PASS}watchable/${CONFIG_DIR#"$PASS"}"
 pod_request() {
     local cid="$1" script="$2" volumes="${3:-}" mounts req
     mounts='{"destination": "/dev/shm", "type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]}'
@@ -137,11 +160,21 @@ pod_request() {
         mounts+=", {\"destination\": \"/etc/web\", \"type\": \"bind\", \"source\": \"$WATCH_MP\", \"options\": [\"rbind\", \"ro\"]}"
     fi
     req="$(vm_create_request "$cid" "$script" '{}' "mount pid ipc uts" "$mounts")"
+    local storages=()
+    [[ "$POD_SHIM" == go ]] || storages+=("$SHM_STORAGE")
     if [[ -n "$volumes" ]]; then
-        local storages="\"storages\": [
-  {\"driver\": \"ephemeral\", \"source\": \"tmpfs\", \"fstype\": \"tmpfs\", \"options\": [], \"mount_point\": \"$WWW_MP\"},
-  {\"driver\": \"watchable-bind\", \"source\": \"$VM_SHARED_MP/$CONFIG_DIR\", \"fstype\": \"bind\", \"options\": [\"bind\"], \"mount_point\": \"$WATCH_MP\"}],"
-        req="${req/\"container_id\":/$storages \"container_id\":}"
+        storages+=("{\"driver\": \"ephemeral\", \"source\": \"tmpfs\", \"fstype\": \"tmpfs\", \"options\": [], \"mount_point\": \"$WWW_MP\"}")
+        storages+=("{\"driver\": \"watchable-bind\", \"source\": \"$VM_SHARED_MP/$CONFIG_DIR\", \"fstype\": \"bind\", \"options\": [\"bind\"], \"mount_point\": \"$WATCH_MP\"}")
+    fi
+    if ((${#storages[@]})); then
+        local joined
+        joined="$(printf '%s, ' "${storages[@]}")"
+        req="${req/\"container_id\":/\"storages\": [${joined%, }], \"container_id\":}"
+    fi
+    if [[ -n "$PASS" ]]; then
+        local old="\"Path\": \"$VM_SHARED_MP/$cid/rootfs\"" new="\"Path\": \"$VM_SHARED_MP/$PASS$cid/rootfs\""
+        req="${req/"$old"/"$new"}"
+        [[ "$req" == *"$PASS$cid/rootfs"* ]] || vm_fail "could not set the rootfs path of $cid"
     fi
     req="${req/\"CgroupsPath\": \"\/vm-test\/$cid\"/\"CgroupsPath\": \"$POD_SLICE:cri-containerd:$cid\"}"
     [[ "$req" == *"$POD_SLICE:cri-containerd:$cid"* ]] || vm_fail "could not set the cgroups path of $cid"
@@ -151,6 +184,8 @@ pod_request() {
 # What follows every create: CPUs and memory online, the pod's memory
 # emptyDirs resized (none after the pause container).
 after_create() {
+    # runtime-rs sends neither after a create.
+    [[ "$POD_SHIM" == go ]] || return 0
     local resize='{"storages": []}'
     if [[ "$1" != pause ]]; then
         resize="{\"storages\": [{\"driver\": \"ephemeral\", \"source\": \"tmpfs\", \"fstype\": \"tmpfs\", \"options\": [\"remount\", \"size=64M\"], \"mount_point\": \"$WWW_MP\"}]}"
@@ -267,7 +302,12 @@ for cid in web pause; do
     vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\", \"timeout\": 10}"
 done
-vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
-vm_step="$VM_PHASE: power off"
-vm_wait_exit 30
-vm_log "pod: passed (page served from the guest's kernel $guest_release)"
+if [[ "$POD_SHIM" == go ]]; then
+    vm_call DestroySandbox "$CALL_TIMEOUT" DestroySandbox '{}'
+    vm_step="$VM_PHASE: power off"
+    vm_wait_exit 30
+else
+    # runtime-rs ends the VM without DestroySandbox.
+    vm_stop
+fi
+vm_log "pod ($POD_SHIM): passed (page served from the guest's kernel $guest_release)"

@@ -190,7 +190,10 @@ impl Pod {
 fn init_container_output_survives_for_the_app_container() {
     let Some(pod) = Pod::new() else { return };
     let pid = pod.agent.pid();
-    let before = mount_points(pid);
+    // The agent exits after DestroySandbox: its namespace is seen through a
+    // process left in it.
+    let witness = MountNsWitness::of(pid);
+    let before = witness.mounts();
     let work = "/run/kata-containers/sandbox/ephemeral/work";
     let cache = "/run/kata-containers/sandbox/local/cache";
     let storages = || {
@@ -268,13 +271,9 @@ fn init_container_output_survives_for_the_app_container() {
     }
     assert!(mount_line(pid, work).is_some());
     pod.destroy();
-    assert_eq!(
-        mount_points(pid),
-        before,
-        "mounts left after DestroySandbox"
-    );
-    assert!(!pod.agent.path(work).exists());
-    assert!(!pod.agent.path(cache).exists());
+    assert_eq!(witness.mounts(), before, "mounts left after DestroySandbox");
+    assert!(!witness.path(work).exists());
+    assert!(!witness.path(cache).exists());
 }
 
 /// A container whose create fails after its new emptyDir was set up leaves

@@ -50,6 +50,7 @@ test: lint build
 	$(CARGO) test --locked --workspace --no-fail-fast
 
 test-deps:
+	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $$(tests/test-deps.sh)
 

@@ -91,6 +91,12 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
         rootfs: Rootfs::new(),
     };
     let tag = std::process::id();
+    // As in a pod, a long-lived container (the pause container) holds the
+    // cgroup parent: the containers measured come and go beside it, and
+    // the parent, which the agent removes with its last child, stays.
+    let pause = format!("bench-{tag}-pause");
+    b.create(&pause, &["sleep", "100000"]).await?;
+    b.start(&pause).await?;
 
     // create -> start -> wait of `true`, then remove (timed separately).
     let mut cycle = Vec::new();
@@ -256,5 +262,6 @@ async fn measure(uri: &str, agent_pid: u32, rows: &mut Vec<Row>) -> ttrpc::Resul
     for cid in ids {
         b.remove(&cid).await?;
     }
+    b.remove(&pause).await?;
     Ok(())
 }

@@ -88,9 +88,10 @@ impl ExitWatch {
         }
     }
 
-    /// Waits from blocking code, at most `limit` (`None`: no limit).
+    /// Waits from blocking code, at most `limit` (`None`, or a limit past
+    /// what the clock can hold: no limit).
     pub fn wait_blocking(&self, limit: Option<Duration>) -> Option<RawStatus> {
-        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let deadline = limit.and_then(|l| std::time::Instant::now().checked_add(l));
         let mut done = lock(&self.exit.done);
         loop {
             if let Some(s) = *done {
@@ -297,6 +298,16 @@ mod tests {
         assert_eq!(w.status(), None);
         r.deliver(4243, 2 << 8);
         assert_eq!(w.wait_blocking(Some(Duration::ZERO)), Some(2 << 8));
+    }
+
+    /// A limit past what the clock can hold (a hook timeout from the host,
+    /// say) is no limit, not a panic.
+    #[test]
+    fn a_limit_past_the_clock_is_no_limit() {
+        let r = Reaper::new();
+        let w = r.adopt(4244, r.epoch());
+        r.deliver(4244, 5 << 8);
+        assert_eq!(w.wait_blocking(Some(Duration::MAX)), Some(5 << 8));
     }
 
     #[test]

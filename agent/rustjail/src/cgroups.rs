@@ -215,20 +215,24 @@ fn ancestors(path: &str) -> Vec<String> {
 
 /// The roots of the mounted hierarchies: `/sys/fs/cgroup` on v2, each
 /// controller's directory on v1 (links such as `cpu -> cpu,cpuacct` are
-/// skipped: their target is listed too).
-fn hierarchy_roots() -> Vec<PathBuf> {
-    let root = Path::new(CGROUP_ROOT);
-    if layout() == Layout::V2 {
-        return vec![root.to_path_buf()];
-    }
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect()
+/// skipped: their target is listed too). Read once: the hierarchies are
+/// mounted before the first container and stay.
+fn hierarchy_roots() -> &'static [PathBuf] {
+    static ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let root = Path::new(CGROUP_ROOT);
+        if layout() == Layout::V2 {
+            return vec![root.to_path_buf()];
+        }
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    })
 }
 
 /// The parents of `path` that do not exist yet, with their directories.
@@ -491,9 +495,9 @@ impl CgroupManager {
     /// Removes the cgroup; it must hold no process. Waits up to `timeout`
     /// for exiting processes to leave.
     pub fn destroy(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         while !self.pids().unwrap_or_default().is_empty() {
-            if Instant::now() > deadline {
+            if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(Error::Timeout {
                     path: self.path.clone(),
                     op: "wait for processes to exit",

@@ -152,7 +152,7 @@ pub fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         insn(LDX_MEM_W, 5, 1, 8, 0),
     ];
     // Last rule first: the first block that matches returns.
-    for r in rules.iter().rev() {
+    'rules: for r in rules.iter().rev() {
         let mut block: Vec<Insn> = Vec::new();
         // Jumps to the block's end, patched once its length is known.
         let mut jumps: Vec<usize> = Vec::new();
@@ -161,7 +161,7 @@ pub fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
             LinuxDeviceType::C | LinuxDeviceType::U => Some(BPF_DEVCG_DEV_CHAR),
             LinuxDeviceType::A => None,
             // A FIFO is no device: the rule matches nothing.
-            LinuxDeviceType::P => continue,
+            LinuxDeviceType::P => continue 'rules,
         };
         if let Some(t) = typ {
             jumps.push(block.len());
@@ -178,8 +178,12 @@ pub fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         }
         for (reg, num) in [(4u8, r.major()), (5u8, r.minor())] {
             if let Some(n) = num.filter(|n| *n >= 0) {
+                // No device has a number past i32: such a rule matches none.
+                let Ok(n) = i32::try_from(n) else {
+                    continue 'rules;
+                };
                 jumps.push(block.len());
-                block.push(insn(JMP_JNE_K, reg, 0, 0, n as i32));
+                block.push(insn(JMP_JNE_K, reg, 0, 0, n));
             }
         }
         block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(r.allow())));
@@ -450,6 +454,14 @@ mod tests {
         // Rules before a later catch-all are dropped.
         let ro = rule(true, LinuxDeviceType::C, 4, -1, "r");
         assert_eq!(compile(&[ro, deny_all]).len(), 8);
+    }
+
+    #[test]
+    fn numbers_past_i32_match_nothing() {
+        // Truncated, 2^32 + 3 would have allowed /dev/null's minor 3.
+        let huge = rule(true, LinuxDeviceType::C, 1, (1i64 << 32) + 3, "rwm");
+        let prog = compile(&[rule(false, LinuxDeviceType::A, -1, -1, "rwm"), huge]);
+        assert_eq!(run(&prog, C, R, 1, 3), 0);
     }
 
     #[test]

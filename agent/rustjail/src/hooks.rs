@@ -16,6 +16,8 @@ use crate::reap::Reap;
 
 /// Hooks without a timeout may run this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest a spec may let a hook run: a day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The OCI state document handed to hooks.
 pub(crate) fn state_json(
@@ -73,7 +75,7 @@ fn run_one(reap: &dyn Reap, kind: &str, hook: &Hook, state: &str) -> SetupResult
         let _ = stdin.write_all(state.as_bytes());
     }
     let timeout = match hook.timeout() {
-        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        Some(t) if t > 0 => Duration::from_secs(t.unsigned_abs()).min(MAX_TIMEOUT),
         _ => DEFAULT_TIMEOUT,
     };
     match child.exit.wait_timeout(Some(timeout)) {

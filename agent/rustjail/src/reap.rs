@@ -73,10 +73,10 @@ impl ChildExit for NoExit {
 
 impl ChildExit for DirectExit {
     fn wait_timeout(&mut self, limit: Option<Duration>) -> Option<ExitStatus> {
-        let Some(limit) = limit else {
+        // No limit, or one past what the clock can hold: wait for the exit.
+        let Some(deadline) = limit.and_then(|l| Instant::now().checked_add(l)) else {
             return self.0.wait().ok();
         };
-        let deadline = Instant::now() + limit;
         let mut pause = Duration::from_micros(200);
         loop {
             match self.0.try_wait() {

@@ -71,6 +71,15 @@ pub enum Output {
     Stderr,
 }
 
+impl Output {
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+        }
+    }
+}
+
 impl Proc {
     pub fn new(exec_id: &str, pid: i32, exit: ExitWatch, io: ProcIo) -> Proc {
         Proc {

@@ -17,15 +17,11 @@ pub async fn read(
     which: Output,
     len: usize,
 ) -> Result<Option<Vec<u8>>, Error> {
-    let name = match which {
-        Output::Stdout => "stdout",
-        Output::Stderr => "stderr",
-    };
     let slot = match which {
         Output::Stdout => &p.stdout,
         Output::Stderr => &p.stderr,
     };
-    let what = format!("process {:?}: {name}", p.exec_id);
+    let what = format!("process {:?}: {}", p.exec_id, which.name());
     let guard = slot.lock().await;
     let rx = guard.as_ref().ok_or_else(|| Error::StreamClosed {
         id: ctr.id.clone(),

@@ -123,10 +123,7 @@ impl AgentImpl {
                     "container {:?}: process {:?}: {}: EOF",
                     req.container_id,
                     p.exec_id,
-                    match which {
-                        Output::Stdout => "stdout",
-                        Output::Stderr => "stderr",
-                    }
+                    which.name()
                 ),
             )),
         }

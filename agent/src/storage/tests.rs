@@ -857,7 +857,7 @@ fn hugetlbfs_grows_the_pool_and_mounts() {
 
 /// A ConfigMap volume as the kubelet writes it: `<ts>/<key>` files, the
 /// `..data -> <ts>` symlink swapped atomically, `<key> -> ..data/<key>`.
-fn configmap(dir: &Path, ts: &str, data: &[(&str, &str)]) {
+pub(super) fn configmap(dir: &Path, ts: &str, data: &[(&str, &str)]) {
     fs::create_dir_all(dir.join(ts)).unwrap();
     for (k, v) in data {
         fs::write(dir.join(ts).join(k), v).unwrap();

@@ -664,6 +664,7 @@ fn poll(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::tests::configmap;
     use std::os::unix::fs::symlink;
 
     fn tree(dir: &Path) -> Vec<(String, String)> {
@@ -688,21 +689,6 @@ mod tests {
         }
         out.sort();
         out
-    }
-
-    /// A ConfigMap volume as the kubelet writes it.
-    fn configmap(dir: &Path, ts: &str, data: &[(&str, &str)]) {
-        fs::create_dir(dir.join(ts)).unwrap();
-        for (k, v) in data {
-            fs::write(dir.join(ts).join(k), v).unwrap();
-        }
-        symlink(ts, dir.join("..data_tmp")).unwrap();
-        fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-        for (k, _) in data {
-            if fs::symlink_metadata(dir.join(k)).is_err() {
-                symlink(format!("..data/{k}"), dir.join(k)).unwrap();
-            }
-        }
     }
 
     #[test]

@@ -27,3 +27,21 @@ macro_rules! into_status {
     };
 }
 pub(crate) use into_status;
+
+/// `Operation not permitted (os error 1)` -> `operation not permitted`: an
+/// I/O error as the message style wants it (lower case, no code).
+pub fn describe_io(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => lower_first(nix::errno::Errno::from_raw(n).desc()),
+        None => lower_first(&e.to_string()),
+    }
+}
+
+/// The text with its first letter in lower case.
+pub fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

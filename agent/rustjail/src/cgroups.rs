@@ -276,7 +276,7 @@ pub struct CgroupManager {
     path: String,
     fs: FsManager,
     /// The device program attached on cgroup v2 (see `devices`).
-    device_filter: Option<crate::devices::DeviceFilter>,
+    device_filter: crate::devices::DeviceFilter,
 }
 
 impl std::fmt::Debug for CgroupManager {
@@ -338,7 +338,7 @@ impl CgroupManager {
         let mut mgr = CgroupManager {
             path,
             fs,
-            device_filter: None,
+            device_filter: Default::default(),
         };
         if let Some(res) = resources {
             if let Err(e) = mgr.fs.set(res) {
@@ -456,17 +456,14 @@ impl CgroupManager {
     ) -> Result<()> {
         if self.is_v2() {
             let dir = self.file(None, "");
-            let previous = self.device_filter.take();
-            let filter =
-                crate::devices::DeviceFilter::attach(&dir, rules, previous).map_err(|e| {
-                    Error::Op {
-                        path: self.path.clone(),
-                        op: "attach device program",
-                        cause: e.to_string(),
-                    }
-                })?;
-            self.device_filter = Some(filter);
-            return Ok(());
+            return self
+                .device_filter
+                .replace(&dir, rules)
+                .map_err(|e| Error::Op {
+                    path: self.path.clone(),
+                    op: "attach device program",
+                    cause: e.to_string(),
+                });
         }
         let mut filled = rules.to_vec();
         for r in &mut filled {

@@ -63,19 +63,16 @@ fn rule(
     b.build().unwrap_or_default()
 }
 
-/// The device rules of a container: `spec_rules` (a deny-all first when
-/// there are none), the default allow-list, then `rwm` for each device of
-/// `linux.devices`.
+/// The device rules of a container: a deny-all, `spec_rules`, the default
+/// allow-list, then `rwm` for each device of `linux.devices`. The deny-all
+/// makes a set of rules mean the same on v1, whose `devices.allow` writes
+/// add to what is there, as on v2, whose program replaces the former one.
 pub fn container_rules(
     spec_rules: &[LinuxDeviceCgroup],
     devices: &[LinuxDevice],
 ) -> Vec<LinuxDeviceCgroup> {
-    let mut rules = Vec::new();
-    if spec_rules.is_empty() {
-        rules.push(rule(false, LinuxDeviceType::A, -1, -1, "rwm"));
-    } else {
-        rules.extend_from_slice(spec_rules);
-    }
+    let mut rules = vec![rule(false, LinuxDeviceType::A, -1, -1, "rwm")];
+    rules.extend_from_slice(spec_rules);
     for &(typ, major, minor, access) in DEFAULT_ALLOWED {
         rules.push(rule(true, typ, major, minor, access));
     }
@@ -313,42 +310,47 @@ fn load(prog: &[Insn]) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// A device program attached to a cgroup v2 directory.
-#[derive(Debug)]
+/// The device programs this process attached to one cgroup v2 directory:
+/// normally one; more only while an old one could not be detached.
+#[derive(Debug, Default)]
 pub struct DeviceFilter {
-    prog: OwnedFd,
+    progs: Vec<OwnedFd>,
 }
 
 impl DeviceFilter {
-    /// Loads the program for `rules` and attaches it to the cgroup
-    /// directory `dir`; `previous` (this cgroup's former program) is
-    /// detached once the new one is in place, so there is no moment
-    /// without a filter.
-    pub fn attach(
-        dir: &Path,
-        rules: &[LinuxDeviceCgroup],
-        previous: Option<DeviceFilter>,
-    ) -> io::Result<DeviceFilter> {
+    /// Loads the program for `rules`, attaches it to the cgroup directory
+    /// `dir`, then detaches the ones attached before, so there is no moment
+    /// without a filter. When the new one cannot be attached, nothing
+    /// changes; an old one that will not detach stays held (and attached:
+    /// with several, each must allow) and is named in the error.
+    pub fn replace(&mut self, dir: &Path, rules: &[LinuxDeviceCgroup]) -> io::Result<()> {
         let prog = load(&compile(rules))?;
         let cgroup = std::fs::File::open(dir)?;
-        let mut at = AttachAttr {
+        let attr = |fd: &OwnedFd, flags: u32| AttachAttr {
             target_fd: cgroup.as_raw_fd() as u32,
-            attach_bpf_fd: prog.as_raw_fd() as u32,
+            attach_bpf_fd: fd.as_raw_fd() as u32,
             attach_type: BPF_CGROUP_DEVICE,
-            attach_flags: BPF_F_ALLOW_MULTI,
+            attach_flags: flags,
             ..Default::default()
         };
-        bpf(BPF_PROG_ATTACH, &mut at)?;
-        if let Some(old) = previous {
-            let mut de = AttachAttr {
-                target_fd: cgroup.as_raw_fd() as u32,
-                attach_bpf_fd: old.prog.as_raw_fd() as u32,
-                attach_type: BPF_CGROUP_DEVICE,
-                ..Default::default()
-            };
-            bpf(BPF_PROG_DETACH, &mut de)?;
+        bpf(BPF_PROG_ATTACH, &mut attr(&prog, BPF_F_ALLOW_MULTI))?;
+        let mut failed = None;
+        let mut kept = Vec::new();
+        for old in self.progs.drain(..) {
+            if let Err(e) = bpf(BPF_PROG_DETACH, &mut attr(&old, 0)) {
+                failed = Some(e);
+                kept.push(old);
+            }
         }
-        Ok(DeviceFilter { prog })
+        kept.push(prog);
+        self.progs = kept;
+        match failed {
+            Some(e) => Err(io::Error::new(
+                e.kind(),
+                format!("detach the former device program: {e}"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -128,11 +128,12 @@ fn the_v2_device_program_allows_and_replaces() {
             "null-ok\nprobe-open\n",
             "no program yet"
         );
-        let filter = DeviceFilter::attach(&dir, &container_rules(&[], &[]), None).unwrap();
+        let mut filter = DeviceFilter::default();
+        filter.replace(&dir, &container_rules(&[], &[])).unwrap();
         assert_eq!(probe_in(&dir, &dev), "null-ok\nprobe-denied\n");
         // Replaced by a program that allows the device: the old one is gone.
         let rules = container_rules(&[], &[as_device(&dev, major, minor)]);
-        let _filter = DeviceFilter::attach(&dir, &rules, Some(filter)).unwrap();
+        filter.replace(&dir, &rules).unwrap();
         assert_eq!(probe_in(&dir, &dev), "null-ok\nprobe-open\n");
     });
     // The probes have exited: the cgroup is empty again.

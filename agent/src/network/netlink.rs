@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use futures_util::TryStreamExt;
 use protocols::types::{IPAddress, IPFamily, Interface, Route};
@@ -34,7 +34,7 @@ pub struct Netlink {
 /// tokio runtime, so an agent that never configures the network never opens
 /// the socket. Must be called from within the runtime.
 pub fn connect() -> io::Result<Netlink> {
-    let mut conn = CONNECTION.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut conn = crate::lock::lock(&CONNECTION);
     if let Some(handle) = conn.as_ref() {
         return Ok(Netlink {
             handle: handle.clone(),
@@ -51,7 +51,7 @@ fn kernel_error(e: rtnetlink::Error) -> io::Error {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         rtnetlink::Error::RequestFailed => {
             // The connection task has ended: the next call opens a new one.
-            *CONNECTION.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *crate::lock::lock(&CONNECTION) = None;
             io::Error::new(io::ErrorKind::BrokenPipe, "netlink connection closed")
         }
         e => io::Error::other(e.to_string()),

@@ -59,20 +59,7 @@ impl GuestFilesError {
 
 crate::error::into_status!(GuestFilesError);
 
-fn lower_first(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-fn describe_io(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => lower_first(Errno::from_raw(n).desc()),
-        None => lower_first(&e.to_string()),
-    }
-}
+use crate::error::{describe_io, lower_first};
 
 fn dns_err(op: &'static str, path: &Path, cause: impl Into<io::Error>) -> GuestFilesError {
     GuestFilesError::Dns {

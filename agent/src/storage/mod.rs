@@ -172,21 +172,7 @@ impl StorageError {
 
 crate::error::into_status!(StorageError);
 
-/// `Operation not permitted (os error 1)` -> `operation not permitted`.
-fn describe_io(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => lower_first(Errno::from_raw(n).desc()),
-        None => lower_first(&e.to_string()),
-    }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
+pub(crate) use crate::error::{describe_io, lower_first};
 
 /// What a driver did, so that it can be undone.
 #[derive(Debug, Clone, Default)]
@@ -238,7 +224,7 @@ impl Ctx<'_> {
     }
 
     fn lock_dirs(&self) -> MutexGuard<'_, ()> {
-        self.dirs.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock::lock(self.dirs)
     }
 
     /// Creates the missing directories of `dir`, returning them deepest
@@ -559,7 +545,7 @@ impl StorageManager {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock::lock(&self.state)
     }
 
     fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
@@ -50,7 +50,7 @@ struct Root {
 
 impl Watch {
     fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, Root>> {
-        self.roots.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock::lock(&self.roots)
     }
 
     /// Counts one more storage in `root`, mounting its tmpfs for the first.

@@ -304,11 +304,20 @@ fn private_run(cmd: &mut Command, flags: libc::c_int) {
     let run = std::ffi::CString::new("/run").expect("cstr");
     let tmpfs = std::ffi::CString::new("tmpfs").expect("cstr");
     let opts = std::ffi::CString::new("mode=0755").expect("cstr");
+    // The open file limit a guest's PID 1 starts with (the kernel's 1024),
+    // whatever the test runner was given: the agent is to raise it itself.
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into a struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    nofile.rlim_cur = nofile.rlim_max.min(1024);
     // SAFETY: the closure runs between fork and exec and only makes
-    // syscalls on strings allocated before the fork.
+    // syscalls on strings and structs prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::unshare(flags) != 0 {
+            if libc::unshare(flags) != 0 || libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let none = std::ptr::null();

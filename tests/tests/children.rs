@@ -34,8 +34,8 @@ fn hook(args: &[&str]) -> oci::Hook {
     h
 }
 
-async fn run(c: &AgentServiceClient, rootfs: &str, cid: &str, args: &[&str]) -> i32 {
-    let mut spec = busybox_spec(rootfs, cid, args, "guest-agent-tests");
+async fn run(c: &AgentServiceClient, parent: &str, rootfs: &str, cid: &str, args: &[&str]) -> i32 {
+    let mut spec = busybox_spec(rootfs, cid, args, parent);
     let mut hooks = oci::Hooks::new();
     // Hooks run in the agent: children of the agent, waited for through
     // its reaper.
@@ -81,7 +81,9 @@ fn no_exit_status_is_lost_between_spawn_sites() {
     if !can_run_containers() {
         return;
     }
-    let agent = Agent::start_isolated();
+    let cgroups = CgroupParent::new();
+    let parent = cgroups.name.clone();
+    let mut agent = Agent::start_isolated();
     let rootfs = Rootfs::new();
     let root = rootfs.path().display().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +106,7 @@ fn no_exit_status_is_lost_between_spawn_sites() {
         c.create_sandbox(ctx(), &req).await.unwrap();
 
         let long = unique("long");
-        let mut spec = busybox_spec(&root, &long, &["sleep", "1000"], "guest-agent-tests");
+        let mut spec = busybox_spec(&root, &long, &["sleep", "1000"], &parent);
         spec.Process.as_mut().unwrap().Terminal = false;
         let mut req = CreateContainerRequest::new();
         req.container_id = long.clone();
@@ -118,6 +120,7 @@ fn no_exit_status_is_lost_between_spawn_sites() {
         for i in 0..4 {
             // One rootfs each: containers that share one race for its /dev.
             let c = c.clone();
+            let parent = parent.clone();
             tasks.push(tokio::spawn(async move {
                 let rootfs = Rootfs::new();
                 let root = rootfs.path().display().to_string();
@@ -125,7 +128,10 @@ fn no_exit_status_is_lost_between_spawn_sites() {
                     let code = 10 + i * 3 + k;
                     let cid = unique("exit");
                     let arg = format!("exit {code}");
-                    assert_eq!(run(&c, &root, &cid, &["sh", "-c", &arg]).await, code);
+                    assert_eq!(
+                        run(&c, &parent, &root, &cid, &["sh", "-c", &arg]).await,
+                        code
+                    );
                 }
             }));
         }
@@ -159,9 +165,17 @@ fn no_exit_status_is_lost_between_spawn_sites() {
         let mut req = RemoveContainerRequest::new();
         req.container_id = long.clone();
         c.remove_container(ctx(), &req).await.unwrap();
+        // Only the namespace holder is left while the sandbox lives.
+        let kids = children_of(agent.pid());
+        assert!(kids.len() <= 1, "children left behind: {kids:?}");
         c.destroy_sandbox(ctx(), &DestroySandboxRequest::new())
             .await
             .unwrap();
     });
-    assert!(children_of(agent.pid()).len() <= 1, "children left behind");
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "agent exit after DestroySandbox"
+    );
 }

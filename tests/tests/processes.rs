@@ -73,9 +73,11 @@ fn exec_probes_release_everything() {
         "{cycles} exec/wait cycles: fds {} -> {}, threads {} -> {}, VmRSS {rss_before} -> {rss_after} KiB",
         base.0, after.0, base.1, after.1
     );
-    assert_eq!(
-        after, base,
-        "(fds, threads) before and after {cycles} probes"
+    // Nothing held per probe: at most what was there (a transient one in
+    // the baseline may have gone meanwhile).
+    assert!(
+        after.0 <= base.0 && after.1 <= base.1,
+        "(fds, threads) before {base:?} and after {after:?} {cycles} probes"
     );
     // Released: the exec id is free again and unknown to reads.
     let e = env.read(&cid, "probe-0", false, 16).unwrap_err();

@@ -952,7 +952,7 @@ fn watchable_bind_requests_are_checked_first() {
 }
 
 /// Copied in at add, updates (the kubelet's atomic swap included) seen
-/// within 2 s, and the watch gone with the last user; the Go runtime's
+/// (the bound is loose for loaded machines), and the watch gone with the last user; the Go runtime's
 /// and runtime-rs's paths both, and a single-file source.
 #[test]
 fn watchable_bind_follows_updates_until_released() {
@@ -999,12 +999,12 @@ fn watchable_bind_follows_updates_until_released() {
     fs::remove_dir_all(go_src.join("..2026_01_01")).unwrap();
     fs::write(&file_src, "f2").unwrap();
     assert!(
-        eventually(2, || fs::read_to_string(go_mp.join("a")).ok().as_deref()
+        eventually(20, || fs::read_to_string(go_mp.join("a")).ok().as_deref()
             == Some("ONE")),
-        "update not mirrored within 2 s"
+        "update not mirrored within 20 s"
     );
-    assert!(eventually(2, || !go_mp.join("..2026_01_01").exists()));
-    assert!(eventually(2, || fs::read_to_string(&file_mp)
+    assert!(eventually(20, || !go_mp.join("..2026_01_01").exists()));
+    assert!(eventually(20, || fs::read_to_string(&file_mp)
         .ok()
         .as_deref()
         == Some("f2")));
@@ -1014,7 +1014,7 @@ fn watchable_bind_follows_updates_until_released() {
         "..2026_01_03",
         &[("a", "ONE"), ("b", "two"), ("c", "new")],
     );
-    assert!(eventually(2, || fs::read_to_string(go_mp.join("c"))
+    assert!(eventually(20, || fs::read_to_string(go_mp.join("c"))
         .ok()
         .as_deref()
         == Some("new")));
@@ -1029,7 +1029,10 @@ fn watchable_bind_follows_updates_until_released() {
     assert!(m.watching());
     assert!(m.release("c2").is_empty());
     assert!(m.list().is_empty());
-    assert!(eventually(2, || !m.watching()), "poll thread still running");
+    assert!(
+        eventually(20, || !m.watching()),
+        "poll thread still running"
+    );
     assert_no_mounts_under(&root);
     assert!(!shared.join("watchable").exists());
     assert!(!shared.join("passthrough/watchable").exists());
@@ -1076,7 +1079,7 @@ fn watchable_bind_past_the_limits_is_bind_mounted() {
     for i in 0..20 {
         fs::write(small.join(format!("n{i}")), "v").unwrap();
     }
-    assert!(eventually(3, || mount_of(&mp2).is_some()), "no fallback");
+    assert!(eventually(20, || mount_of(&mp2).is_some()), "no fallback");
     assert_eq!(fs::read_to_string(mp2.join("n19")).unwrap(), "v");
 
     assert!(m.release_all().is_empty());

@@ -282,6 +282,31 @@ fn mount_line(witness: &MountNsWitness, mp: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The agent exited 0 and left nothing: its namespace's mounts as at the
+/// start (seen through the witness), every child it had ended.
+fn assert_torn_down(
+    agent: &Agent,
+    status: Option<std::process::ExitStatus>,
+    witness: &MountNsWitness,
+    before: &[String],
+    children: &[u32],
+) {
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        witness.mounts(),
+        before,
+        "mounts left in the agent's namespace"
+    );
+    for &child in children {
+        assert!(process_ended(child), "child {child} outlived the agent");
+    }
+}
+
 /// Polls exec probes (`cat <file>`) for up to `limit` until one prints
 /// `want`; the time it took.
 fn probe_until(shim: &Shim, cid: &str, file: &str, want: &str, limit: Duration) -> Duration {
@@ -516,21 +541,7 @@ fn go_runtime_kubernetes_pod() {
         .block_on(shim.c.destroy_sandbox(ctx(), &DestroySandboxRequest::new()))
         .unwrap();
     let status = agent.wait_exit(Duration::from_secs(20));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{status:?}\n{}",
-        agent.log_text()
-    );
-
-    assert_eq!(
-        witness.mounts(),
-        before,
-        "mounts left in the agent's namespace"
-    );
-    for child in children {
-        assert!(process_ended(child), "child {child} outlived the agent");
-    }
+    assert_torn_down(&agent, status, &witness, &before, &children);
     assert!(slice.dirs().is_empty(), "cgroups left: {:?}", slice.dirs());
     for cid in [&pause, &init, &app] {
         assert!(!witness.path("/run/kata-containers").join(cid).exists());
@@ -730,20 +741,7 @@ fn runtime_rs_kubernetes_pod() {
     // No DestroySandbox: the VM is torn down.
     let children = all_children_of(pid);
     let status = agent.stop_with(libc::SIGTERM, Duration::from_secs(20));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{status:?}\n{}",
-        agent.log_text()
-    );
-    assert_eq!(
-        witness.mounts(),
-        before,
-        "mounts left in the agent's namespace"
-    );
-    for child in children {
-        assert!(process_ended(child), "child {child} outlived the agent");
-    }
+    assert_torn_down(&agent, status, &witness, &before, &children);
     let left: Vec<_> = parent
         .dirs()
         .iter()

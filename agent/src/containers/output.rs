@@ -10,6 +10,9 @@
 
 use super::{Ctr, Error, Output, Proc};
 
+/// The buffer a read starts with; it grows while the pipe has more.
+const FIRST_READ: usize = 64 * 1024;
+
 /// Reads at most `len` bytes of `which`; `Ok(None)` is the end.
 pub async fn read(
     ctr: &Ctr,
@@ -28,7 +31,9 @@ pub async fn read(
         what: what.clone(),
     })?;
     let read_err = |e| Error::io(&ctr.id, format!("{what}: read"))(e);
-    let mut buf = vec![0u8; len];
+    // Zeroed as it is used, not up front: most reads find far less than
+    // the 1 to 4 MiB a shim may ask for.
+    let mut buf = vec![0u8; len.min(FIRST_READ)];
     let mut n = loop {
         match p.drain_deadline() {
             Some(deadline) => {
@@ -60,6 +65,9 @@ pub async fn read(
     }
     // Take what else is already there, without waiting.
     while n < len {
+        if n == buf.len() {
+            buf.resize(len.min(n.saturating_mul(4)), 0);
+        }
         match rx.try_read(&mut buf[n..]) {
             Ok(0) | Err(_) => break,
             Ok(k) => n += k,

@@ -6,6 +6,7 @@
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
 #   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
+#   make -f image.mk dist-reproducible  the same for dist's rootfs, and the tarball packed twice
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
 #                              Check/Version, then vm-test-containers
 #   make -f image.mk vm-test-console  the console as Kata's runtime gives it: only a virtio
@@ -25,6 +26,16 @@
 #   make -f image.mk initrd-bare   the initrd without kernel modules (for our kernel)
 #   make -f image.mk demo      build, boot, run `echo hello from the guest; uname -a` in a
 #                              container, print its output, power off
+#   make -f image.mk disk      Kata's guest image: the module-less rootfs as ext4 in
+#                              partition 1 of a raw disk with an NVDIMM PFN info block
+#                              (fsdax), $(DISK)
+#   make -f image.mk dist      our kernel, $(DISK), $(BARE_INITRD) and a static agent-ctl
+#                              packed as Kata's static tarball lays out its guest, in
+#                              $(DIST_DIR), with SHA-256 sums
+#   make -f image.mk vm-test-kata-boot  the dist tarball booted with Kata's runtime's own
+#                              QEMU command line (image on an NVDIMM with DAX, then the
+#                              initrd): a container over virtio-fs, the root's mount, logs
+#                              on hvc0
 #
 # Variables (defaults in brackets; each is also read by the script it is passed to):
 #   BUILD_DIR          where everything is written [build]
@@ -48,6 +59,8 @@
 #   KERNEL_APPEND      extra guest kernel parameters for vm-test, e.g. cgroup_no_v1=all []
 #   OUR_KERNEL         our kernel for boot-bench [$(KERNEL_OUT)/bzImage]
 #   BOOT_RUNS          boots per kernel in boot-bench [3]
+#   DIST_DIR           where dist puts the tarball [$(BUILD_DIR)/dist]
+#   SOURCE_DATE_EPOCH  also the timestamp of every entry of the dist tarball
 #   CARGO (cargo), TARGET (x86_64-unknown-linux-gnu): as in the Makefile
 
 CARGO ?= cargo
@@ -86,11 +99,18 @@ DEBUG_INITRD := $(BUILD_DIR)/kata-initrd-debug.img
 BARE_ROOTFS_DIR := $(BUILD_DIR)/rootfs-bare
 BARE_INITRD := $(BUILD_DIR)/kata-initrd-bare.img
 IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
+BARE_IMAGE := $(BUILD_DIR)/kata-rootfs-bare.ext4
+DISK := $(BUILD_DIR)/kata-containers.img
+DIST_DIR ?= $(BUILD_DIR)/dist
+AGENT_CTL_STATIC := target/$(TARGET)/release/agent-ctl
+DIST_VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+DIST_TARBALL := $(DIST_DIR)/guest-agent-static-$(DIST_VERSION)-x86_64.tar.xz
 
 export SOURCE_DATE_EPOCH
 
 .PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe initrd-debug initrd-bare boot-bench demo
+	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe initrd-debug initrd-bare boot-bench demo \
+	rootfs-bare disk dist dist-reproducible agent-ctl-static vm-test-kata-boot
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -124,13 +144,33 @@ initrd-debug: agent $(KERNEL_DEP)
 	ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) INITRD=$(DEBUG_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
 
 # Without modules: what a kernel built from kernel-config/ boots.
-initrd-bare: agent
+rootfs-bare: agent
 	AGENT=$(AGENT) ROOTFS_DIR=$(BARE_ROOTFS_DIR) WITH_BUSYBOX=0 MODULES_KVER= \
 	rootfs-builder/rootfs.sh
+
+initrd-bare: rootfs-bare
 	ROOTFS_DIR=$(BARE_ROOTFS_DIR) INITRD=$(BARE_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
+
+# Kata's image format: what its runtime maps as an NVDIMM (root=/dev/pmem0p1).
+disk: rootfs-bare
+	ROOTFS_DIR=$(BARE_ROOTFS_DIR) IMAGE=$(BARE_IMAGE) IMAGE_FORMAT=ext4 rootfs-builder/image.sh
+	FS_IMAGE=$(BARE_IMAGE) DISK=$(DISK) rootfs-builder/disk.sh
+
+agent-ctl-static:
+	$(MAKE) agent-ctl-static CARGO=$(CARGO) TARGET=$(TARGET)
+
+DIST_ENV = VMLINUX=$(KERNEL_OUT)/vmlinux BZIMAGE=$(KERNEL_OUT)/bzImage DISK=$(DISK) INITRD=$(BARE_INITRD) \
+	AGENT_CTL=$(AGENT_CTL_STATIC) VERSION=$(DIST_VERSION)
+
+dist: kernel initrd-bare disk agent-ctl-static
+	$(DIST_ENV) DIST_DIR=$(DIST_DIR) rootfs-builder/dist.sh
 
 reproducible: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) rootfs-builder/check-reproducible.sh
+
+# The same, and the dist tarball packed twice from dist's inputs.
+dist-reproducible: dist
+	ROOTFS_DIR=$(BARE_ROOTFS_DIR) DIST=1 $(DIST_ENV) rootfs-builder/check-reproducible.sh
 
 agent-ctl:
 	$(CARGO) build --locked -p agent-ctl
@@ -151,6 +191,10 @@ vm-test-containers: initrd agent-ctl
 vm-test-pod: initrd agent-ctl
 	$(VM_ENV) POD_SHIM=go tests/vm/pod.sh
 	$(VM_ENV) POD_SHIM=runtime-rs tests/vm/pod.sh
+
+# Needs `make dist` first (it builds the kernel: minutes); the test unpacks the tarball.
+vm-test-kata-boot: agent-ctl
+	DIST_TARBALL=$(DIST_TARBALL) AGENT_CTL=$(AGENT_CTL) tests/vm/kata-boot.sh
 
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh

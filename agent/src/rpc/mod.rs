@@ -1,7 +1,9 @@
 //! The ttrpc services. `grpc.AgentService` is declared here as one table:
 //! every method of the wire API, each either routed to its handler or
-//! answered with `UNIMPLEMENTED` naming the method. The table also feeds
-//! [`METHODS`], which tests and the README's status table read.
+//! answered with `UNIMPLEMENTED` naming the method (`unimplemented`), and
+//! why when it was decided not to be served (`unimplemented("why")`). The
+//! table also feeds [`METHODS`], which `kata-agent --methods`, tests and
+//! the README's status table read.
 
 mod container;
 mod copy_file;

@@ -50,7 +50,7 @@ impl Default for SwapRoots<'static> {
 /// AddSwap: waits for the virtio-blk disk at the PCI path `slots` (root
 /// bus first), then swaps on it. Blocking. Returns the disk's node.
 pub fn add_swap(devices: &Devices, slots: &[u32]) -> Result<PathBuf, VolumeError> {
-    let object = format!("swap on PCI path {slots:?}");
+    let object = format!("swap disk at PCI path {slots:?}");
     let pci = PciPath::from_slots(slots).map_err(|r| VolumeError::invalid(&object, r))?;
     let found = devices
         .wait(&Target::BlkPci(pci.clone()))
@@ -59,7 +59,7 @@ pub fn add_swap(devices: &Devices, slots: &[u32]) -> Result<PathBuf, VolumeError
             cause: Box::new(e),
         })?;
     let node = devices.node(&found.name);
-    let object = format!("swap on PCI path {pci} ({})", node.display());
+    let object = format!("swap disk at PCI path {pci} ({})", node.display());
     let file = open_checked(&node, Kind::Block, &object)?;
     swap_on(&file, &node, &object)?;
     Ok(node)
@@ -163,7 +163,7 @@ fn swap_on(file: &File, real: &Path, object: &str) -> Result<(), VolumeError> {
         .map_err(|_| VolumeError::invalid(object, "descriptor path with a nul byte"))?;
     // SAFETY: a NUL-terminated path that lives across the call; no flags.
     if unsafe { libc::swapon(path.as_ptr(), 0) } == 0 {
-        log::info!("{object}: swap on");
+        log::info!("{object}: now in use as swap");
         return Ok(());
     }
     let e = io::Error::last_os_error();
@@ -306,7 +306,7 @@ mod tests {
         );
         let (c, msg) = err(add_swap(&devices, &[]));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
-        assert_eq!(msg, "swap on PCI path []: empty PCI path");
+        assert_eq!(msg, "swap disk at PCI path []: empty PCI path");
         let (c, msg) = err(add_swap(&devices, &[0x20, 0]));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
         assert!(msg.contains("PCI slot 0x20 out of range"), "{msg}");
@@ -320,7 +320,7 @@ mod tests {
         // The disk in slot 6 is found; its node here is no block device.
         let (c, msg) = err(add_swap(&devices, &[6, 0]));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
-        assert!(msg.starts_with("swap on PCI path 06/00 ("), "{msg}");
+        assert!(msg.starts_with("swap disk at PCI path 06/00 ("), "{msg}");
         assert!(msg.ends_with("vdb is not a block device"), "{msg}");
         Ok(())
     }

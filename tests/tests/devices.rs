@@ -181,12 +181,26 @@ fn a_block_volume_is_mounted_for_the_container_and_released() {
         "the disk is still mounted after RemoveContainer"
     );
     assert!(!env.agent.path(&mp).exists());
-    // What the container wrote is on the disk.
-    let check = Command::new("debugfs")
-        .args(["-R", "cat /new", &disk.dev])
+    // What the container wrote is on the disk. Mounted again (in a mount
+    // namespace of its own), not read raw: the container's mount namespace
+    // may still hold the filesystem for a moment after it exited, and a
+    // new mount of the disk shares that live filesystem if so.
+    let dir = tempfile::tempdir().unwrap();
+    let check = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -o ro {} {} && cat {}/new",
+            disk.dev,
+            dir.path().display(),
+            dir.path().display()
+        ))
         .output()
-        .expect("run debugfs (e2fsprogs)");
-    assert_eq!(String::from_utf8_lossy(&check.stdout), "written\n");
+        .expect("run unshare");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "written\n",
+        "{check:?}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@
 #   MODULES_ROOT  where that kernel's modules are [/lib/modules]
 #   MODULES       modules to add with their dependencies, in wanted order; a
 #                 trailing '?' marks one that may be absent
-#                 [virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common
+#                 [virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common
 #                  vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?]
 #
 # The modules are decompressed and listed, dependencies first (read from each
@@ -35,7 +35,7 @@ WITH_BUSYBOX="${WITH_BUSYBOX:-0}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 MODULES_KVER="${MODULES_KVER:-}"
 MODULES_ROOT="${MODULES_ROOT:-/lib/modules}"
-MODULES="${MODULES:-virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?}"
+MODULES="${MODULES:-virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?}"
 
 die() {
     echo "rootfs.sh: $*" >&2

@@ -13,7 +13,7 @@
 // Test code: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,21 +26,6 @@ const MIB: u64 = 1 << 20;
 
 fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
-}
-
-/// Runs a command; panics with its output when it fails.
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Whether the host can run these tests; says why not otherwise.
@@ -67,83 +52,6 @@ fn can_use_loop_devices() -> bool {
         }
     }
     true
-}
-
-/// A disk image in a temporary directory, attached to a loop device.
-/// [`LoopDisk::detach`] detaches it and checks that it is gone; dropping
-/// it without that detaches it too.
-struct LoopDisk {
-    dir: Option<tempfile::TempDir>,
-    image: PathBuf,
-    dev: String,
-}
-
-impl LoopDisk {
-    /// `bytes` of zeros, formatted as ext4 if `ext4`.
-    fn new(bytes: u64, ext4: bool) -> LoopDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(bytes)
-            .unwrap();
-        if ext4 {
-            run("mkfs.ext4", &["-F", "-q", &image.to_string_lossy()]);
-        }
-        let dev = run("losetup", &["-f", "--show", &image.to_string_lossy()]);
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        LoopDisk {
-            dir: Some(dir),
-            image,
-            dev,
-        }
-    }
-
-    /// Grows the image and tells the loop device, as a hypervisor's
-    /// `block_resize` does for a virtio disk.
-    fn grow(&self, bytes: u64) {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.image)
-            .unwrap()
-            .set_len(bytes)
-            .unwrap();
-        run("losetup", &["-c", &self.dev]);
-    }
-
-    /// Loop devices backed by the image.
-    fn attached(&self) -> String {
-        run("losetup", &["-j", &self.image.to_string_lossy()])
-    }
-
-    /// Detaches the device (its mount must be gone), removes the image,
-    /// and checks that neither is left.
-    fn detach(mut self) {
-        run("losetup", &["-d", &self.dev]);
-        // The kernel may finish releasing the device after the call.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.attached().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "{} still attached: {}",
-                self.dev,
-                self.attached()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let dir = self.dir.take().unwrap();
-        let path = dir.path().to_path_buf();
-        dir.close().unwrap();
-        assert!(!path.exists(), "{} left behind", path.display());
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        if self.dir.is_some() {
-            let _ = Command::new("losetup").args(["-d", &self.dev]).output();
-        }
-    }
 }
 
 /// Whether this process (and so the agent it starts) may grow ext4.

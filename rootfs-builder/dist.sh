@@ -122,7 +122,7 @@ mkdir -p "$DIST_DIR"
 stage="$(mktemp -d "${TMPDIR:-/tmp}/dist.XXXXXX")"
 partial="$tarball.tmp.$$"
 cleanup() {
-    rm -rf "$stage" "$partial"
+    rm -rf "$stage" "$stage.sha256" "$partial"
 }
 trap cleanup EXIT
 
@@ -141,8 +141,9 @@ put "$KERNEL_CONFIG" "config-$KERNEL_VERSION"
 put "$DISK" "kata-containers-$VERSION.img" kata-containers.img
 put "$INITRD" "kata-containers-initrd-$VERSION.img" kata-containers-initrd.img
 sums="$share/guest-agent-$VERSION.sha256"
-(cd "$stage" && find opt -type f | LC_ALL=C sort | xargs sha256sum) >"$stage/$sums"
-chmod 0644 "$stage/$sums"
+(cd "$stage" && find opt -type f | LC_ALL=C sort | xargs sha256sum) >"$stage.sha256"
+install -m 0644 "$stage.sha256" "$stage/$sums"
+rm -f "$stage.sha256"
 
 (
     cd "$stage"

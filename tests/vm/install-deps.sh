@@ -11,7 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 CARGO=${CARGO:-cargo}
-PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod
+PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod fdisk
     e2fsprogs erofs-utils libseccomp-dev libcap-ng-dev pkg-config)
 
 # phase LABEL CMD...: runs CMD between a start line and an end line with

@@ -114,6 +114,9 @@ probe='while read -r id parent majmin root mp opts rest; do
 done </guest/mountinfo
 for d in /sys/class/block/pmem*; do [ -e "$d/dev" ] && echo "block: ${d##*/} $(cat "$d/dev")"; done
 for n in /sys/bus/nd/devices/namespace*; do [ -e "$n/mode" ] && echo "nd: ${n##*/} $(cat "$n/mode")"; done
+for p in /sys/bus/nd/devices/pfn*; do
+  [ -e "$p/namespace" ] && echo "pfn: ${p##*/} $(cat "$p/namespace") $(cat "$p/mode") $(cat "$p/align")"
+done
 [ -e /sys/block/pmem0/queue/dax ] && echo "pmem0-dax: $(cat /sys/block/pmem0/queue/dax)"
 echo "kernel: $(uname -r)"
 echo probe-done'
@@ -130,9 +133,14 @@ check_image() {
     # Per-mount options first (ro), then: - ext4 <source> <superblock options>.
     [[ "$line" =~ ^root-mount:\ [0-9:]+\ ro[,\ ].*\ ext4\ [^\ ]+\ ro[,\ ].*dax=always ]] ||
         vm_fail "the root is not ext4 mounted read-only with dax=always: $line"
-    grep -qx 'nd: namespace0.0 fsdax' <<<"$text" || vm_fail "the NVDIMM's namespace is not in fsdax mode: $text"
+    # fsdax, in the kernel's words: the namespace's mode is "memory" and a
+    # PFN device (from the image's info block) claims it, its page map in
+    # RAM, 2 MiB aligned.
+    grep -qx 'nd: namespace0.0 memory' <<<"$text" || vm_fail "the NVDIMM's namespace is not in fsdax mode: $text"
+    grep -qE '^pfn: pfn0\.[0-9]+ namespace0\.0 ram 2097152$' <<<"$text" ||
+        vm_fail "no PFN device claims namespace0.0 (the image's info block): $text"
     grep -qx 'pmem0-dax: 1' <<<"$text" || vm_fail "pmem0 does not support DAX: $text"
-    vm_log "image: $line (pmem0p1 $dev, namespace0.0 fsdax)"
+    vm_log "image: $line (pmem0p1 $dev; $(grep ' namespace0\.0 ' <<<"$text" | grep '^pfn: ' | cut -d' ' -f2-))"
 }
 
 check_initrd() {

@@ -12,8 +12,8 @@
 #           rootflags=dax): the container reads the guest's /proc/1/mountinfo
 #           (bound in read-only) and sysfs: the root is ext4 from pmem0p1,
 #           read-only, with dax=always, the namespace in fsdax mode;
-#   initrd  vmlinux + kata-containers-initrd.img (no NVDIMM, no root=):
-#           the root is the initramfs.
+#   initrd  vmlinux + kata-containers-initrd.img (no NVDIMM, no root= or
+#           systemd parameters): the root is the initramfs.
 # Each: Check; CreateSandbox with the virtio-fs share (vhost-user-fs-pci,
 # tag kataShared); a busybox container from the share; its output; the
 # agent's log lines for it on hvc0 (the console socket of the command line,
@@ -70,25 +70,37 @@ vm_step="the tarball's checksums"
     vm_fail "the unpacked files do not match guest-agent-*.sha256"
 vm_log "kernel $(basename "$KERNEL"), image $(basename "$kata_image") ($(stat -c %s "$kata_image") bytes), initrd $(basename "$INITRD")"
 
-# Kata's QEMU command line for VARIANT (image: the runtime's default, the
-# image on an NVDIMM; initrd: `initrd =`, which drops the NVDIMM and the
-# root= parameters and adds -initrd), in the array `kata_args`. The line is
-# the runtime's, placeholders filled; kata-qemu.sh changes the rest.
+# The kernel command line of the image boot, as the runtime wrote it.
+KATA_APPEND="tsc=reliable no_timer_check rcupdate.rcu_expedited=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 noreplace-smp reboot=k console=hvc0 console=hvc1 cryptomgr.notests net.ifnames=0 pci=lastbus=0 root=/dev/pmem0p1 rootflags=dax,data=ordered,errors=remount-ro ro rootfstype=ext4 quiet systemd.show_status=false panic=1 nr_cpus=2 systemd.unit=kata-containers.target systemd.mask=systemd-networkd.service systemd.mask=systemd-networkd.socket scsi_mod.scan=none"
+
+# Kata's QEMU command line for VARIANT, in the array `kata_args`, with its
+# placeholders filled; kata-qemu.sh changes the rest. image: the runtime's
+# default (the image on an NVDIMM). initrd: what the Go runtime does with
+# `initrd =` instead: -initrd; no NVDIMM device and no nvdimm=on; none of
+# the parameters it adds only for an image (the root= ones, and the systemd
+# ones, as it expects systemd only in an image).
 # shellcheck disable=SC2054 # QEMU's properties are comma-separated, in one word
 kata_line() {
     local variant="$1" dir="$2" id="$3"
     local cid=3 mac=02:42:ac:11:00:02 uuid=0a5c4e27-2c8b-4b8e-9d7a-6b617461626f
-    local image_size root_params=() nvdimm=() initrd=()
+    local image_size machine=q35,accel=kvm,kernel_irqchip=on nvdimm=() initrd=() append="" word
     image_size="$(stat -c %s "$kata_image")"
     if [[ "$variant" == image ]]; then
+        machine+=,nvdimm=on
         nvdimm=(-device nvdimm,id=nv0,memdev=mem0,unarmed=on
             -object "memory-backend-file,id=mem0,mem-path=$kata_image,size=$image_size,readonly=on")
-        root_params=(root=/dev/pmem0p1 rootflags=dax,data=ordered,errors=remount-ro ro rootfstype=ext4)
+        append="$KATA_APPEND"
     else
         initrd=(-initrd "$INITRD")
+        for word in $KATA_APPEND; do
+            case "$word" in
+            root=* | rootflags=* | ro | rootfstype=* | systemd.*) ;;
+            *) append+="${append:+ }$word" ;;
+            esac
+        done
     fi
     kata_args=(
-        -name "sandbox-$id" -uuid "$uuid" -machine q35,accel=kvm,kernel_irqchip=on,nvdimm=on -cpu host,pmu=off
+        -name "sandbox-$id" -uuid "$uuid" -machine "$machine" -cpu host,pmu=off
         -qmp "unix:$dir/qmp.sock,server=on,wait=off" -m 2048M,slots=10,maxmem=3011M
         -device pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=on,addr=2
         -device virtio-serial-pci,disable-modern=true,id=serial0 -device virtconsole,chardev=charconsole0,id=console0
@@ -101,7 +113,7 @@ kata_line() {
         -rtc base=utc,driftfix=slew,clock=host -global kvm-pit.lost_tick_policy=discard -vga none -no-user-config -nodefaults -nographic --no-reboot -daemonize
         -object memory-backend-file,id=dimm1,size=2048M,mem-path=/dev/shm,share=on -numa node,memdev=dimm1
         -kernel "$KERNEL" "${initrd[@]}"
-        -append "tsc=reliable no_timer_check rcupdate.rcu_expedited=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 noreplace-smp reboot=k console=hvc0 console=hvc1 cryptomgr.notests net.ifnames=0 pci=lastbus=0 ${root_params[*]}${root_params[*]:+ }quiet systemd.show_status=false panic=1 nr_cpus=2 systemd.unit=kata-containers.target systemd.mask=systemd-networkd.service systemd.mask=systemd-networkd.socket scsi_mod.scan=none"
+        -append "$append"
         -pidfile "$dir/pid" -smp 1,cores=1,threads=1,sockets=2,maxcpus=2
     )
 }
@@ -169,6 +181,7 @@ run_variant() {
     # socket (server=on,wait=off) and drops what is written while nobody is
     # connected; QEMU makes the socket before the guest runs.
     vm_wait_socket "$dir/console.sock" 30 QEMU "$vm_qemu_pid"
+    vm_log "$variant: $(paste -sd ' ' "$dir/qemu-args")"
     vm_bg "$dir/socat.log" socat -u "UNIX-CONNECT:$dir/console.sock" "CREATE:$hvc_log"
     VM_CONSOLE="$hvc_log"
     vm_wait_ready

@@ -7,13 +7,17 @@
 # the kernel and image from the unpacked tarball (links resolved, as the
 # runtime passes them) and the image's size.
 #
-# Two boots, as `image =` and `initrd =` in Kata's configuration.toml:
-#   image   vmlinux + kata-containers.img on an NVDIMM (root=/dev/pmem0p1,
-#           rootflags=dax): the container reads the guest's /proc/1/mountinfo
-#           (bound in read-only) and sysfs: the root is ext4 from pmem0p1,
-#           read-only, with dax=always, the namespace in fsdax mode;
-#   initrd  vmlinux + kata-containers-initrd.img (no NVDIMM, no root= or
-#           systemd parameters): the root is the initramfs.
+# Three boots, as Kata's configuration.toml can ask for them:
+#   image   `image =`: vmlinux + kata-containers.img on an NVDIMM
+#           (root=/dev/pmem0p1, rootflags=dax), the recorded line: the
+#           container reads the guest's /proc/1/mountinfo (bound in
+#           read-only) and sysfs: the root is ext4 from pmem0p1, read-only,
+#           with dax=always, the namespace in fsdax mode;
+#   initrd  `initrd =`: vmlinux + kata-containers-initrd.img (no NVDIMM, no
+#           root= or systemd parameters): the root is the initramfs;
+#   blk     `image =` with `disable_image_nvdimm = true`: the image as a
+#           read-only virtio-blk disk (root=/dev/vda1), the devices as the
+#           runtime writes them for it: the root is ext4 from vda1, read-only.
 # Each: Check; CreateSandbox with the virtio-fs share (vhost-user-fs-pci,
 # tag kataShared); a busybox container from the share; its output; the
 # agent's log lines for it on hvc0 (the console socket of the command line,
@@ -23,7 +27,7 @@
 # KEEP, VM_TEST_DIR, ...; KERNEL and INITRD come from the tarball), and
 #   DIST_TARBALL      the tarball from `make dist`
 #                     [build/dist/guest-agent-static-<version>-x86_64.tar.xz]
-#   VARIANTS          which boots ["image initrd"]
+#   VARIANTS          which boots ["image initrd blk"]
 #   POWEROFF_TIMEOUT  seconds from DestroySandbox to QEMU's exit [30]
 set -euo pipefail
 
@@ -34,7 +38,7 @@ source "$here/lib.sh"
 
 version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml")"
 DIST_TARBALL="${DIST_TARBALL:-$repo/build/dist/guest-agent-static-$version-x86_64.tar.xz}"
-VARIANTS="${VARIANTS:-image initrd}"
+VARIANTS="${VARIANTS:-image initrd blk}"
 POWEROFF_TIMEOUT="${POWEROFF_TIMEOUT:-30}"
 
 if [[ ! -f "$DIST_TARBALL" ]]; then
@@ -42,8 +46,8 @@ if [[ ! -f "$DIST_TARBALL" ]]; then
     exit 1
 fi
 for v in $VARIANTS; do
-    [[ "$v" == image || "$v" == initrd ]] || {
-        vm_log "VARIANTS: $v: expected image or initrd"
+    [[ "$v" == image || "$v" == initrd || "$v" == blk ]] || {
+        vm_log "VARIANTS: $v: expected image, initrd or blk"
         exit 1
     }
 done
@@ -78,19 +82,23 @@ KATA_APPEND="tsc=reliable no_timer_check rcupdate.rcu_expedited=1 i8042.direct=1
 # default (the image on an NVDIMM). initrd: what the Go runtime does with
 # `initrd =` instead: -initrd; no NVDIMM device and no nvdimm=on; none of
 # the parameters it adds only for an image (the root= ones, and the systemd
-# ones, as it expects systemd only in an image).
+# ones, as it expects systemd only in an image). blk: the image as the
+# runtime attaches it without an NVDIMM (a virtio-blk disk and its -drive,
+# no nvdimm=on, its virtio-blk root parameters).
 # shellcheck disable=SC2054 # QEMU's properties are comma-separated, in one word
 kata_line() {
     local variant="$1" dir="$2" id="$3"
     local cid=3 mac=02:42:ac:11:00:02 uuid=0a5c4e27-2c8b-4b8e-9d7a-6b617461626f
     local image_size machine=q35,accel=kvm,kernel_irqchip=on nvdimm=() initrd=() append="" word
     image_size="$(stat -c %s "$kata_image")"
-    if [[ "$variant" == image ]]; then
+    case "$variant" in
+    image)
         machine+=,nvdimm=on
         nvdimm=(-device nvdimm,id=nv0,memdev=mem0,unarmed=on
             -object "memory-backend-file,id=mem0,mem-path=$kata_image,size=$image_size,readonly=on")
         append="$KATA_APPEND"
-    else
+        ;;
+    initrd)
         initrd=(-initrd "$INITRD")
         for word in $KATA_APPEND; do
             case "$word" in
@@ -98,7 +106,13 @@ kata_line() {
             *) append+="${append:+ }$word" ;;
             esac
         done
-    fi
+        ;;
+    blk)
+        nvdimm=(-device "virtio-blk-pci,disable-modern=true,drive=image-$id,scsi=off,config-wce=off,share-rw=on,serial=image-$id"
+            -drive "id=image-$id,file=$kata_image,aio=threads,format=raw,if=none,readonly=on")
+        append="${KATA_APPEND/root=\/dev\/pmem0p1 rootflags=dax,data=ordered/root=/dev/vda1 rootflags=data=ordered}"
+        ;;
+    esac
     kata_args=(
         -name "sandbox-$id" -uuid "$uuid" -machine "$machine" -cpu host,pmu=off
         -qmp "unix:$dir/qmp.sock,server=on,wait=off" -m 2048M,slots=10,maxmem=3011M
@@ -124,7 +138,7 @@ kata_line() {
 probe='while read -r id parent majmin root mp opts rest; do
   [ "$mp" = / ] && echo "root-mount: $majmin $opts ${rest#*- }"
 done </guest/mountinfo
-for d in /sys/class/block/pmem*; do [ -e "$d/dev" ] && echo "block: ${d##*/} $(cat "$d/dev")"; done
+for d in /sys/class/block/pmem* /sys/class/block/vd*; do [ -e "$d/dev" ] && echo "block: ${d##*/} $(cat "$d/dev")"; done
 for n in /sys/bus/nd/devices/namespace*; do [ -e "$n/mode" ] && echo "nd: ${n##*/} $(cat "$n/mode")"; done
 for p in /sys/bus/nd/devices/pfn*; do
   [ -e "$p/namespace" ] && echo "pfn: ${p##*/} $(cat "$p/namespace") $(cat "$p/mode") $(cat "$p/align")"
@@ -153,6 +167,20 @@ check_image() {
         vm_fail "no PFN device claims namespace0.0 (the image's info block): $text"
     grep -qx 'pmem0-dax: 1' <<<"$text" || vm_fail "pmem0 does not support DAX: $text"
     vm_log "image: $line (pmem0p1 $dev; $(grep ' namespace0\.0 ' <<<"$text" | grep '^pfn: ' | cut -d' ' -f2-))"
+}
+
+# `check_blk TEXT`: the root is partition 1 of the virtio-blk disk, ext4,
+# read-only (MBR #1 of the image, at 3 MiB).
+check_blk() {
+    local text="$1" line majmin dev
+    line="$(grep '^root-mount: ' <<<"$text" | tail -n 1)" || vm_fail "no root mount in: $text"
+    read -r _ majmin _ <<<"$line"
+    dev="$(sed -n 's/^block: vda1 //p' <<<"$text")"
+    [[ -n "$dev" ]] || vm_fail "no /dev/vda1 in the guest: $text"
+    [[ "$majmin" == "$dev" ]] || vm_fail "the root is on $majmin, vda1 is $dev: $line"
+    [[ "$line" =~ ^root-mount:\ [0-9:]+\ ro[,\ ].*\ ext4\ [^\ ]+\ ro[,\ ] ]] ||
+        vm_fail "the root is not ext4 mounted read-only: $line"
+    vm_log "blk: $line (vda1 $dev)"
 }
 
 check_initrd() {

@@ -67,6 +67,7 @@ INITRD="$(readlink -f "$share/kata-containers-initrd.img")"
 export VM_TEST_DIR KERNEL INITRD
 
 vm_init
+command -v socat >/dev/null || vm_fail "socat: not installed (apt-get install socat): it reads the console socket"
 vm_step="the tarball's checksums"
 (cd "$(dirname "$DIST_TARBALL")" && sha256sum --quiet -c "$(basename "$DIST_TARBALL").sha256") ||
     vm_fail "$DIST_TARBALL does not match its .sha256"

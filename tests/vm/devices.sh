@@ -332,11 +332,10 @@ scenario_scsi() {
         \"file\": {\"driver\": \"file\", \"filename\": \"$img\"}}"
     vm_qmp device_add '{"driver": "scsi-hd", "id": "sd1", "bus": "scsi0.0", "scsi-id": 1, "lun": 0, "drive": "sd1-node"}'
     if [[ "$HOTPLUG_ONLY" == 1 ]]; then
-        # With scsi_mod.scan=none nobody scans the bus but virtio-scsi's
-        # hot-plug event; the agent asks for a scan of 1:0 itself.
+        # Even with scsi_mod.scan=none, virtio-scsi's hot-plug event makes
+        # the kernel add the LUN the host announces.
         # shellcheck disable=SC2016 # expanded by the guest's shell
-        guest_wait "guest sees SCSI 1:0" '[ -e /sys/bus/scsi/devices/*:0:1:0/block ] || {
-  for h in /sys/class/scsi_host/host*/scan; do echo "0 1 0" >$h 2>/dev/null; done; false; }' \
+        guest_wait "guest sees SCSI 1:0" '[ -e /sys/bus/scsi/devices/*:0:1:0/block ]' \
             'ls /sys/bus/scsi/devices/*:0:1:0/block'
         vm_log "scsi: the guest sees $VM_TEXT"
     else
@@ -362,7 +361,8 @@ scenario_nvdimm() {
         vm_qmp device_add '{"driver": "nvdimm", "id": "nv1", "memdev": "nv1-mem"}'
     fi
     if [[ "$HOTPLUG_ONLY" == 1 ]]; then
-        guest_wait "guest sees /dev/pmem0" "[ -e /sys/block/pmem0 ]" "readlink -f /sys/block/pmem0"
+        guest_wait "guest sees /dev/pmem0" "[ -e /sys/block/pmem0 ]" \
+            "readlink -f /sys/block/pmem0; echo dax=\$(cat /sys/block/pmem0/queue/dax)"
         vm_log "nvdimm: the guest sees $VM_TEXT"
         return
     fi

@@ -22,8 +22,9 @@
 #            (08/00), mounted by a "blk" storage at <shared>/<cid>/rootfs,
 #            as the devicemapper snapshotter's rootfs arrives: it runs and
 #            prints a file only the image holds
-#   scsi     the image as scsi-hd 1:0 on scsi0: a "scsi" storage "1:0" (the
-#            agent scans the adapter itself: scsi_mod.scan=none)
+#   scsi     the image as scsi-hd 1:0 on scsi0: a "scsi" storage "1:0";
+#            then LUN 2:0, there since boot but unseen (scsi_mod.scan=none):
+#            a "scsi" storage "2:0" only the agent's own scan can find
 #   nvdimm   the image as an NVDIMM (memory-backend-file, share=on),
 #            hot-plugged (ACPI NFIT hot-plug); an "nvdimm" storage
 #            /dev/pmem0; without dax: a plain QEMU NVDIMM is a raw namespace,
@@ -228,12 +229,13 @@ bind_data() {
     printf '{"destination": "/data", "type": "bind", "source": "%s", "options": ["rbind", "rw"]}' "$1"
 }
 
-# `one_shot CID SCRIPT STORAGES MOUNTS`: a container that runs SCRIPT to
-# the end (exit 0), its output in $VM_TEXT, then RemoveContainer. The
-# container's rootfs is the share's busybox tree unless CID's storages
-# bring one.
+# `one_shot CID SCRIPT STORAGES MOUNTS [ROOTFS]`: a container that runs
+# SCRIPT to the end (exit 0), its output in $VM_TEXT, then RemoveContainer.
+# Its rootfs: a busybox tree the host puts in the share, or (ROOTFS=storage)
+# what a storage mounts at the same place.
 one_shot() {
     local cid="$1"
+    [[ "${5:-share}" == storage ]] || vm_make_rootfs "$cid"
     vm_call "CreateContainer $cid" "$CALL_TIMEOUT" CreateContainer \
         "$(vm_create_request "$cid" "$2" '{}' "mount pid ipc uts" "$4" "$3")"
     vm_call "StartContainer $cid" "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
@@ -313,9 +315,11 @@ scenario_rootfs() {
         guest_block 08/00
     else
         local mp="$VM_SHARED_MP/$cid/rootfs"
+        # The root's filesystem type and source: the fields after the "-".
         # shellcheck disable=SC2016 # expanded by the container's shell
-        one_shot "$cid" 'cat /etc/marker; echo "root is $(grep " / " /proc/self/mountinfo | cut -d" " -f9-10)"' \
-            "$(storage_json blk 08/00 ext4 '[]' "$mp")" ""
+        one_shot "$cid" 'cat /etc/marker
+awk '\''$5 == "/" { for (i = 7; $i != "-"; i++) ; print "root is", $(i + 1), $(i + 2) }'\'' /proc/self/mountinfo' \
+            "$(storage_json blk 08/00 ext4 '[]' "$mp")" "" storage
         vm_log "rootfs: the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
         [[ "$VM_TEXT" == *"a rootfs on a hot-plugged disk"* ]] ||
             vm_fail "rootfs: the container did not run from the disk: $VM_TEXT"
@@ -327,6 +331,17 @@ scenario_rootfs() {
 
 scenario_scsi() {
     local img="$VM_DIR/scsi.img" mp="$SANDBOX_STORAGE/scsi-data"
+    # First, before anything asks for a scan: LUN 2:0, there since boot, is
+    # unseen. Kata boots with scsi_mod.scan=none so that the guest attaches
+    # only the LUNs the shim names; with a modular scsi_mod, that holds only
+    # if PID 1 loads it with the command line's scsi_mod.* parameters, as
+    # modprobe does.
+    guest_sh "scsi_mod.scan in the guest" 'cat /sys/module/scsi_mod/parameters/scan'
+    [[ "$VM_TEXT" == none ]] ||
+        vm_fail "scsi: scsi_mod.scan is '$VM_TEXT' in the guest, not 'none' as the kernel command line says (scsi_mod loaded without its parameters from the command line?)"
+    # shellcheck disable=SC2016 # expanded by the guest's shell
+    guest_sh "guest has no SCSI 2:0" 'for d in /sys/bus/scsi/devices/*:0:2:0; do [ ! -e $d ] || { echo "$d"; exit 1; }; done'
+
     data_image scsi 64M
     vm_qmp blockdev-add "{\"driver\": \"raw\", \"node-name\": \"sd1-node\",
         \"file\": {\"driver\": \"file\", \"filename\": \"$img\"}}"
@@ -350,6 +365,18 @@ scenario_scsi() {
             vm_fail "scsi: the image lacks the container's file"
         vm_log "scsi: the host reads back the container's file from $img"
     fi
+
+    # LUN 2:0, unseen so far: only the agent's own scan of the adapters
+    # finds it.
+    img="$VM_DIR/scsi-boot.img" mp="$SANDBOX_STORAGE/scsi-boot-data"
+    [[ "$HOTPLUG_ONLY" != 1 ]] || return 0
+    one_shot scsi-boot "$DATA_SCRIPT" "$(storage_json scsi 2:0 ext4 '[]' "$mp")" "$(bind_data "$mp")"
+    vm_log "scsi: LUN 2:0 (cold-plugged): the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
+    data_check scsi-boot
+    unmounted_check "$mp"
+    # Still attached: unmounted, the guest flushed its writes to QEMU.
+    [[ "$(host_cat "$img" /from-guest.txt)" == "written by the container" ]] ||
+        vm_fail "scsi: the image of LUN 2:0 lacks the container's file"
 }
 
 scenario_nvdimm() {
@@ -441,6 +468,7 @@ scenario_resize() {
         dev_unplug blk5 blk5-node
         return
     fi
+    vm_make_rootfs "$cid"
     vm_call "CreateContainer $cid" "$CALL_TIMEOUT" CreateContainer "$(
         vm_create_request "$cid" 'echo ready; exec sleep 100000' '{}' "mount pid ipc uts" \
             "$(bind_data "$mp")" "$(storage_json blk 05/00 ext4 '[]' "$mp")"
@@ -550,6 +578,11 @@ done
 if [[ "$WITH_9P" == 1 ]]; then
     mkdir -p "$VM_DIR/9p"
     VM_QEMU_EXTRA+=(-fsdev "local,id=fs9p,path=$VM_DIR/9p,security_model=none")
+fi
+if [[ " ${run_scenarios[*]} " == *" scsi "* ]]; then
+    data_image scsi-boot 64M
+    VM_QEMU_EXTRA+=(-blockdev "driver=raw,node-name=sd2-node,file.driver=file,file.filename=$VM_DIR/scsi-boot.img"
+        -device "scsi-hd,id=sd2,bus=scsi0.0,scsi-id=2,lun=0,drive=sd2-node")
 fi
 if [[ "$NVDIMM_COLD" == 1 ]]; then
     data_image nvdimm "${NVDIMM_MB}M"

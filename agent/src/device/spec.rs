@@ -7,7 +7,8 @@
 //!
 //! Device types, as Kata's runtime sends them:
 //! - `blk`: virtio-blk, PCI path in `id` (`vm_path` is the host's guess of
-//!   the name and is not trusted);
+//!   the name and is not trusted; without a PCI path, the name in `id` or
+//!   `vm_path` is waited for);
 //! - `mmioblk`: virtio-mmio disk, `/dev/vdX` in `vm_path`;
 //! - `scsi`: `target:lun` in `id`;
 //! - `nvdimm`: `/dev/pmemN` in `vm_path`;
@@ -95,9 +96,11 @@ fn check_container_path(d: &Device) -> Result<(), DeviceError> {
 fn block_node(devices: &Devices, d: &Device) -> Result<Option<Node>, DeviceError> {
     let object = if d.id.is_empty() { &d.vm_path } else { &d.id };
     let target = match d.type_.as_str() {
-        // Without a PCI path, only the name the host expects is left.
-        "blk" if d.id.is_empty() => {
-            Target::BlkMmio(dev_name(&d.vm_path).map_err(|e| DeviceError::invalid(object, e))?)
+        // Without a PCI path (runtime-rs then sends the node's name in
+        // `id` too), only the name the host expects is left.
+        "blk" if d.id.is_empty() || d.id.starts_with("/dev/") => {
+            let name = if d.id.is_empty() { &d.vm_path } else { &d.id };
+            Target::BlkMmio(dev_name(name).map_err(|e| DeviceError::invalid(object, e))?)
         }
         "blk" => Target::BlkPci(
             d.id.parse::<PciPath>()

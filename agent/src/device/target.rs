@@ -178,7 +178,9 @@ impl Target {
                 if ev.subsystem != "block" || ev.devname != *name {
                     return None;
                 }
-                if !ev.devpath.ends_with(&format!("/block/{name}")) {
+                // A disk (`.../block/vdb`) or one of its partitions
+                // (`.../block/pmem0/pmem0p1`).
+                if !ev.devpath.ends_with(&format!("/{name}")) || !ev.devpath.contains("/block/") {
                     return None;
                 }
                 if matches!(self, Target::Pmem(_)) && !ev.devpath.contains("/ndbus") {

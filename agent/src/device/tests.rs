@@ -134,6 +134,16 @@ fn mmio_scsi_pmem_and_net_matchers() {
         "disk",
     );
     assert_eq!(pmem.matches(&e, sys.path()).unwrap().name, "pmem0");
+    let part = ev(
+        "add",
+        "block",
+        "/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0012:00/ndbus0/region0/namespace0.0/block/pmem0/pmem0p1",
+        "pmem0p1",
+        "partition",
+    );
+    let p1 = Target::Pmem("pmem0p1".into());
+    assert_eq!(p1.matches(&part, sys.path()).unwrap().name, "pmem0p1");
+    assert!(pmem.matches(&part, sys.path()).is_none());
     let not_nd = ev(
         "add",
         "block",

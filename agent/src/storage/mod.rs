@@ -221,6 +221,9 @@ struct Undo {
     watched: bool,
     /// The `watchable` directory whose tmpfs this storage counts in.
     watch_root: Option<PathBuf>,
+    /// Directories removed with their contents after the unmount (an
+    /// overlay's upper and work directories).
+    trees: Vec<PathBuf>,
 }
 
 /// One storage request being handled: names for errors, the resolved mount
@@ -1013,6 +1016,9 @@ impl StorageManager {
                 }
             }
         }
+        for t in &undo.trees {
+            remove_tree(&ctx, t).map_err(TeardownError::Leftover)?;
+        }
         // Parents we created may be shared with other storages by now:
         // remove them only if empty.
         {
@@ -1073,3 +1079,6 @@ impl TeardownError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod block_tests;

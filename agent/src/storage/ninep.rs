@@ -62,6 +62,13 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
     })
 }
 
+impl Plan {
+    #[cfg(test)]
+    pub(super) fn data(&self) -> &str {
+        &self.options.data
+    }
+}
+
 pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
     ctx.mount_new(
         &format!("mount 9p tag \"{}\"", plan.tag),

@@ -105,7 +105,10 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
     }
     match ctx.mount_new("mount overlay", FSTYPE, FSTYPE, &plan.options) {
         Ok(mut undo) => {
-            // Upper and work go with the mount point, deepest first.
+            // Upper and work (the container's writable layer) go with
+            // their contents; then the parents made for them, if empty.
+            undo.trees = plan.make.clone();
+            made.retain(|p| !plan.make.contains(p));
             made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
             undo.created.extend(made);
             Ok(undo)

@@ -41,13 +41,22 @@
 #            running container; the host grows the image (truncate, QMP
 #            block_resize); ResizeVolume grows the filesystem; GetVolumeStats
 #            and df in the container show the new size
+#   late     CreateContainer with a "blk" storage at 09/00 (rp5) first, the
+#            disk plugged half agent.hotplug_timeout later: the agent's wait
+#            sees it come
 #   swap     a swap image (mkswap) as virtio-blk on rp6 (0a/00), seen by the
 #            guest first (the device is there before the request); AddSwap
 #            with PCIPath [10, 0]; /proc/swaps in a container shows it
 #   timeout  a "blk" storage at 07/00, where nothing is plugged (rp3 stays
 #            empty): CreateContainer fails after agent.hotplug_timeout, the
-#            error names 07/00; Check still answers
+#            error names 07/00; Check still answers; nothing is left mounted,
+#            and the container ID can be used again
 # Then DestroySandbox; the guest powers off by itself.
+#
+# Kernels: Debian's cloud kernel (the default) with the initrd's modules;
+# ours (KERNEL=build/kernel/bzImage with the bare initrd, WITH_9P=1) has
+# NVDIMM support only when built with the nvdimm fragment: otherwise leave
+# nvdimm out of SCENARIOS.
 #
 # HOTPLUG_ONLY=1 runs only the device side of each scenario: plug, see the
 # device in the guest (sysfs, from the "guest" container), unplug; no
@@ -60,7 +69,7 @@
 # Environment: as lib.sh (KERNEL, INITRD, AGENT_CTL, KERNEL_APPEND,
 # QMP_TIMEOUT, ...), and
 #   SCENARIOS        which scenarios, in order [blk rootfs scsi nvdimm 9p nic
-#                    resize swap timeout]
+#                    resize late swap timeout]
 #   WITH_9P          1: the kernel has 9p, run the 9p scenario [0]
 #   HOTPLUG_ONLY     1: only plug, look and unplug (see above) [0]
 #   HOTPLUG_TIMEOUT  agent.hotplug_timeout, seconds [2]
@@ -73,7 +82,7 @@ set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SCENARIOS="${SCENARIOS:-blk rootfs scsi nvdimm 9p nic resize swap timeout}"
+SCENARIOS="${SCENARIOS:-blk rootfs scsi nvdimm 9p nic resize late swap timeout}"
 WITH_9P="${WITH_9P:-0}"
 HOTPLUG_ONLY="${HOTPLUG_ONLY:-0}"
 HOTPLUG_TIMEOUT="${HOTPLUG_TIMEOUT:-2}"
@@ -103,17 +112,22 @@ elapsed() {
     printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
 }
 
-# `json_get JSON KEY...`: a value inside agent-ctl's JSON answer (numbers
-# in strings, as protobuf's JSON writes 64-bit ones, come out bare).
+# `json_get JSON KEY`: a top-level string of agent-ctl's JSON answer.
 json_get() {
+    "$PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$@"
+}
+
+# `volume_bytes JSON`: the total bytes in a GetVolumeStats answer (the
+# usage entry in BYTES; 64-bit numbers are JSON strings).
+volume_bytes() {
     "$PYTHON" -c '
 import json, sys
-v = json.loads(sys.argv[1])
-for k in sys.argv[2:]:
-    v = v[int(k)] if isinstance(v, list) else v.get(k)
-    if v is None:
-        sys.exit(1)
-print(v if not isinstance(v, (dict, list)) else json.dumps(v))' "$@"
+for u in json.loads(sys.argv[1]).get("usage", []):
+    if u.get("unit", "BYTES") == "BYTES":
+        print(int(u["total"]))
+        break
+else:
+    sys.exit(1)' "$1"
 }
 
 # `make_ext4 IMG SIZE DIR`: an ext4 image holding DIR's tree, made without
@@ -390,7 +404,7 @@ scenario_nvdimm() {
     if [[ "$HOTPLUG_ONLY" == 1 ]]; then
         guest_wait "guest sees /dev/pmem0" "[ -e /sys/block/pmem0 ]" \
             "readlink -f /sys/block/pmem0; echo dax=\$(cat /sys/block/pmem0/queue/dax)"
-        vm_log "nvdimm: the guest sees $VM_TEXT"
+        vm_log "nvdimm: the guest sees $(tr '\n' ' ' <<<"$VM_TEXT")"
         return
     fi
     one_shot pmem "$DATA_SCRIPT" "$(storage_json nvdimm /dev/pmem0 ext4 '[]' "$mp")" "$(bind_data "$mp")"
@@ -477,7 +491,7 @@ scenario_resize() {
     vm_read_stdout "$cid" "$cid" ready
     local before after df_kb
     vm_call GetVolumeStats "$CALL_TIMEOUT" GetVolumeStats "{\"volume_guest_path\": \"$mp\"}"
-    before="$(json_get "$VM_OUT" usage 0 total)" || vm_fail "GetVolumeStats: no usage total: $VM_OUT"
+    before="$(volume_bytes "$VM_OUT")" || vm_fail "GetVolumeStats: no total bytes: $VM_OUT"
 
     # The host grows the volume (as a CSI driver's expansion does), QEMU
     # tells the guest the disk's new size, the agent grows the filesystem.
@@ -485,7 +499,7 @@ scenario_resize() {
     vm_qmp block_resize "{\"node-name\": \"blk5-node\", \"size\": $grown}"
     vm_call ResizeVolume "$CALL_TIMEOUT" ResizeVolume "{\"volume_guest_path\": \"$mp\", \"size\": $grown}"
     vm_call GetVolumeStats "$CALL_TIMEOUT" GetVolumeStats "{\"volume_guest_path\": \"$mp\"}"
-    after="$(json_get "$VM_OUT" usage 0 total)" || vm_fail "GetVolumeStats: no usage total: $VM_OUT"
+    after="$(volume_bytes "$VM_OUT")" || vm_fail "GetVolumeStats: no total bytes: $VM_OUT"
     vm_log "resize: GetVolumeStats total $before -> $after bytes (disk 64 MiB -> $((grown >> 20)) MiB)"
     # ext4 keeps some of the disk for itself: 80 % of it is plenty.
     ((after > grown * 8 / 10 && before < (64 << 20))) ||
@@ -506,6 +520,35 @@ scenario_resize() {
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
     unmounted_check "$mp"
     dev_unplug blk5 blk5-node
+}
+
+scenario_late() {
+    local cid=late img="$VM_DIR/late.img" mp="$SANDBOX_STORAGE/late-data" out="$VM_DIR/late.json" pid
+    data_image late 64M
+    if [[ "$HOTPLUG_ONLY" == 1 ]]; then
+        return
+    fi
+    vm_make_rootfs "$cid"
+    vm_bg "$out" timeout --kill-after=5 "$((CALL_TIMEOUT + 5))" "$AGENT_CTL" --addr "$VM_ADDR" \
+        --timeout "${CALL_TIMEOUT}s" call CreateContainer "$(vm_create_request "$cid" "$DATA_SCRIPT" '{}' \
+        "mount pid ipc uts" "$(bind_data "$mp")" "$(storage_json blk 09/00 ext4 '[]' "$mp")")"
+    pid="$VM_BG_PID"
+    # Half the agent's hot-plug timeout: the request is (almost surely)
+    # waiting by then; it must succeed whether it is or not.
+    sleep "$(awk -v t="$HOTPLUG_TIMEOUT" 'BEGIN { print t / 2 }')"
+    blk_plug blk7 "$img" rp5
+    vm_step="late: CreateContainer"
+    vm_wait_pid "$pid" "$((CALL_TIMEOUT + 10))" "CreateContainer $cid" ||
+        vm_fail "late: CreateContainer with a disk plugged $((HOTPLUG_TIMEOUT * 500)) ms later: $(cat "$out")"
+    vm_call "StartContainer $cid" "$CALL_TIMEOUT" StartContainer "{\"container_id\": \"$cid\"}"
+    vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
+    vm_expect_status 0 "container $cid"
+    vm_read_stdout "$cid" "$cid"
+    vm_log "late: the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
+    data_check late
+    vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
+    unmounted_check "$mp"
+    dev_unplug blk7 blk7-node
 }
 
 scenario_swap() {
@@ -548,6 +591,11 @@ scenario_timeout() {
     # Failing before the hot-plug timeout would mean it did not wait.
     ((${took%.*} >= HOTPLUG_TIMEOUT - 1)) || vm_fail "timeout: failed after $took s, before agent.hotplug_timeout=$HOTPLUG_TIMEOUT"
     vm_call "Check after the timeout" "$CALL_TIMEOUT" Check
+    # The refused container left nothing: not its mount point, not its
+    # name (the same ID is free again).
+    unmounted_check "$mp"
+    one_shot never 'echo created again' "" "" storage
+    [[ "$VM_TEXT" == *"created again"* ]] || vm_fail "timeout: the container ID after the failure: $VM_TEXT"
 }
 
 # --- the boot -------------------------------------------------------------
@@ -561,7 +609,7 @@ for s in $SCENARIOS; do
             continue
         fi
         ;;
-    blk | rootfs | scsi | nvdimm | nic | resize | swap | timeout) ;;
+    blk | rootfs | scsi | nvdimm | nic | resize | late | swap | timeout) ;;
     *) vm_fail "SCENARIOS: unknown scenario '$s'" ;;
     esac
     run_scenarios+=("$s")

@@ -7,7 +7,10 @@
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
 #   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
-#                              Check/Version, then vm-test-containers, -pod, -observe, -devices
+#                              Check/Version, then vm-test-console, -containers, -pod, -observe,
+#                              -devices
+#   make -f image.mk vm-test-console  the console as Kata's runtime gives it: only a virtio
+#                              console (hvc0), panic=1: the agent comes up, its logs on hvc0
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
 #   make -f image.mk vm-test-pod  an nginx-like pod on cgroup v2, as the Go runtime and as
@@ -97,7 +100,8 @@ IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
 export SOURCE_DATE_EPOCH
 
 .PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-containers vm-test-pod vm-test-observe vm-test-devices initrd-debug initrd-bare boot-bench demo
+	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices \
+	initrd-debug initrd-bare boot-bench demo
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -144,10 +148,13 @@ agent-ctl:
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-containers vm-test-pod vm-test-observe vm-test-devices
+vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
+
+vm-test-console: initrd agent-ctl
+	$(VM_ENV) tests/vm/console.sh
 
 vm-test-containers: initrd agent-ctl
 	$(VM_ENV) tests/vm/containers.sh

@@ -19,10 +19,10 @@
 #   MODULES_ROOT  where that kernel's modules are [/lib/modules]
 #   MODULES       modules to add with their dependencies, in wanted order; a
 #                 trailing '?' marks one that may be absent
-#                 [virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common
+#                 [virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common
 #                  vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?
 #                  virtio_blk? virtio_scsi? sd_mod? nfit? nd_pmem? ext4? 9pnet_virtio? 9p?]
-#                 (the second line: hot-plugged disks, SCSI, NVDIMM/pmem and
+#                 (the last line: hot-plugged disks, SCSI, NVDIMM/pmem and
 #                 9p shares; Debian's cloud kernel has no 9p, its ext4 is built in)
 #
 # The modules are decompressed and listed, dependencies first (read from each
@@ -39,7 +39,7 @@ WITH_BUSYBOX="${WITH_BUSYBOX:-0}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 MODULES_KVER="${MODULES_KVER:-}"
 MODULES_ROOT="${MODULES_ROOT:-/lib/modules}"
-MODULES="${MODULES:-virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net? virtio_blk? virtio_scsi? sd_mod? nfit? nd_pmem? ext4? 9pnet_virtio? 9p?}"
+MODULES="${MODULES:-virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net? virtio_blk? virtio_scsi? sd_mod? nfit? nd_pmem? ext4? 9pnet_virtio? 9p?}"
 
 die() {
     echo "rootfs.sh: $*" >&2

@@ -457,3 +457,52 @@ fn readme_method_table_matches_the_agent() {
         assert!(readme.contains(&want), "README.md lacks the row {want:?}");
     }
 }
+
+/// A guest kernel without a console yet (`console=hvc0` before its driver
+/// is loaded) starts init with fds 0, 1 and 2 closed. The agent must serve,
+/// with none of its sockets on them (its logs would be written into them).
+#[test]
+fn closed_stdio_fds_are_not_taken_by_sockets() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let cmdline = dir.path().join("cmdline");
+    std::fs::write(&cmdline, "agent.log=debug").unwrap();
+    let mut cmd = Command::new(bin("kata-agent"));
+    cmd.arg("--server-addr")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--cmdline")
+        .arg(&cmdline)
+        .env_remove("KATA_AGENT_SERVER_ADDR");
+    // SAFETY: only close(2) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..=2 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    raw_check(&socket);
+    for fd in 0..=2 {
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", child.id())).unwrap();
+        assert!(
+            !link.to_string_lossy().starts_with("socket:"),
+            "fd {fd}: {link:?}"
+        );
+    }
+    // It logs (into nothing) and serves on.
+    for _ in 0..20 {
+        raw_check(&socket);
+    }
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -4,7 +4,8 @@
 //! kernel filesystems (`/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`,
 //! `/run`), loads the kernel modules the initrd carries ([`modules`]), mounts
 //! the cgroup hierarchies ([`cgroupfs`]), sets `PATH`, brings `lo` up ([`net`])
-//! and puts stdin, stdout and stderr on `/dev/console`. Run as an ordinary
+//! and puts stdin, stdout and stderr on `/dev/console` (on `/dev/kmsg`
+//! until a console whose driver is a module exists). Run as an ordinary
 //! process (a systemd service, a host test) it does nothing.
 //!
 //! Everything here is synchronous and runs before the tokio runtime starts.
@@ -136,14 +137,27 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         .ok()
         .and_then(|t| parse_uptime(&t))
         .map(|u| u.saturating_sub(started.elapsed()));
-    if let Err(e) = mounts::reopen_console() {
-        note(e.to_string());
+    let console = mounts::reopen_console();
+    if console.is_err() {
+        // No console yet: the logs go to the kernel's log meanwhile.
+        if let Err(e) = mounts::use_kmsg() {
+            note(e.to_string());
+        }
     }
     std::env::set_var("PATH", PATH);
 
     // Modules first: vsock and virtio-fs must exist before anyone uses them.
     for e in modules::load_listed(Path::new(modules::LOAD_ORDER)) {
         note(e.to_string());
+    }
+    // A console whose driver is a module (virtio_console for hvc0) exists
+    // only now.
+    if let Err(first) = console {
+        if let Err(e) = mounts::reopen_console() {
+            note(format!(
+                "{first}; after loading modules: {e}; logging to /dev/kmsg"
+            ));
+        }
     }
 
     for dir in RUN_DIRS {

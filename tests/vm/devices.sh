@@ -30,8 +30,9 @@
 #            /dev/pmem0; without dax: a plain QEMU NVDIMM is a raw namespace,
 #            which has no DAX
 #   9p       only with WITH_9P=1 (a kernel with 9p; Debian's cloud kernel has
-#            none): a host directory as virtio-9p-pci on rp7 (0b/00), tag
-#            vm9p, a "9p" storage; the host sees what the container wrote
+#            none): a host directory (its -fsdev given at boot: QMP cannot
+#            add one) as virtio-9p-pci on rp7 (0b/00), tag vm9p, a "9p"
+#            storage; the host sees what the container wrote
 #   nic      a virtio-net NIC (QEMU user networking) on rp2 (06/00);
 #            UpdateInterface with its MAC and devicePath 06/00 names it eth1
 #            with 10.0.3.15/24; the answer, ListInterfaces and `ip addr` in a

@@ -16,51 +16,6 @@ use protocols::agent::*;
 use protocols::oci;
 use ttrpc::Code;
 
-/// A loop device over a fresh ext4 image holding `hello`; detached on
-/// drop.
-struct Loop {
-    dev: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Loop {
-    fn new() -> Loop {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
-        std::fs::create_dir_all(&tree).unwrap();
-        std::fs::write(tree.join("hello"), "from the disk\n").unwrap();
-        let img = dir.path().join("disk.img");
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .arg(&img)
-            .arg("16M")
-            .output()
-            .expect("run mkfs.ext4 (e2fsprogs)");
-        assert!(out.status.success(), "mkfs.ext4: {out:?}");
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&img)
-            .output()
-            .expect("run losetup");
-        assert!(out.status.success(), "losetup: {out:?}");
-        let dev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Loop { dev, _dir: dir }
-    }
-
-    fn numbers(&self) -> (i64, i64) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        (libc::major(rdev).into(), libc::minor(rdev).into())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
 fn device(typ: &str, id: &str, vm_path: &str, container_path: &str) -> Device {
     let mut d = Device::new();
     d.type_ = typ.into();
@@ -91,7 +46,7 @@ fn create_with(
 #[test]
 fn a_device_reaches_the_container_with_the_guest_numbers() {
     let Some(env) = Env::new() else { return };
-    let disk = Loop::new();
+    let disk = LoopDisk::with_files(&[("hello", "from the disk\n")]);
     let (major, minor) = disk.numbers();
     let cid = unique("dev");
     let mut spec = env.spec(
@@ -147,7 +102,7 @@ fn a_device_reaches_the_container_with_the_guest_numbers() {
 #[test]
 fn a_block_volume_is_mounted_for_the_container_and_released() {
     let Some(env) = Env::new() else { return };
-    let disk = Loop::new();
+    let disk = LoopDisk::with_files(&[("hello", "from the disk\n")]);
     let cid = unique("vol");
     let mp = format!("/run/kata-containers/sandbox/storage/{cid}");
     let mut spec = env.spec(
@@ -181,12 +136,26 @@ fn a_block_volume_is_mounted_for_the_container_and_released() {
         "the disk is still mounted after RemoveContainer"
     );
     assert!(!env.agent.path(&mp).exists());
-    // What the container wrote is on the disk.
-    let check = Command::new("debugfs")
-        .args(["-R", "cat /new", &disk.dev])
+    // What the container wrote is on the disk. Mounted again (in a mount
+    // namespace of its own), not read raw: the container's mount namespace
+    // may still hold the filesystem for a moment after it exited, and a
+    // new mount of the disk shares that live filesystem if so.
+    let dir = tempfile::tempdir().unwrap();
+    let check = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -o ro {} {} && cat {}/new",
+            disk.dev,
+            dir.path().display(),
+            dir.path().display()
+        ))
         .output()
-        .expect("run debugfs (e2fsprogs)");
-    assert_eq!(String::from_utf8_lossy(&check.stdout), "written\n");
+        .expect("run unshare");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "written\n",
+        "{check:?}"
+    );
 }
 
 #[test]

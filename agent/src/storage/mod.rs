@@ -73,8 +73,9 @@ use protocols::types::FSGroupChangePolicy;
 
 #[cfg(test)]
 use mountinfo::unescape;
-pub(crate) use mountinfo::{mounted_at, mounts, MountInfo};
+pub(crate) use mountinfo::{mounted_at, mounts, unescape as unescape_octal, MountInfo};
 pub use options::{parse_mount_options, MountOptions};
+pub(crate) use path::normalize as normalize_path;
 
 /// Driver of the virtio-fs shared directory.
 pub const DRIVER_VIRTIOFS_TYPE: &str = "virtio-fs";

@@ -283,12 +283,24 @@ data_check() {
         vm_fail "$1: the container did not read the host's file: $VM_TEXT"
 }
 
-# `unmounted_check MOUNT_POINT`: the agent no longer has it mounted.
+# `unmounted_check MOUNT_POINT [BLOCK]`: the agent no longer has it
+# mounted; with BLOCK (the guest's sysfs glob of the disk's block device),
+# also waits until the guest lets go of the disk's ext4 filesystem (its
+# /sys/fs/ext4/<disk> goes with the last mount, which may be the removed
+# container's namespace for a moment): only then has the guest written all
+# of it back, journal included, for the host to read or the disk to go.
 unmounted_check() {
     agent_mounts
     if grep -qF " $1 " <<<"$AGENT_MOUNTS"; then
         vm_fail "$VM_PHASE: $1 still mounted in the guest after RemoveContainer: $(grep -F " $1 " <<<"$AGENT_MOUNTS")"
     fi
+    [[ -n "${2:-}" ]] || return 0
+    local disk t0
+    guest_sh "the disk of $1" "ls -d $2"
+    disk="${VM_TEXT##*/}"
+    t0="$(vm_now_ms)"
+    guest_wait "the guest lets go of the filesystem on $disk" "[ ! -e /sys/fs/ext4/$disk ]"
+    vm_log "$VM_PHASE: the filesystem on $disk released $(elapsed "$t0") s after the check began"
 }
 
 # --- scenarios ------------------------------------------------------------
@@ -308,7 +320,7 @@ scenario_blk() {
         one_shot blk "$DATA_SCRIPT" "$(storage_json blk 05/00 ext4 '[]' "$mp")" "$(bind_data "$mp")"
         vm_log "blk: the container (created $(elapsed "$t0") s after the plug) says: $(tr '\n' ';' <<<"$VM_TEXT")"
         data_check blk
-        unmounted_check "$mp"
+        unmounted_check "$mp" "$(pci_sysfs 05/00)/virtio*/block/*"
     fi
     dev_unplug blk1 blk1-node
     guest_no_block 05/00
@@ -339,7 +351,7 @@ awk '\''$5 == "/" { for (i = 7; $i != "-"; i++) ; print "root is", $(i + 1), $(i
         [[ "$VM_TEXT" == *"a rootfs on a hot-plugged disk"* ]] ||
             vm_fail "rootfs: the container did not run from the disk: $VM_TEXT"
         [[ "$VM_TEXT" == *"root is ext4 /dev/vd"* ]] || vm_fail "rootfs: / is not the ext4 disk: $VM_TEXT"
-        unmounted_check "$mp"
+        unmounted_check "$mp" "$(pci_sysfs 08/00)/virtio*/block/*"
     fi
     dev_unplug blk4 blk4-node
 }
@@ -372,7 +384,7 @@ scenario_scsi() {
         one_shot scsi "$DATA_SCRIPT" "$(storage_json scsi 1:0 ext4 '[]' "$mp")" "$(bind_data "$mp")"
         vm_log "scsi: the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
         data_check scsi
-        unmounted_check "$mp"
+        unmounted_check "$mp" "/sys/bus/scsi/devices/*:0:1:0/block/*"
     fi
     dev_unplug sd1 sd1-node
     if [[ "$HOTPLUG_ONLY" != 1 ]]; then
@@ -388,7 +400,7 @@ scenario_scsi() {
     one_shot scsi-boot "$DATA_SCRIPT" "$(storage_json scsi 2:0 ext4 '[]' "$mp")" "$(bind_data "$mp")"
     vm_log "scsi: LUN 2:0 (cold-plugged): the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
     data_check scsi-boot
-    unmounted_check "$mp"
+    unmounted_check "$mp" "/sys/bus/scsi/devices/*:0:2:0/block/*"
     # Still attached: unmounted, the guest flushed its writes to QEMU.
     [[ "$(host_cat "$img" /from-guest.txt)" == "written by the container" ]] ||
         vm_fail "scsi: the image of LUN 2:0 lacks the container's file"
@@ -411,7 +423,7 @@ scenario_nvdimm() {
     one_shot pmem "$DATA_SCRIPT" "$(storage_json nvdimm /dev/pmem0 ext4 '[]' "$mp")" "$(bind_data "$mp")"
     vm_log "nvdimm: the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
     data_check nvdimm
-    unmounted_check "$mp"
+    unmounted_check "$mp" /sys/block/pmem0
     # QEMU cannot unplug an NVDIMM; the file is mapped shared, so the host
     # reads what the guest wrote through it.
     [[ "$(host_cat "$img" /from-guest.txt)" == "written by the container" ]] ||
@@ -519,7 +531,7 @@ scenario_resize() {
     vm_call "SignalProcess $cid" "$CALL_TIMEOUT" SignalProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\", \"signal\": 9}"
     vm_call "WaitProcess $cid" "$CALL_TIMEOUT" WaitProcess "{\"container_id\": \"$cid\", \"exec_id\": \"$cid\"}"
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
-    unmounted_check "$mp"
+    unmounted_check "$mp" "$(pci_sysfs 05/00)/virtio*/block/*"
     dev_unplug blk5 blk5-node
 }
 
@@ -548,7 +560,7 @@ scenario_late() {
     vm_log "late: the container says: $(tr '\n' ';' <<<"$VM_TEXT")"
     data_check late
     vm_call "RemoveContainer $cid" "$CALL_TIMEOUT" RemoveContainer "{\"container_id\": \"$cid\"}"
-    unmounted_check "$mp"
+    unmounted_check "$mp" "$(pci_sysfs 09/00)/virtio*/block/*"
     dev_unplug blk7 blk7-node
 }
 

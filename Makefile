@@ -7,8 +7,9 @@
 #                `make test-deps`; with CI set, a test that would skip fails instead)
 #   make test-deps  install the Debian packages the tests need (tests/test-deps.sh)
 #   make install put release builds of kata-agent and agent-ctl into $(PREFIX)/bin
-#   make vm-test the micro-VM tests (after guest-deps): boot, containers on cgroup v1 and
-#                v2, logs and debug console over vsock
+#   make vm-test the micro-VM tests (after guest-deps): boot, a virtio console only,
+#                containers on cgroup v1 and v2, pods through both shims' requests,
+#                logs and debug console over vsock, hot-plugged devices through QMP
 #   make bench   static release agent, then the benchmark table (and boot figures when
 #                the micro-VM prerequisites are there)
 #   make dist    the guest as Kata's static tarball lays it out (our kernel, image,

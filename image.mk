@@ -8,7 +8,8 @@
 #   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
 #   make -f image.mk dist-reproducible  the same for dist's rootfs, and the tarball packed twice
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
-#                              Check/Version, then vm-test-containers
+#                              Check/Version, then vm-test-console, -containers, -pod, -observe,
+#                              -devices
 #   make -f image.mk vm-test-console  the console as Kata's runtime gives it: only a virtio
 #                              console (hvc0), panic=1: the agent comes up, its logs on hvc0
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
@@ -20,6 +21,11 @@
 #   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
 #                              console (a shell over vsock, then on the serial console),
 #                              with $(DEBUG_INITRD)
+#   make -f image.mk vm-test-devices  devices hot-plugged into the running guest over QMP,
+#                              then the shim's request for each: a virtio-blk volume, a
+#                              container rootfs on a disk, a SCSI disk, an NVDIMM (pmem), a
+#                              9p share (WITH_9P=1), a NIC (UpdateInterface), ResizeVolume,
+#                              AddSwap, a disk that never comes (agent.hotplug_timeout)
 #   make -f image.mk initrd-debug  the initrd with busybox (a shell for the debug console)
 #   make -f image.mk boot-bench  boot-to-agent-ready figures, Debian's kernel with $(INITRD)
 #                              and ours ($(OUR_KERNEL), when built) with $(BARE_INITRD)
@@ -49,7 +55,8 @@
 #                      KERNEL, empty (none) for any other kernel
 #   MODULES_ROOT       where that release's modules are [$(DEBIAN_KERNEL_DIR)/lib/modules;
 #                      /lib/modules for a /boot kernel]
-#   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse, virtiofs]
+#   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse,
+#                      virtiofs, and the drivers of hot-plugged disks, SCSI, NVDIMMs, 9p]
 #   WITH_BUSYBOX       1 adds busybox (for the debug console) [0]
 #   COMPRESS           initrd compression: zstd, gzip or none [zstd]
 #   IMAGE_FORMAT       ext4 or erofs [ext4]
@@ -57,6 +64,8 @@
 #   KERNEL_SRC         kernel source tarball [/usr/src/linux-source-6.1.tar.xz]
 #   KERNEL_OUT         kernel build directory [$(BUILD_DIR)/kernel]
 #   KERNEL_APPEND      extra guest kernel parameters for vm-test, e.g. cgroup_no_v1=all []
+#   WITH_9P            1: vm-test-devices also tests a 9p share; needs a kernel with 9p
+#                      (KERNEL=$(KERNEL_OUT)/bzImage; Debian's cloud kernel has none) [0]
 #   OUR_KERNEL         our kernel for boot-bench [$(KERNEL_OUT)/bzImage]
 #   BOOT_RUNS          boots per kernel in boot-bench [3]
 #   DIST_DIR           where dist puts the tarball [$(BUILD_DIR)/dist]
@@ -87,6 +96,7 @@ SOURCE_DATE_EPOCH ?= 0
 KERNEL_SRC ?= /usr/src/linux-source-6.1.tar.xz
 KERNEL_OUT ?= $(BUILD_DIR)/kernel
 KERNEL_APPEND ?=
+WITH_9P ?= 0
 OUR_KERNEL ?= $(KERNEL_OUT)/bzImage
 BOOT_RUNS ?= 3
 
@@ -109,8 +119,9 @@ DIST_TARBALL := $(DIST_DIR)/guest-agent-static-$(DIST_VERSION)-x86_64.tar.xz
 export SOURCE_DATE_EPOCH
 
 .PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe initrd-debug initrd-bare boot-bench demo \
-	rootfs-bare disk dist dist-reproducible agent-ctl-static vm-test-kata-boot
+	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices \
+	initrd-debug initrd-bare boot-bench demo rootfs-bare disk dist dist-reproducible agent-ctl-static \
+	vm-test-kata-boot
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -177,7 +188,7 @@ agent-ctl:
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe
+vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
@@ -198,6 +209,9 @@ vm-test-kata-boot: agent-ctl
 
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh
+
+vm-test-devices: initrd agent-ctl
+	$(VM_ENV) WITH_9P=$(WITH_9P) tests/vm/devices.sh
 
 boot-bench: initrd initrd-bare agent-ctl
 	@DEBIAN_KERNEL=$(KERNEL) INITRD=$(INITRD) OUR_KERNEL=$(OUR_KERNEL) OUR_INITRD=$(BARE_INITRD) AGENT_CTL=$(AGENT_CTL) \

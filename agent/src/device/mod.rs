@@ -28,6 +28,7 @@ pub mod target;
 pub mod uevent;
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
@@ -135,7 +136,7 @@ impl Devices {
             // only when asked for.
             self.scan_scsi(*t, *lun);
         }
-        if let Some(found) = target.scan(&self.sysfs) {
+        if let Some(found) = self.scan_ready(target) {
             return Ok(found);
         }
         let deadline = started + self.timeout;
@@ -153,7 +154,7 @@ impl Devices {
                 Ok(found) => return Ok(found),
                 Err(RecvTimeoutError::Timeout) => {
                     if !self.hub.listening() {
-                        if let Some(found) = target.scan(&self.sysfs) {
+                        if let Some(found) = self.scan_ready(target) {
                             return Ok(found);
                         }
                     }
@@ -172,7 +173,7 @@ impl Devices {
         if let Target::Scsi { target: t, lun } = target {
             self.scan_scsi(*t, *lun);
         }
-        if let Some(found) = target.scan(&self.sysfs) {
+        if let Some(found) = self.scan_ready(target) {
             log::info!("{target}: found after the rescan");
             return Ok(found);
         }
@@ -187,6 +188,34 @@ impl Devices {
             looked_for,
             found,
         })
+    }
+
+    /// The device, if sysfs has it and, for a disk, its node opens. A
+    /// disk is in sysfs (and `/dev`) a moment before it can be opened:
+    /// the kernel announces it, with its `add` event, only once its
+    /// partitions are read; a scan in between would mount too early
+    /// (`ENXIO`). The event itself is trusted.
+    fn scan_ready(&self, target: &Target) -> Option<Found> {
+        let found = target.scan(&self.sysfs)?;
+        if !target.is_disk() {
+            return Some(found);
+        }
+        let node = self.node(&found.name);
+        match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&node)
+        {
+            Ok(_) => Some(found),
+            Err(e) => {
+                log::debug!(
+                    "{target}: {} in sysfs, not open yet: {}",
+                    node.display(),
+                    crate::error::describe_io(&e)
+                );
+                None
+            }
+        }
     }
 
     /// Asks every SCSI host to probe channel 0, `target`, `lun`.

@@ -154,6 +154,14 @@ fn below_pci<'a>(rest: &'a str, class: &str) -> Option<&'a str> {
 }
 
 impl Target {
+    /// Whether the device is a disk (has a node to open).
+    pub fn is_disk(&self) -> bool {
+        matches!(
+            self,
+            Target::BlkPci(_) | Target::BlkMmio(_) | Target::Scsi { .. } | Target::Pmem(_)
+        )
+    }
+
     /// The device this event announces, if it is the one awaited.
     pub fn matches(&self, ev: &super::uevent::Uevent, sysfs: &Path) -> Option<Found> {
         if ev.action != "add" && !(ev.action == "bind" && matches!(self, Target::VfioPci(_))) {

@@ -146,8 +146,15 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
     }
     std::env::set_var("PATH", PATH);
 
+    let cmdline_path = Path::new("/proc/cmdline");
+    let cmdline = std::fs::read_to_string(cmdline_path).map_err(|source| InitError::Read {
+        path: cmdline_path.to_path_buf(),
+        source,
+    })?;
     // Modules first: vsock and virtio-fs must exist before anyone uses them.
-    for e in modules::load_listed(Path::new(modules::LOAD_ORDER)) {
+    // Their parameters on the command line (`scsi_mod.scan=none`, as Kata
+    // boots) are passed as modprobe would.
+    for e in modules::load_listed(Path::new(modules::LOAD_ORDER), &cmdline) {
         note(e.to_string());
     }
     // A console whose driver is a module (virtio_console for hvc0) exists
@@ -164,11 +171,6 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         mounts::mkdir_p(Path::new(dir), 0o755)?;
     }
 
-    let cmdline_path = Path::new("/proc/cmdline");
-    let cmdline = std::fs::read_to_string(cmdline_path).map_err(|source| InitError::Read {
-        path: cmdline_path.to_path_buf(),
-        source,
-    })?;
     let mode = cgroupfs::Mode::from_cmdline(&cmdline, unified_cgroups);
     for e in cgroupfs::mount(&mode) {
         note(e.to_string());

@@ -2,6 +2,9 @@
 #
 #   make -f image.mk kernel    build bzImage + vmlinux from kernel-config/ into $(KERNEL_OUT)
 #   make -f image.mk kernel-config  only merge and check the config (a minute, no compile)
+#   make -f image.mk kernel-if-changed  the same as kernel, but nothing is done when $(KERNEL_OUT)
+#                              holds a kernel built from the same script, fragments, source
+#                              tarball and compiler (for CI, with or without a cached build/)
 #   make -f image.mk rootfs    static agent, then the root filesystem directory $(ROOTFS_DIR)
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
@@ -118,10 +121,10 @@ DIST_TARBALL := $(DIST_DIR)/guest-agent-static-$(DIST_VERSION)-x86_64.tar.xz
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: debian-kernel kernel kernel-config agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices \
-	initrd-debug initrd-bare boot-bench demo rootfs-bare disk dist dist-reproducible agent-ctl-static \
-	vm-test-kata-boot
+.PHONY: debian-kernel kernel kernel-config kernel-if-changed agent rootfs initrd image reproducible \
+	agent-ctl vm-test vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe \
+	vm-test-devices initrd-debug initrd-bare boot-bench demo rootfs-bare disk dist dist-reproducible \
+	agent-ctl-static vm-test-kata-boot
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -132,6 +135,9 @@ kernel:
 
 kernel-config:
 	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) CONFIG_ONLY=1 kernel-config/build-kernel.sh
+
+kernel-if-changed:
+	KERNEL_SRC=$(KERNEL_SRC) OUT_DIR=$(KERNEL_OUT) IF_CHANGED=1 kernel-config/build-kernel.sh
 
 agent:
 	$(MAKE) agent-static CARGO=$(CARGO) TARGET=$(TARGET)

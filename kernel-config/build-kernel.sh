@@ -15,10 +15,16 @@
 #   ARCH          kernel architecture [x86_64]
 #   BASE_CONFIG   tinyconfig or allnoconfig [tinyconfig]
 #   FRAGMENTS     fragment names in this folder, merged in order [common $ARCH]
-#   EXTRA_FRAGMENTS  more names (e.g. nvdimm) or paths to .conf files []
+#   EXTRA_FRAGMENTS  more names of this folder or paths to .conf files []
 #   JOBS          make -j [2]
 #   NICE          niceness of the compile [19]
 #   CONFIG_ONLY   1 to stop after the config check (no compile) [0]
+#   IF_CHANGED    1 to do nothing when OUT_DIR's bzImage and vmlinux were built
+#                 from the same inputs: this script, the fragments (names and
+#                 contents), BASE_CONFIG, ARCH, SOURCE_DATE_EPOCH, the source
+#                 tarball's sha256 and the compiler's and linker's versions
+#                 (each build records them in OUT_DIR/inputs.sha256); a source
+#                 directory always builds [0]
 #   SOURCE_DATE_EPOCH  build timestamp recorded in the kernel [0]
 set -euo pipefail
 
@@ -34,6 +40,7 @@ EXTRA_FRAGMENTS="${EXTRA_FRAGMENTS:-}"
 JOBS="${JOBS:-2}"
 NICE="${NICE:-19}"
 CONFIG_ONLY="${CONFIG_ONLY:-0}"
+IF_CHANGED="${IF_CHANGED:-0}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
 
 die() {
@@ -59,6 +66,51 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --- the inputs ------------------------------------------------------------
+
+frags=()
+for f in $FRAGMENTS $EXTRA_FRAGMENTS; do
+    if [[ -f "$f" ]]; then
+        frags+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")")
+    elif [[ -f "$here/$f.conf" ]]; then
+        frags+=("$here/$f.conf")
+    else
+        die "fragment $f: neither $here/$f.conf nor a file"
+    fi
+done
+
+# What the kernel in OUT_DIR was built from (IF_CHANGED): one digest of
+# everything that decides the output; none for a source directory.
+stamp_file="$OUT_DIR/inputs.sha256"
+inputs_digest() {
+    local frag
+    [[ -f "$KERNEL_SRC" ]] || return 0
+    {
+        echo "base=$BASE_CONFIG arch=$ARCH epoch=$SOURCE_DATE_EPOCH"
+        sha256sum <"${BASH_SOURCE[0]}"
+        for frag in "${frags[@]}"; do
+            echo "fragment $(basename "$frag")"
+            sha256sum <"$frag"
+        done
+        echo "source $(sha256sum <"$KERNEL_SRC")"
+        gcc --version | sed -n 1p
+        ld --version | sed -n 1p
+    } | sha256sum | cut -d' ' -f1
+}
+digest=""
+if [[ "$IF_CHANGED" == 1 && "$CONFIG_ONLY" != 1 ]]; then
+    digest="$(inputs_digest)"
+    if [[ -z "$digest" ]]; then
+        log "IF_CHANGED=1: KERNEL_SRC is a directory, building anyway"
+    elif [[ -f "$OUT_DIR/bzImage" && -f "$OUT_DIR/vmlinux" && -f "$stamp_file" &&
+        "$(cat "$stamp_file")" == "$digest" ]]; then
+        log "bzImage $OUT_DIR/bzImage is up to date (same inputs), nothing to do"
+        exit 0
+    fi
+fi
+# From here on OUT_DIR's config and kernel may change: no stamp until a build succeeds.
+rm -f "$stamp_file"
+
 # --- the source tree -------------------------------------------------------
 
 if [[ -d "$KERNEL_SRC" ]]; then
@@ -82,17 +134,6 @@ fi
 [[ -x "$src/scripts/kconfig/merge_config.sh" ]] || die "$src: not a kernel source tree"
 
 # --- the configuration -----------------------------------------------------
-
-frags=()
-for f in $FRAGMENTS $EXTRA_FRAGMENTS; do
-    if [[ -f "$f" ]]; then
-        frags+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")")
-    elif [[ -f "$here/$f.conf" ]]; then
-        frags+=("$here/$f.conf")
-    else
-        die "fragment $f: neither $here/$f.conf nor a file"
-    fi
-done
 
 obj="$OUT_DIR/obj"
 mkdir -p "$obj"
@@ -148,6 +189,8 @@ nice -n "$NICE" make -C "$src" O="$obj" ARCH="$ARCH" -j"$JOBS" \
     die "kernel build failed, see $OUT_DIR/build.log: $(tail -n 20 "$OUT_DIR/build.log")"
 cp "$obj/arch/x86/boot/bzImage" "$OUT_DIR/bzImage"
 cp "$obj/vmlinux" "$OUT_DIR/vmlinux"
+[[ -n "$digest" ]] || digest="$(inputs_digest)"
+[[ -z "$digest" ]] || echo "$digest" >"$stamp_file"
 size="$(stat -c %s "$OUT_DIR/bzImage")"
 log "bzImage $OUT_DIR/bzImage: $size bytes ($((size / 1024)) KiB), built in $(($(date +%s) - start)) s"
 if ((size > 4 * 1024 * 1024)); then

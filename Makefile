@@ -7,10 +7,13 @@
 #                `make test-deps`; with CI set, a test that would skip fails instead)
 #   make test-deps  install the Debian packages the tests need (tests/test-deps.sh)
 #   make install put release builds of kata-agent and agent-ctl into $(PREFIX)/bin
-#   make vm-test the micro-VM tests (after guest-deps): boot, containers on cgroup v1 and
-#                v2, logs and debug console over vsock
+#   make vm-test the micro-VM tests (after guest-deps): boot, a virtio console only,
+#                containers on cgroup v1 and v2, pods through both shims' requests,
+#                logs and debug console over vsock, hot-plugged devices through QMP
 #   make bench   static release agent, then the benchmark table (and boot figures when
 #                the micro-VM prerequisites are there)
+#   make dist    the guest as Kata's static tarball lays it out (our kernel, image,
+#                initrd, a static agent-ctl) in build/dist, with SHA-256 sums
 #
 # Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
 # PREFIX (/usr/local) and DESTDIR for install.
@@ -22,8 +25,8 @@ AGENT_STATIC := target/$(TARGET)/release/kata-agent
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 
-.PHONY: all build agent-static run test test-deps lint unit bench readme-methods guest-deps demo \
-	vm-test install clean
+.PHONY: all build agent-static agent-ctl-static run test test-deps lint unit bench readme-methods \
+	guest-deps demo vm-test dist install clean
 
 all: build
 
@@ -38,6 +41,11 @@ agent-static:
 	    || exit 1; \
 	echo "agent-static: done in $$(( $$(date +%s) - start )) s"
 	@ls -l $(AGENT_STATIC)
+
+# agent-ctl the same way, for hosts without our toolchain's glibc (the dist tarball).
+agent-ctl-static:
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --locked --release --target $(TARGET) -p agent-ctl
+	@ls -l target/$(TARGET)/release/agent-ctl
 
 run: build
 	tests/run-agent.sh
@@ -76,6 +84,9 @@ demo: guest-deps
 
 vm-test: guest-deps
 	$(MAKE) -f image.mk vm-test
+
+dist:
+	$(MAKE) -f image.mk dist
 
 # Regenerates README.md's method status table from the agent itself.
 readme-methods: build

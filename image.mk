@@ -9,8 +9,12 @@
 #   make -f image.mk initrd    the rootfs as a compressed cpio initrd, $(INITRD)
 #   make -f image.mk image     the rootfs as an $(IMAGE_FORMAT) disk image, $(IMAGE)
 #   make -f image.mk reproducible  build initrd and images twice each, compare byte for byte
+#   make -f image.mk dist-reproducible  the same for dist's rootfs, and the tarball packed twice
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
-#                              Check/Version, then vm-test-containers
+#                              Check/Version, then vm-test-console, -containers, -pod, -observe,
+#                              -devices
+#   make -f image.mk vm-test-console  the console as Kata's runtime gives it: only a virtio
+#                              console (hvc0), panic=1: the agent comes up, its logs on hvc0
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
 #                              cgroups v1 and v2: limits, exec, OOM event, power off
 #   make -f image.mk vm-test-pod  an nginx-like pod on cgroup v2, as the Go runtime and as
@@ -20,12 +24,27 @@
 #   make -f image.mk vm-test-observe  logs over vsock (agent.log_vport) and the debug
 #                              console (a shell over vsock, then on the serial console),
 #                              with $(DEBUG_INITRD)
+#   make -f image.mk vm-test-devices  devices hot-plugged into the running guest over QMP,
+#                              then the shim's request for each: a virtio-blk volume, a
+#                              container rootfs on a disk, a SCSI disk, an NVDIMM (pmem), a
+#                              9p share (WITH_9P=1), a NIC (UpdateInterface), ResizeVolume,
+#                              AddSwap, a disk that never comes (agent.hotplug_timeout)
 #   make -f image.mk initrd-debug  the initrd with busybox (a shell for the debug console)
 #   make -f image.mk boot-bench  boot-to-agent-ready figures, Debian's kernel with $(INITRD)
 #                              and ours ($(OUR_KERNEL), when built) with $(BARE_INITRD)
 #   make -f image.mk initrd-bare   the initrd without kernel modules (for our kernel)
 #   make -f image.mk demo      build, boot, run `echo hello from the guest; uname -a` in a
 #                              container, print its output, power off
+#   make -f image.mk disk      Kata's guest image: the module-less rootfs as ext4 in
+#                              partition 1 of a raw disk with an NVDIMM PFN info block
+#                              (fsdax), $(DISK)
+#   make -f image.mk dist      our kernel, $(DISK), $(BARE_INITRD) and a static agent-ctl
+#                              packed as Kata's static tarball lays out its guest, in
+#                              $(DIST_DIR), with SHA-256 sums
+#   make -f image.mk vm-test-kata-boot  the dist tarball booted with Kata's runtime's own
+#                              QEMU command line (image on an NVDIMM with DAX, then the
+#                              initrd): a container over virtio-fs, the root's mount, logs
+#                              on hvc0
 #
 # Variables (defaults in brackets; each is also read by the script it is passed to):
 #   BUILD_DIR          where everything is written [build]
@@ -39,7 +58,8 @@
 #                      KERNEL, empty (none) for any other kernel
 #   MODULES_ROOT       where that release's modules are [$(DEBIAN_KERNEL_DIR)/lib/modules;
 #                      /lib/modules for a /boot kernel]
-#   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse, virtiofs]
+#   MODULES            modules to carry, see rootfs-builder/rootfs.sh [virtio, vsock, fuse,
+#                      virtiofs, and the drivers of hot-plugged disks, SCSI, NVDIMMs, 9p]
 #   WITH_BUSYBOX       1 adds busybox (for the debug console) [0]
 #   COMPRESS           initrd compression: zstd, gzip or none [zstd]
 #   IMAGE_FORMAT       ext4 or erofs [ext4]
@@ -47,8 +67,12 @@
 #   KERNEL_SRC         kernel source tarball [/usr/src/linux-source-6.1.tar.xz]
 #   KERNEL_OUT         kernel build directory [$(BUILD_DIR)/kernel]
 #   KERNEL_APPEND      extra guest kernel parameters for vm-test, e.g. cgroup_no_v1=all []
+#   WITH_9P            1: vm-test-devices also tests a 9p share; needs a kernel with 9p
+#                      (KERNEL=$(KERNEL_OUT)/bzImage; Debian's cloud kernel has none) [0]
 #   OUR_KERNEL         our kernel for boot-bench [$(KERNEL_OUT)/bzImage]
 #   BOOT_RUNS          boots per kernel in boot-bench [3]
+#   DIST_DIR           where dist puts the tarball [$(BUILD_DIR)/dist]
+#   SOURCE_DATE_EPOCH  also the timestamp of every entry of the dist tarball
 #   CARGO (cargo), TARGET (x86_64-unknown-linux-gnu): as in the Makefile
 
 CARGO ?= cargo
@@ -75,6 +99,7 @@ SOURCE_DATE_EPOCH ?= 0
 KERNEL_SRC ?= /usr/src/linux-source-6.1.tar.xz
 KERNEL_OUT ?= $(BUILD_DIR)/kernel
 KERNEL_APPEND ?=
+WITH_9P ?= 0
 OUR_KERNEL ?= $(KERNEL_OUT)/bzImage
 BOOT_RUNS ?= 3
 
@@ -87,11 +112,19 @@ DEBUG_INITRD := $(BUILD_DIR)/kata-initrd-debug.img
 BARE_ROOTFS_DIR := $(BUILD_DIR)/rootfs-bare
 BARE_INITRD := $(BUILD_DIR)/kata-initrd-bare.img
 IMAGE := $(BUILD_DIR)/kata-rootfs.$(IMAGE_FORMAT)
+BARE_IMAGE := $(BUILD_DIR)/kata-rootfs-bare.ext4
+DISK := $(BUILD_DIR)/kata-containers.img
+DIST_DIR ?= $(BUILD_DIR)/dist
+AGENT_CTL_STATIC := target/$(TARGET)/release/agent-ctl
+DIST_VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+DIST_TARBALL := $(DIST_DIR)/guest-agent-static-$(DIST_VERSION)-x86_64.tar.xz
 
 export SOURCE_DATE_EPOCH
 
-.PHONY: debian-kernel kernel kernel-config kernel-if-changed agent rootfs initrd image reproducible agent-ctl vm-test \
-	vm-test-boot vm-test-containers vm-test-pod vm-test-observe initrd-debug initrd-bare boot-bench demo
+.PHONY: debian-kernel kernel kernel-config kernel-if-changed agent rootfs initrd image reproducible \
+	agent-ctl vm-test vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe \
+	vm-test-devices initrd-debug initrd-bare boot-bench demo rootfs-bare disk dist dist-reproducible \
+	agent-ctl-static vm-test-kata-boot
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -128,23 +161,46 @@ initrd-debug: agent $(KERNEL_DEP)
 	ROOTFS_DIR=$(DEBUG_ROOTFS_DIR) INITRD=$(DEBUG_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
 
 # Without modules: what a kernel built from kernel-config/ boots.
-initrd-bare: agent
+rootfs-bare: agent
 	AGENT=$(AGENT) ROOTFS_DIR=$(BARE_ROOTFS_DIR) WITH_BUSYBOX=0 MODULES_KVER= \
 	rootfs-builder/rootfs.sh
+
+initrd-bare: rootfs-bare
 	ROOTFS_DIR=$(BARE_ROOTFS_DIR) INITRD=$(BARE_INITRD) COMPRESS=$(COMPRESS) rootfs-builder/initrd.sh
+
+# Kata's image format: what its runtime maps as an NVDIMM (root=/dev/pmem0p1).
+disk: rootfs-bare
+	ROOTFS_DIR=$(BARE_ROOTFS_DIR) IMAGE=$(BARE_IMAGE) IMAGE_FORMAT=ext4 rootfs-builder/image.sh
+	FS_IMAGE=$(BARE_IMAGE) DISK=$(DISK) rootfs-builder/disk.sh
+
+agent-ctl-static:
+	$(MAKE) agent-ctl-static CARGO=$(CARGO) TARGET=$(TARGET)
+
+DIST_ENV = VMLINUX=$(KERNEL_OUT)/vmlinux BZIMAGE=$(KERNEL_OUT)/bzImage DISK=$(DISK) INITRD=$(BARE_INITRD) \
+	AGENT_CTL=$(AGENT_CTL_STATIC) VERSION=$(DIST_VERSION)
+
+dist: kernel initrd-bare disk agent-ctl-static
+	$(DIST_ENV) DIST_DIR=$(DIST_DIR) rootfs-builder/dist.sh
 
 reproducible: rootfs
 	ROOTFS_DIR=$(ROOTFS_DIR) rootfs-builder/check-reproducible.sh
+
+# The same, and the dist tarball packed twice from dist's inputs.
+dist-reproducible: dist
+	ROOTFS_DIR=$(BARE_ROOTFS_DIR) DIST=1 $(DIST_ENV) rootfs-builder/check-reproducible.sh
 
 agent-ctl:
 	$(CARGO) build --locked -p agent-ctl
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-containers vm-test-pod vm-test-observe
+vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
+
+vm-test-console: initrd agent-ctl
+	$(VM_ENV) tests/vm/console.sh
 
 vm-test-containers: initrd agent-ctl
 	$(VM_ENV) tests/vm/containers.sh
@@ -153,8 +209,15 @@ vm-test-pod: initrd agent-ctl
 	$(VM_ENV) POD_SHIM=go tests/vm/pod.sh
 	$(VM_ENV) POD_SHIM=runtime-rs tests/vm/pod.sh
 
+# Needs `make dist` first (it builds the kernel: minutes); the test unpacks the tarball.
+vm-test-kata-boot: agent-ctl
+	DIST_TARBALL=$(DIST_TARBALL) AGENT_CTL=$(AGENT_CTL) tests/vm/kata-boot.sh
+
 vm-test-observe: initrd-debug agent-ctl
 	$(VM_ENV) INITRD=$(DEBUG_INITRD) tests/vm/observe.sh
+
+vm-test-devices: initrd agent-ctl
+	$(VM_ENV) WITH_9P=$(WITH_9P) tests/vm/devices.sh
 
 boot-bench: initrd initrd-bare agent-ctl
 	@DEBIAN_KERNEL=$(KERNEL) INITRD=$(INITRD) OUR_KERNEL=$(OUR_KERNEL) OUR_INITRD=$(BARE_INITRD) AGENT_CTL=$(AGENT_CTL) \

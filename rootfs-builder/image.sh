@@ -3,7 +3,13 @@
 # with `mkfs.ext4 -d`, or erofs with `mkfs.erofs`. No root and no loop mount:
 # both tools write the filesystem straight from the directory. Reproducible:
 # fixed UUID and directory hash seed, every timestamp SOURCE_DATE_EPOCH,
-# every file owned by 0:0, entries created in sorted order.
+# every file owned by 0:0, entries created in sorted order. An ext4 image
+# also gets the /dev/null and /dev/console nodes (written with debugfs) and
+# data=ordered among its default mount options, so it mounts with the
+# rootflags Kata's runtime gives (`dax,data=ordered,errors=remount-ro`)
+# although it has no journal. An erofs image has no device nodes (mkfs.erofs
+# copies only what the directory holds): the kernel mounts devtmpfs on /dev
+# before starting init (CONFIG_DEVTMPFS_MOUNT) when it mounts the root itself.
 #
 # Environment (defaults in brackets):
 #   ROOTFS_DIR         the directory to put in the image [build/rootfs]
@@ -18,7 +24,8 @@
 #                      (ext4's own times use 1 for 0: e2fsprogs reads 0 as unset)
 #
 # Boot it with e.g. `root=/dev/vda rootfstype=ext4 ro` (the agent is
-# /sbin/init); the kernel must have the filesystem built in.
+# /sbin/init); the kernel must have the filesystem built in. disk.sh makes
+# a partitioned disk of it, laid out as Kata's guest image.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,12 +92,29 @@ make_ext4() {
     # set them (and the other times) on every inode, so the image does not
     # depend on who built it or when.
     script="$tmp/debugfs"
-    (cd "$stage" && find . -printf '/%P\n') | LC_ALL=C sort | while read -r p; do
-        printf 'sif "%s" uid 0\nsif "%s" gid 0\n' "$p" "$p"
-        for t in atime mtime ctime crtime; do
-            printf 'sif "%s" %s @%s\n' "$p" "$t" "$SOURCE_DATE_EPOCH"
+    {
+        # /dev/null and /dev/console, which a directory cannot hold without
+        # root (see initrd.sh for why init needs them before devtmpfs).
+        printf 'cd /dev\n'
+        for node in "null c 1 3 020666" "console c 5 1 020600"; do
+            read -r name type major minor mode <<<"$node"
+            [[ -e "$stage/dev/$name" ]] || printf 'mknod %s %s %s %s\nsif %s mode %s\n' \
+                "$name" "$type" "$major" "$minor" "$name" "$mode"
         done
-    done >"$script"
+        printf 'cd /\n'
+        # data=ordered as a default mount option: Kata's runtime mounts the
+        # root with rootflags=data=ordered, which a filesystem without a
+        # journal refuses unless it is its default (user_xattr 0x4, acl 0x8,
+        # journal_data_ordered 0x40).
+        printf 'ssv default_mount_opts 0x4c\n'
+        (cd "$stage" && find . -printf '/%P\n'; printf '/dev/null\n/dev/console\n') |
+            LC_ALL=C sort -u | while read -r p; do
+            printf 'sif "%s" uid 0\nsif "%s" gid 0\n' "$p" "$p"
+            for t in atime mtime ctime crtime; do
+                printf 'sif "%s" %s @%s\n' "$p" "$t" "$SOURCE_DATE_EPOCH"
+            done
+        done
+    } >"$script"
     debugfs -w -f "$script" "$partial" >/dev/null 2>"$script.err" ||
         die "debugfs: $(cat "$script.err")"
     if grep -v '^debugfs ' "$script.err" | grep -q .; then

@@ -11,8 +11,13 @@
 #   COMPRESS           gzip, zstd or none [zstd]
 #   SOURCE_DATE_EPOCH  timestamp of every entry, seconds since 1970 [0]
 #
-# The kernel itself provides /dev/console in its built-in initramfs, which
-# is unpacked before this one; the agent mounts devtmpfs at /dev.
+# Device nodes cannot be packed from a directory without root, so /dev/null
+# and /dev/console come in a second, tiny archive written here (the kernel
+# unpacks concatenated archives in order). They must be there before the
+# agent mounts devtmpfs at /dev: a kernel without a console yet (Kata's
+# `console=hvc0`, whose driver is a module) starts init with fds 0-2
+# closed, and the Rust runtime then opens /dev/null for them before main,
+# aborting if it cannot: with PID 1 that is a kernel panic.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,11 +56,32 @@ trap cleanup EXIT
 cp -a "$ROOTFS_DIR/." "$stage/"
 find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
-(
-    cd "$stage"
-    find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
-        cpio --quiet -o -H newc --reproducible --owner=0:0
-) | "${compress[@]}" >"$partial"
+# One "newc" entry: name, mode (octal, with the type bits), rdev major and
+# minor; inode numbers count from 1 in this archive, mtime SOURCE_DATE_EPOCH.
+newc_ino=0
+newc_entry() {
+    local name="$1" mode="$2" major="$3" minor="$4" size pad
+    newc_ino=$((newc_ino + 1))
+    size=$((${#name} + 1))
+    printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
+        "$newc_ino" "$((8#$mode))" 0 0 1 "$SOURCE_DATE_EPOCH" 0 0 0 "$major" "$minor" "$size" 0
+    printf '%s\0' "$name"
+    # Header (110 bytes) and name padded to a multiple of 4.
+    pad=$(((4 - (110 + size) % 4) % 4))
+    head -c "$pad" /dev/zero
+}
+
+{
+    (
+        cd "$stage"
+        find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+            cpio --quiet -o -H newc --reproducible --owner=0:0
+    )
+    newc_entry dev 040755 0 0
+    newc_entry dev/console 020600 5 1
+    newc_entry dev/null 020666 1 3
+    newc_entry 'TRAILER!!!' 0 0 0
+} | "${compress[@]}" >"$partial"
 mv "$partial" "$INITRD"
 
 echo "initrd.sh: $INITRD ($(stat -c %s "$INITRD") bytes, $COMPRESS, sha256 $(sha256sum "$INITRD" | cut -c1-16))" >&2

@@ -2,7 +2,8 @@
 # Builds the guest root filesystem as a directory: the agent as /init and
 # /sbin/init, the directories it needs, optionally busybox (for the debug
 # console) and the kernel modules a distribution kernel needs (Debian's cloud
-# kernel builds virtio, vsock, fuse and virtio-fs as modules).
+# kernel builds virtio, vsock, fuse, virtio-fs and the drivers of hot-plugged
+# disks as modules).
 #
 # No root, no docker, no loop mount, no network. The result is fed to
 # initrd.sh or image.sh, which fix timestamps and ownership.
@@ -18,8 +19,11 @@
 #   MODULES_ROOT  where that kernel's modules are [/lib/modules]
 #   MODULES       modules to add with their dependencies, in wanted order; a
 #                 trailing '?' marks one that may be absent
-#                 [virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common
-#                  vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?]
+#                 [virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common
+#                  vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?
+#                  virtio_blk? virtio_scsi? sd_mod? nfit? nd_pmem? ext4? 9pnet_virtio? 9p?]
+#                 (the last line: hot-plugged disks, SCSI, NVDIMM/pmem and
+#                 9p shares; Debian's cloud kernel has no 9p, its ext4 is built in)
 #
 # The modules are decompressed and listed, dependencies first (read from each
 # module's depends= field), in /lib/modules/load-order; the agent's PID 1
@@ -35,7 +39,7 @@ WITH_BUSYBOX="${WITH_BUSYBOX:-0}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 MODULES_KVER="${MODULES_KVER:-}"
 MODULES_ROOT="${MODULES_ROOT:-/lib/modules}"
-MODULES="${MODULES:-virtio_pci virtio_mmio? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net?}"
+MODULES="${MODULES:-virtio_pci virtio_mmio? virtio_console? vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport fuse virtiofs overlay? virtio_net? virtio_blk? virtio_scsi? sd_mod? nfit? nd_pmem? ext4? 9pnet_virtio? 9p?}"
 
 die() {
     echo "rootfs.sh: $*" >&2

@@ -31,8 +31,8 @@ echo "== Check"
 "$CTL" --addr "$ADDR" --timeout 10s call Check
 echo "== Version"
 "$CTL" --addr "$ADDR" call Version
-echo "== AddSwap (not implemented yet: expect an UNIMPLEMENTED status)"
-if "$CTL" --addr "$ADDR" call AddSwap; then
+echo "== MemAgentCompactSet (not provided: expect an UNIMPLEMENTED status and why)"
+if "$CTL" --addr "$ADDR" call MemAgentCompactSet; then
     echo "unexpected success" >&2
     exit 1
 fi

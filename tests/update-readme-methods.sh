@@ -12,9 +12,13 @@ trap 'rm -f "$TABLE" "$OUT"' EXIT
 {
     echo "| method | status |"
     echo "|---|---|"
-    "$AGENT" --methods | while IFS=$'\t' read -r name status; do
+    # Each line: name, status and, for a method decided not to be served,
+    # the reason.
+    "$AGENT" --methods | while IFS=$'\t' read -r name status why; do
         if [ "$status" = implemented ]; then
             echo "| \`$name\` | implemented |"
+        elif [ -n "$why" ]; then
+            echo "| \`$name\` | \`UNIMPLEMENTED\` status: $why |"
         else
             echo "| \`$name\` | \`UNIMPLEMENTED\` status |"
         fi

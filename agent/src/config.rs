@@ -803,6 +803,38 @@ mod tests {
         assert!(!c.debug_console);
     }
 
+    /// The kernel command line Kata 2.x's runtime gives its QEMU guest (the
+    /// image on an NVDIMM): not one parameter is ours, and none may stop
+    /// start-up or be reported.
+    const KATA_RUNTIME_CMDLINE: &str = "tsc=reliable no_timer_check rcupdate.rcu_expedited=1 \
+        i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 noreplace-smp reboot=k \
+        console=hvc0 console=hvc1 cryptomgr.notests net.ifnames=0 pci=lastbus=0 \
+        root=/dev/pmem0p1 rootflags=dax,data=ordered,errors=remount-ro ro rootfstype=ext4 \
+        quiet systemd.show_status=false panic=1 nr_cpus=2 systemd.unit=kata-containers.target \
+        systemd.mask=systemd-networkd.service systemd.mask=systemd-networkd.socket \
+        scsi_mod.scan=none";
+
+    #[test]
+    fn kata_runtime_command_line_is_skipped_quietly() {
+        let mut c = Config::default();
+        let unknown = c.apply_cmdline(KATA_RUNTIME_CMDLINE).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c, Config::default());
+
+        // What configuration.toml's kernel_params and enable_debug add.
+        let line = format!(
+            "{KATA_RUNTIME_CMDLINE} agent.log=debug agent.debug_console \
+             agent.debug_console_vport=1026 agent.hotplug_timeout=10"
+        );
+        let unknown = c.apply_cmdline(&line).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(c.log_level, Level::Debug);
+        assert!(c.debug_console);
+        assert_eq!(c.debug_console_vport, 1026);
+        assert_eq!(c.hotplug_timeout, Duration::from_secs(10));
+        assert!(!c.unified_cgroup_hierarchy);
+    }
+
     #[test]
     fn level_names() {
         for (s, l) in [

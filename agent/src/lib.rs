@@ -23,6 +23,7 @@ pub mod server;
 pub mod storage;
 pub mod stream;
 pub mod version;
+pub mod volume;
 
 use config::{Command, ConfigError};
 
@@ -128,7 +129,10 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
         }
         Command::Methods => {
             for (name, status) in rpc::METHODS {
-                println!("grpc.AgentService/{name}\t{status}");
+                match status.reason() {
+                    Some(why) => println!("grpc.AgentService/{name}\t{status}\t{why}"),
+                    None => println!("grpc.AgentService/{name}\t{status}"),
+                }
             }
             for name in ["Check", "Version"] {
                 println!("grpc.Health/{name}\t{}", rpc::Status::Implemented);

@@ -7,6 +7,13 @@ use std::process::ExitCode;
 use kata_agent::pid1;
 use kata_agent::sandbox::ns_holder;
 
+/// A line on stderr that never fails: a panic while printing a panic
+/// aborts, and PID 1 aborting is a kernel panic.
+fn say(msg: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "kata-agent: {msg}");
+}
+
 fn main() -> ExitCode {
     // A re-exec of this binary as rustjail's container launcher never
     // returns from here; it must run before any thread exists.
@@ -25,7 +32,7 @@ fn main() -> ExitCode {
     // A panic is a bug, but it must end in the logs and, as PID 1, in an
     // orderly power-off rather than a kernel panic.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("kata-agent: {info}");
+        say(info);
         log::error!("panic: {info}");
     }));
     let result = match std::panic::catch_unwind(|| kata_agent::run(args)) {
@@ -33,7 +40,7 @@ fn main() -> ExitCode {
         Err(_) => Err("panicked".to_string()),
     };
     if let Err(e) = &result {
-        eprintln!("kata-agent: {e}");
+        say(e);
         log::error!("{e}");
     }
     if pid1::is_pid1() {

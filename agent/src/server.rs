@@ -105,6 +105,9 @@ pub async fn serve(
         ..Settings::default()
     };
     let sandbox = Arc::new(Sandbox::new(settings, reaper));
+    // Device events are read from before the first request: a disk
+    // plugged just before CreateContainer must not be missed.
+    sandbox.devices.listen();
 
     let agent_impl = Arc::new(rpc::AgentImpl::new(sandbox));
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> = agent_impl.clone();

@@ -44,11 +44,17 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Option<Env> {
+        Env::with_cmdline("")
+    }
+
+    /// As [`Env::new`], the agent reading `cmdline` as its kernel
+    /// command line (`agent.hotplug_timeout=1`, ...).
+    pub fn with_cmdline(cmdline: &str) -> Option<Env> {
         if !can_run_containers() {
             return None;
         }
         let cgroups = CgroupParent::new();
-        let agent = Agent::start();
+        let agent = Agent::start_with(&bin("kata-agent"), cmdline, &[]);
         let rt = rt();
         let uri = agent.uri();
         let client = rt.block_on(async {

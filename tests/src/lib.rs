@@ -777,3 +777,131 @@ pub fn all_children_of(ppid: u32) -> Vec<u32> {
         .filter(|&p| proc_status_field(p, "PPid:") == Some(u64::from(ppid)))
         .collect()
 }
+
+/// Runs a command; panics with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A disk image in a temporary directory, attached to a loop device.
+/// [`LoopDisk::detach`] detaches it and checks that it is gone; dropping
+/// it without that detaches it too.
+pub struct LoopDisk {
+    dir: Option<tempfile::TempDir>,
+    pub image: PathBuf,
+    pub dev: String,
+}
+
+impl LoopDisk {
+    /// `bytes` of zeros, formatted as ext4 if `ext4`.
+    pub fn new(bytes: u64, ext4: bool) -> LoopDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        if ext4 {
+            run("mkfs.ext4", &["-F", "-q", &image.to_string_lossy()]);
+        }
+        let dev = run("losetup", &["-f", "--show", &image.to_string_lossy()]);
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        LoopDisk {
+            dir: Some(dir),
+            image,
+            dev,
+        }
+    }
+
+    /// A 16 MiB ext4 disk holding `files` (name, text) at its root.
+    pub fn with_files(files: &[(&str, &str)]) -> LoopDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        for (name, text) in files {
+            std::fs::write(tree.join(name), text).unwrap();
+        }
+        let image = dir.path().join("disk.img");
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-d",
+                &tree.to_string_lossy(),
+                &image.to_string_lossy(),
+                "16M",
+            ],
+        );
+        let dev = run("losetup", &["-f", "--show", &image.to_string_lossy()]);
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        LoopDisk {
+            dir: Some(dir),
+            image,
+            dev,
+        }
+    }
+
+    /// The device's major and minor numbers.
+    pub fn numbers(&self) -> (i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
+        (libc::major(rdev).into(), libc::minor(rdev).into())
+    }
+
+    /// Grows the image and tells the loop device, as a hypervisor's
+    /// `block_resize` does for a virtio disk.
+    pub fn grow(&self, bytes: u64) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        run("losetup", &["-c", &self.dev]);
+    }
+
+    /// Loop devices backed by the image.
+    pub fn attached(&self) -> String {
+        run("losetup", &["-j", &self.image.to_string_lossy()])
+    }
+
+    /// Detaches the device (its mount must be gone), removes the image,
+    /// and checks that neither is left.
+    pub fn detach(mut self) {
+        run("losetup", &["-d", &self.dev]);
+        // The kernel may finish releasing the device after the call.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.attached().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} still attached: {}",
+                self.dev,
+                self.attached()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dir = self.dir.take().unwrap();
+        let path = dir.path().to_path_buf();
+        dir.close().unwrap();
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        if self.dir.is_some() {
+            let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+        }
+    }
+}

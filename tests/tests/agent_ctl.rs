@@ -49,13 +49,15 @@ fn check_version_and_unimplemented_through_agent_ctl() {
         "--addr",
         &uri,
         "call",
-        "AddSwapPath",
-        r#"{"path": "/run/kata-containers/swapfile"}"#,
+        "MemAgentCompactSet",
+        r#"{"period_secs": 60}"#,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("UNIMPLEMENTED") && err.contains("/grpc.AgentService/AddSwapPath"),
+        err.contains("UNIMPLEMENTED")
+            && err.contains("/grpc.AgentService/MemAgentCompactSet")
+            && err.contains("mem-agent"),
         "{err}"
     );
 }

@@ -52,12 +52,16 @@ fn every_agent_method_is_registered_and_unimplemented_names_it() {
         .unwrap();
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status_of = |m: &str| -> String {
-        table
+    // Status, and the reason of a method decided not to be served.
+    let status_of = |m: &str| -> (String, Option<String>) {
+        let rest = table
             .lines()
             .find_map(|l| l.strip_prefix(&format!("grpc.AgentService/{m}\t")))
-            .unwrap_or_else(|| panic!("{m} missing from kata-agent --methods"))
-            .to_string()
+            .unwrap_or_else(|| panic!("{m} missing from kata-agent --methods"));
+        match rest.split_once('\t') {
+            Some((status, why)) => (status.to_string(), Some(why.to_string())),
+            None => (rest.to_string(), None),
+        }
     };
     // An agent in its own namespaces: empty requests to served methods
     // (CreateSandbox, DestroySandbox) must not touch the host.
@@ -95,8 +99,17 @@ fn every_agent_method_is_registered_and_unimplemented_names_it() {
             m.name,
             r.message()
         );
-        if status_of(&m.name) == "unimplemented" {
+        let (status, why) = status_of(&m.name);
+        if status == "unimplemented" {
             unimplemented += 1;
+            if let Some(why) = why {
+                assert!(
+                    r.message().ends_with(&format!(": {why}")),
+                    "{}: status message {:?} does not give the reason",
+                    m.name,
+                    r.message()
+                );
+            }
             assert_eq!(
                 r.code(),
                 ttrpc::Code::UNIMPLEMENTED,
@@ -448,12 +461,62 @@ fn readme_method_table_matches_the_agent() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let (name, status) = line.split_once('\t').unwrap();
-        let want = if status == "implemented" {
-            format!("| `{name}` | implemented |")
-        } else {
-            format!("| `{name}` | `UNIMPLEMENTED` status |")
+        let mut fields = line.split('\t');
+        let (name, status) = (fields.next().unwrap(), fields.next().unwrap());
+        let want = match (status, fields.next()) {
+            ("implemented", _) => format!("| `{name}` | implemented |"),
+            (_, Some(why)) => format!("| `{name}` | `UNIMPLEMENTED` status: {why} |"),
+            (_, None) => format!("| `{name}` | `UNIMPLEMENTED` status |"),
         };
         assert!(readme.contains(&want), "README.md lacks the row {want:?}");
     }
+}
+
+/// A guest kernel without a console yet (`console=hvc0` before its driver
+/// is loaded) starts init with fds 0, 1 and 2 closed. The agent must serve,
+/// with none of its sockets on them (its logs would be written into them).
+#[test]
+fn closed_stdio_fds_are_not_taken_by_sockets() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let cmdline = dir.path().join("cmdline");
+    std::fs::write(&cmdline, "agent.log=debug").unwrap();
+    let mut cmd = Command::new(bin("kata-agent"));
+    cmd.arg("--server-addr")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--cmdline")
+        .arg(&cmdline)
+        .env_remove("KATA_AGENT_SERVER_ADDR");
+    // SAFETY: only close(2) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..=2 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        assert!(child.try_wait().unwrap().is_none(), "the agent exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    raw_check(&socket);
+    for fd in 0..=2 {
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", child.id())).unwrap();
+        assert!(
+            !link.to_string_lossy().starts_with("socket:"),
+            "fd {fd}: {link:?}"
+        );
+    }
+    // It logs (into nothing) and serves on.
+    for _ in 0..20 {
+        raw_check(&socket);
+    }
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 }

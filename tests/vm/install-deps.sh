@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the micro-VM targets need on a fresh Debian machine (as
-# root): QEMU, busybox, cpio and zstd, socat, the image tools, the kernel
-# source and build tools for our kernel (kernel-config/build-kernel.sh), and
-# the two vhost-user backends from crates.io; then fetches Debian's cloud kernel
+# root): QEMU, busybox, cpio and zstd, socat, the image tools (mkfs.ext4 and
+# debugfs, mkswap, sfdisk), python3 (the QMP client of the device test), the
+# kernel source and build tools for our kernel (kernel-config/build-kernel.sh),
+# and the two vhost-user backends from crates.io; then fetches Debian's cloud kernel
 # into build/debian-kernel (downloaded and unpacked, not installed: the
 # host's /boot and /lib/modules stay as they are). Idempotent: what is there
 # stays. Each long phase says when it starts and how long it took.
@@ -12,8 +13,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 CARGO=${CARGO:-cargo}
-PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod
-    e2fsprogs erofs-utils libseccomp-dev libcap-ng-dev pkg-config
+PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod fdisk
+    e2fsprogs erofs-utils util-linux python3 libseccomp-dev libcap-ng-dev pkg-config
     linux-source-6.1 flex bison bc libelf-dev)
 
 # phase LABEL CMD...: runs CMD between a start line and an end line with

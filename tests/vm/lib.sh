@@ -10,7 +10,14 @@
 #   vm_boot [PARAMS]     start QEMU with our initrd; extra kernel parameters;
 #                        the console goes to $VM_CONSOLE (set it per boot);
 #                        VM_SERIAL=socket: also to $VM_DIR/serial.sock, for input;
-#                        the array VM_QEMU_EXTRA adds QEMU arguments (a NIC)
+#                        the array VM_QEMU_EXTRA adds QEMU arguments (a NIC);
+#                        VM_MACHINE (-machine) [q35], VM_MEM_OPTS (appended to
+#                        -m, e.g. slots=2,maxmem=2G) []; VM_QMP=1: a QMP socket
+#                        at $VM_DIR/qmp.sock, for vm_qmp
+#   vm_qmp [--wait EVENT[:KEY=VALUE,...]] COMMAND [JSON]   one QMP command
+#                        (tests/vm/qmp.py), bounded by QMP_TIMEOUT; its answer
+#                        (and the event waited for) in $VM_QMP_OUT; fails the test
+#                        on an error; vm_qmp_try: the same, returns the status
 #   vm_bg OUT CMD...     run CMD in the background, stdout+stderr to OUT, stdin
 #                        from $VM_BG_STDIN [/dev/null]; its PID is in $VM_BG_PID
 #                        and is ended by the trap
@@ -42,6 +49,8 @@
 #   AGENT_LOG       agent.log level [debug]
 #   BOOT_TIMEOUT    seconds from QEMU's start to the first Check [120]
 #   CALL_TIMEOUT    seconds for each later request [60]
+#   QMP_TIMEOUT     seconds for each QMP command and the event it waits for [30]
+#   PYTHON          Python 3 for qmp.py [python3]
 #   VM_TEST_DIR     working directory (sockets, logs, share) [mktemp]
 #   KEEP            1 keeps the working directory after success too [0]
 #   VHOST_VSOCK     [vhost-device-vsock]   VIRTIOFSD [virtiofsd]
@@ -65,6 +74,8 @@ vm_init() {
     AGENT_LOG="${AGENT_LOG:-debug}"
     BOOT_TIMEOUT="${BOOT_TIMEOUT:-120}"
     CALL_TIMEOUT="${CALL_TIMEOUT:-60}"
+    QMP_TIMEOUT="${QMP_TIMEOUT:-30}"
+    PYTHON="${PYTHON:-python3}"
     KEEP="${KEEP:-0}"
     VHOST_VSOCK="${VHOST_VSOCK:-vhost-device-vsock}"
     VIRTIOFSD="${VIRTIOFSD:-virtiofsd}"
@@ -214,9 +225,16 @@ vm_boot() {
             -serial chardev:ser0)
         qemu_out="$VM_DIR/qemu.log"
     fi
+    # QMP, for tests that hot-plug devices into the running guest.
+    local qmp=()
+    if [[ "${VM_QMP:-0}" == 1 ]]; then
+        rm -f "$VM_DIR/qmp.sock"
+        qmp=(-qmp "unix:$VM_DIR/qmp.sock,server=on,wait=off")
+    fi
     vm_log "kernel $KERNEL, $what ($(stat -c %s "${ROOT_IMAGE:-$INITRD}") bytes), append '$append'"
     VM_START_MS="$(vm_now_ms)"
-    "$QEMU" -accel "$ACCEL" -machine q35 -cpu max -smp "$SMP" -m "$MEM_MB" \
+    "$QEMU" -accel "$ACCEL" -machine "${VM_MACHINE:-q35}" -cpu max -smp "$SMP" \
+        -m "$MEM_MB${VM_MEM_OPTS:+,$VM_MEM_OPTS}" "${qmp[@]}" \
         -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on" -numa node,memdev=mem \
         -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device vhost-user-vsock-pci,chardev=vsock0 \
         -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=kataShared \
@@ -225,6 +243,22 @@ vm_boot() {
         >"$qemu_out" 2>&1 </dev/null &
     vm_qemu_pid=$!
     vm_pids+=("$vm_qemu_pid")
+}
+
+# `vm_qmp_try [--wait EVENT[:KEY=VALUE,...]] COMMAND [JSON]`: one QMP
+# command; its answer (and the event) in $VM_QMP_OUT, errors included.
+vm_qmp_try() {
+    # qmp.py keeps its own deadline; timeout(1) only guards against a hang.
+    VM_QMP_OUT="$(timeout --kill-after=5 "$((QMP_TIMEOUT + 5))" \
+        "$PYTHON" "$vm_lib_dir/qmp.py" --timeout "$QMP_TIMEOUT" "$VM_DIR/qmp.sock" "$@" 2>&1)"
+}
+
+# The same as a step of the test: an error fails it.
+vm_qmp() {
+    local cmd=("$@")
+    [[ "${cmd[0]}" != --wait ]] || cmd=("${cmd[@]:2}")
+    vm_step="${VM_PHASE:+$VM_PHASE: }QMP ${cmd[*]}"
+    vm_qmp_try "$@" || vm_fail "QMP ${cmd[*]}: $VM_QMP_OUT"
 }
 
 # One request; stdout is the JSON answer. Fails (non-zero) on an error status.
@@ -347,17 +381,20 @@ JSON
 
 # A CreateContainerRequest the way the shim writes one: rootfs under the
 # shared mount, the usual kernel filesystems, a cgroup mount and namespace.
-# Args: CID SCRIPT (run by sh -c) [RESOURCES_JSON [NAMESPACES [EXTRA_MOUNTS_JSON]]]
-# NAMESPACES: space-separated types [mount pid ipc uts cgroup].
+# Args: CID SCRIPT (run by sh -c) [RESOURCES_JSON [NAMESPACES [EXTRA_MOUNTS_JSON
+# [STORAGES_JSON]]]]
+# NAMESPACES: space-separated types [mount pid ipc uts cgroup]; STORAGES_JSON:
+# the request's storages, comma-separated objects [none].
 vm_create_request() {
     local cid="$1" script="$2" resources="${3:-}" nss="${4:-mount pid ipc uts cgroup}" extra="${5:-}"
+    local storages="${6:-}"
     local ns namespaces=""
     [[ -n "$resources" ]] || resources='{}'
     for ns in $nss; do
         namespaces+="${namespaces:+, }{\"Type\": \"$ns\"}"
     done
     cat <<JSON
-{"container_id": "$cid", "exec_id": "$cid", "OCI": {
+{"container_id": "$cid", "exec_id": "$cid", "storages": [$storages], "OCI": {
   "Process": {"Args": ["sh", "-c", $(vm_json_str "$script")], "Env": ["PATH=/bin"], "Cwd": "/"},
   "Root": {"Path": "$VM_SHARED_MP/$cid/rootfs"},
   "Hostname": "vm-test",

@@ -36,6 +36,8 @@ pub struct CreateParams {
     pub sandbox_pidns: bool,
     /// The container's volumes.
     pub storages: Vec<Storage>,
+    /// Devices the host plugged for it (block, VFIO).
+    pub devices: Vec<protocols::agent::Device>,
 }
 
 /// Creates a container; runs blocking, in one call.
@@ -73,6 +75,14 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<Arc<Ctr>, Error
     }
     let (s, cid) = (sandbox.clone(), id.clone());
     undo.push(move || s.finish(&cid, None));
+
+    // The guest's numbers for the devices, before anything is set up.
+    crate::device::spec::apply(&sandbox.devices, &p.devices, &mut spec).map_err(|source| {
+        Error::Device {
+            id: id.clone(),
+            source: Box::new(source),
+        }
+    })?;
 
     if !p.storages.is_empty() {
         let (s, cid) = (sandbox.clone(), id.clone());

@@ -38,6 +38,12 @@ pub enum Error {
         #[source]
         source: StorageError,
     },
+    #[error("container {id:?}: {source}")]
+    Device {
+        id: String,
+        #[source]
+        source: Box<crate::device::DeviceError>,
+    },
     /// A step on the agent's side: `what` names it (`create bundle`).
     #[error("container {id:?}: {what}: {source}")]
     Io {
@@ -70,6 +76,7 @@ impl Error {
                 Code::FAILED_PRECONDITION
             }
             Error::Storage { source, .. } => source.code(),
+            Error::Device { source, .. } => source.code(),
             Error::Io { .. } => Code::INTERNAL,
             Error::Jail(e) => jail_code(e),
             Error::NotExited { .. } => Code::DEADLINE_EXCEEDED,

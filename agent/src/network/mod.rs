@@ -107,6 +107,8 @@ pub const LINK_NOT_FOUND: &str = "Link not found";
 
 /// How often UpdateInterface looks again for a hot-plugged NIC.
 const HOTPLUG_POLL: Duration = Duration::from_millis(20);
+/// How long a NIC may take to appear after a PCI rescan.
+const AFTER_RESCAN: Duration = Duration::from_millis(500);
 
 /// Configures the interface whose hardware address is `iface.hwAddr`:
 /// renames it to `iface.name` (a link that already has that name gets the
@@ -118,12 +120,17 @@ const HOTPLUG_POLL: Duration = Duration::from_millis(20);
 pub async fn update_interface(
     iface: &Interface,
     hotplug_wait: Duration,
+    devices: &crate::device::Devices,
 ) -> Result<Interface, Error> {
     let object = wire::interface_label(iface);
     let cfg = InterfaceConfig::from_wire(iface)?;
     let _changes = CHANGES.lock().await;
     let nl = connect(&object)?;
-    let deadline = Instant::now()
+    // Kata's PCI path of a hot-plugged NIC; other spellings (a CCW
+    // device) are only waited for, not rescanned.
+    let pci_path = iface.devicePath.parse::<crate::device::pci::PciPath>().ok();
+    let mut rescanned = false;
+    let mut deadline = Instant::now()
         + if iface.devicePath.is_empty() {
             Duration::ZERO
         } else {
@@ -141,11 +148,30 @@ pub async fn update_interface(
             break (links, i);
         }
         if Instant::now() >= deadline {
+            // A NIC at a PCI path whose hot-plug notification was lost is
+            // found by a rescan: once, with a short grace.
+            if let (Some(p), false) = (&pci_path, rescanned) {
+                rescanned = true;
+                log::warn!("{object}: not seen at PCI path {p}, rescanning");
+                if let Err(e) = crate::device::pci::rescan(devices.sysfs()) {
+                    log::warn!("PCI rescan: {}", crate::error::describe_io(&e));
+                }
+                deadline = Instant::now() + AFTER_RESCAN;
+                continue;
+            }
+            let at = match &pci_path {
+                Some(p) => {
+                    let (looked, found) =
+                        crate::device::Target::NetPci(p.clone()).report(devices.sysfs());
+                    format!(" (PCI path {p}: looked for {looked}; found {found})")
+                }
+                None => String::new(),
+            };
             // The Go runtime retries UpdateInterface (a NIC still being
             // hot-plugged) only when the text says "Link not found".
             return Err(Error::NotFound {
                 object,
-                reason: format!("{LINK_NOT_FOUND}: no interface has this hardware address"),
+                reason: format!("{LINK_NOT_FOUND}: no interface has this hardware address{at}"),
             });
         }
         tokio::time::sleep(HOTPLUG_POLL).await;

@@ -4,7 +4,8 @@
 //! kernel filesystems (`/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`,
 //! `/run`), loads the kernel modules the initrd carries ([`modules`]), mounts
 //! the cgroup hierarchies ([`cgroupfs`]), sets `PATH`, brings `lo` up ([`net`])
-//! and puts stdin, stdout and stderr on `/dev/console`. Run as an ordinary
+//! and puts stdin, stdout and stderr on `/dev/console` (on `/dev/kmsg`
+//! until a console whose driver is a module exists). Run as an ordinary
 //! process (a systemd service, a host test) it does nothing.
 //!
 //! Everything here is synchronous and runs before the tokio runtime starts.
@@ -136,25 +137,40 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         .ok()
         .and_then(|t| parse_uptime(&t))
         .map(|u| u.saturating_sub(started.elapsed()));
-    if let Err(e) = mounts::reopen_console() {
-        note(e.to_string());
+    let console = mounts::reopen_console();
+    if console.is_err() {
+        // No console yet: the logs go to the kernel's log meanwhile.
+        if let Err(e) = mounts::use_kmsg() {
+            note(e.to_string());
+        }
     }
     std::env::set_var("PATH", PATH);
-
-    // Modules first: vsock and virtio-fs must exist before anyone uses them.
-    for e in modules::load_listed(Path::new(modules::LOAD_ORDER)) {
-        note(e.to_string());
-    }
-
-    for dir in RUN_DIRS {
-        mounts::mkdir_p(Path::new(dir), 0o755)?;
-    }
 
     let cmdline_path = Path::new("/proc/cmdline");
     let cmdline = std::fs::read_to_string(cmdline_path).map_err(|source| InitError::Read {
         path: cmdline_path.to_path_buf(),
         source,
     })?;
+    // Modules first: vsock and virtio-fs must exist before anyone uses them.
+    // Their parameters on the command line (`scsi_mod.scan=none`, as Kata
+    // boots) are passed as modprobe would.
+    for e in modules::load_listed(Path::new(modules::LOAD_ORDER), &cmdline) {
+        note(e.to_string());
+    }
+    // A console whose driver is a module (virtio_console for hvc0) exists
+    // only now.
+    if let Err(first) = console {
+        if let Err(e) = mounts::reopen_console() {
+            note(format!(
+                "{first}; after loading modules: {e}; logging to /dev/kmsg"
+            ));
+        }
+    }
+
+    for dir in RUN_DIRS {
+        mounts::mkdir_p(Path::new(dir), 0o755)?;
+    }
+
     let mode = cgroupfs::Mode::from_cmdline(&cmdline, unified_cgroups);
     for e in cgroupfs::mount(&mode) {
         note(e.to_string());

@@ -39,10 +39,51 @@ pub fn entries(text: &str, release: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Loads every module `list` names for the running kernel. A missing list
-/// means there is nothing to load. Returns the modules that failed; one that
-/// is already loaded or built in is not a failure.
-pub fn load_listed(list: &Path) -> Vec<InitError> {
+/// The words of a kernel command line; double quotes group words (as the
+/// kernel reads `param="a b"`) and are dropped.
+fn cmdline_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// The parameters the kernel command line gives module `name`
+/// (`scsi_mod.scan=none` -> `scan=none`), as modprobe would pass them: the
+/// kernel applies `module.param` itself only to built-in modules. `-` and
+/// `_` are the same in module names.
+pub fn cmdline_params(cmdline: &str, name: &str) -> String {
+    let norm = |s: &str| s.replace('-', "_");
+    let name = norm(name);
+    cmdline_words(cmdline)
+        .into_iter()
+        .filter_map(|w| {
+            let (module, param) = w.split_once('.')?;
+            (norm(module) == name && !param.is_empty()).then(|| param.to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Loads every module `list` names for the running kernel, each with the
+/// parameters `cmdline` gives it. A missing list means there is nothing to
+/// load. Returns the modules that failed; one that is already loaded or
+/// built in is not a failure.
+pub fn load_listed(list: &Path, cmdline: &str) -> Vec<InitError> {
     let text = match std::fs::read_to_string(list) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -65,23 +106,30 @@ pub fn load_listed(list: &Path) -> Vec<InitError> {
     let mut errors = Vec::new();
     for rel in entries(&text, &release) {
         let path = Path::new(MODULES_DIR).join(rel);
-        if let Err(e) = load(&path) {
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = load(&path, &cmdline_params(cmdline, &name)) {
             errors.push(e);
         }
     }
     errors
 }
 
-/// Loads one uncompressed `.ko` without parameters.
-pub fn load(path: &Path) -> Result<(), InitError> {
+/// Loads one uncompressed `.ko` with `params` (space-separated).
+pub fn load(path: &Path, params: &str) -> Result<(), InitError> {
     let err = |source| InitError::Module {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path)
         .map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-    let no_params = CString::default();
-    match finit_module(&file, &no_params, ModuleInitFlags::empty()) {
+    let params = CString::new(params).map_err(|_| err(Errno::EINVAL))?;
+    if !params.is_empty() {
+        log::debug!("module {}: {}", path.display(), params.to_string_lossy());
+    }
+    match finit_module(&file, &params, ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(err(e)),
     }
@@ -332,6 +380,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn module_parameters_come_from_the_command_line() {
+        let cmdline = "console=hvc0 scsi_mod.scan=none quiet scsi-mod.max_luns=4 \
+            virtio_blk.foo=\"a b\" sd_mod.x=1 scsi_mod. agent.log=debug";
+        assert_eq!(cmdline_params(cmdline, "scsi_mod"), "scan=none max_luns=4");
+        assert_eq!(cmdline_params(cmdline, "scsi-mod"), "scan=none max_luns=4");
+        assert_eq!(cmdline_params(cmdline, "virtio_blk"), "foo=a b");
+        assert_eq!(cmdline_params(cmdline, "virtio"), "");
+        assert_eq!(cmdline_params(cmdline, "agent"), "log=debug");
+    }
+
+    #[test]
     fn entries_keep_order_and_the_running_release_only() {
         let text = "# load order\n\
             6.1.0-56-cloud-amd64/kernel/drivers/virtio/virtio.ko\n\
@@ -355,12 +414,12 @@ mod tests {
     #[test]
     fn a_missing_list_loads_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load_listed(&dir.path().join("load-order")).is_empty());
+        assert!(load_listed(&dir.path().join("load-order"), "").is_empty());
     }
 
     #[test]
     fn a_missing_module_names_its_path() {
-        let e = load(Path::new("/nonexistent/foo.ko"))
+        let e = load(Path::new("/nonexistent/foo.ko"), "")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("module /nonexistent/foo.ko: "), "{e}");

@@ -144,6 +144,33 @@ pub(super) fn mount_kernel_filesystems() -> Result<(), InitError> {
     Ok(())
 }
 
+/// Without a console: stdin from `/dev/null`, stdout and stderr into the
+/// kernel log (`/dev/kmsg`), which reaches the console once one comes
+/// (the kernel replays its log to a console that registers late).
+pub(super) fn use_kmsg() -> Result<(), InitError> {
+    let open = |path: &str, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(path)
+            .map_err(|e| InitError::Console {
+                path: path.into(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+    };
+    let null = open("/dev/null", false)?;
+    let kmsg = open("/dev/kmsg", true)?;
+    for (file, targets) in [(&null, &[0][..]), (&kmsg, &[1, 2][..])] {
+        for &t in targets {
+            nix::unistd::dup2(file.as_raw_fd(), t).map_err(|source| InitError::Console {
+                path: "/dev/kmsg".into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts stdin, stdout and stderr on `/dev/console`, whatever the kernel
 /// gave PID 1 (nothing at all when the initrd had no `/dev/console`).
 pub(super) fn reopen_console() -> Result<(), InitError> {

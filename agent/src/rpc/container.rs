@@ -38,6 +38,7 @@ impl AgentImpl {
             spec,
             sandbox_pidns: req.sandbox_pidns,
             storages: req.storages,
+            devices: req.devices,
         };
         let sandbox = self.sandbox.clone();
         blocking(move || containers::create(&sandbox, params)).await??;

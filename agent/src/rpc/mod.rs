@@ -1,7 +1,9 @@
 //! The ttrpc services. `grpc.AgentService` is declared here as one table:
 //! every method of the wire API, each either routed to its handler or
-//! answered with `UNIMPLEMENTED` naming the method. The table also feeds
-//! [`METHODS`], which tests and the README's status table read.
+//! answered with `UNIMPLEMENTED` naming the method (`unimplemented`), and
+//! why when it was decided not to be served (`unimplemented("why")`). The
+//! table also feeds [`METHODS`], which `kata-agent --methods`, tests and
+//! the README's status table read.
 
 mod container;
 mod copy_file;
@@ -16,6 +18,7 @@ mod process;
 mod sandbox;
 mod stats;
 mod storage;
+mod volume;
 
 use std::sync::Arc;
 
@@ -67,38 +70,56 @@ where
         .map_err(|e| status(ttrpc::Code::INTERNAL, format!("blocking task failed: {e}")))
 }
 
-/// Whether a method is served or answers `UNIMPLEMENTED`.
+/// Whether a method is served or answers `UNIMPLEMENTED`, and why not
+/// when there is more to say than "not yet".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Implemented,
-    Unimplemented,
+    Unimplemented(Option<&'static str>),
+}
+
+impl Status {
+    /// Why the method is not served, if it was decided so.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Status::Implemented | Status::Unimplemented(None) => None,
+            Status::Unimplemented(Some(why)) => Some(why),
+        }
+    }
 }
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Status::Implemented => "implemented",
-            Status::Unimplemented => "unimplemented",
+            Status::Unimplemented(_) => "unimplemented",
         })
     }
 }
 
 macro_rules! agent_service {
-    ($( $wire:literal $method:ident ( $req:ty ) -> $resp:ty => $handler:ident ; )*) => {
+    ($( $wire:literal $method:ident ( $req:ty ) -> $resp:ty => $handler:ident $( ( $why:literal ) )? ; )*) => {
         #[async_trait]
         impl AgentService for AgentImpl {
             $(
                 async fn $method(&self, ctx: &TtrpcContext, req: $req) -> ttrpc::Result<$resp> {
-                    agent_service!(@call self, ctx, req, $wire, $handler)
+                    agent_service!(@call self, ctx, req, $wire, $handler $( ($why) )?)
                 }
             )*
         }
 
         /// Every `grpc.AgentService` method with its status, in wire order.
         pub const METHODS: &[(&str, Status)] = &[
-            $( ($wire, agent_service!(@status $handler)), )*
+            $( ($wire, agent_service!(@status $handler $( ($why) )?)), )*
         ];
     };
+    (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented ($why:literal)) => {{
+        let _ = ($s, $ctx, $req);
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            concat!("/grpc.AgentService/", $wire, ": not implemented by this agent: ", $why),
+        ))
+    }};
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented) => {{
         let _ = ($s, $ctx, $req);
         Err(protocols::unimplemented_status(concat!("/grpc.AgentService/", $wire)))
@@ -106,7 +127,8 @@ macro_rules! agent_service {
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, $handler:ident) => {
         $s.$handler($ctx, $req).await
     };
-    (@status unimplemented) => { Status::Unimplemented };
+    (@status unimplemented ($why:literal)) => { Status::Unimplemented(Some($why)) };
+    (@status unimplemented) => { Status::Unimplemented(None) };
     (@status $handler:ident) => { Status::Implemented };
 }
 
@@ -137,8 +159,12 @@ agent_service! {
     "GetIPTables" get_ip_tables(GetIPTablesRequest) -> GetIPTablesResponse => do_get_ip_tables;
     "SetIPTables" set_ip_tables(SetIPTablesRequest) -> SetIPTablesResponse => do_set_ip_tables;
     "GetMetrics" get_metrics(GetMetricsRequest) -> Metrics => do_get_metrics;
-    "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented;
-    "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented;
+    // Upstream's mem-agent is a daemon of its own (MGLRU aging and
+    // eviction of the containers' memcgs, compaction, each paced by PSI
+    // limits); these calls only retune it, and upstream refuses them too
+    // unless runtime-rs started it. Nothing sends them otherwise.
+    "MemAgentMemcgSet" mem_agent_memcg_set(MemAgentMemcgConfig) -> Empty => unimplemented("this agent has no mem-agent (upstream's PSI-paced memcg aging and eviction); upstream refuses this call too unless runtime-rs enabled its mem-agent (agent.mem_agent_enable)");
+    "MemAgentCompactSet" mem_agent_compact_set(MemAgentCompactConfig) -> Empty => unimplemented("this agent has no mem-agent (upstream's PSI-paced memory compaction); upstream refuses this call too unless runtime-rs enabled its mem-agent (agent.mem_agent_enable)");
     "CreateSandbox" create_sandbox(CreateSandboxRequest) -> Empty => do_create_sandbox;
     "DestroySandbox" destroy_sandbox(DestroySandboxRequest) -> Empty => do_destroy_sandbox;
     "OnlineCPUMem" online_cpu_mem(OnlineCPUMemRequest) -> Empty => do_online_cpu_mem;
@@ -148,10 +174,10 @@ agent_service! {
     "SetGuestDateTime" set_guest_date_time(SetGuestDateTimeRequest) -> Empty => do_set_guest_date_time;
     "CopyFile" copy_file(CopyFileRequest) -> Empty => do_copy_file;
     "GetOOMEvent" get_oom_event(GetOOMEventRequest) -> OOMEvent => do_get_oom_event;
-    "AddSwap" add_swap(AddSwapRequest) -> Empty => unimplemented;
-    "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => unimplemented;
+    "AddSwap" add_swap(AddSwapRequest) -> Empty => do_add_swap;
+    "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => do_add_swap_path;
     "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => do_get_volume_stats;
-    "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => unimplemented;
+    "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => do_resize_volume;
     "SetPolicy" set_policy(SetPolicyRequest) -> Empty => unimplemented;
 }
 

@@ -22,9 +22,13 @@ impl AgentImpl {
                 "update interface: the request has no interface",
             )
         })?;
-        net::update_interface(&iface, self.sandbox.settings.hotplug_timeout)
-            .await
-            .map_err(ttrpc::Error::from)
+        net::update_interface(
+            &iface,
+            self.sandbox.settings.hotplug_timeout,
+            &self.sandbox.devices,
+        )
+        .await
+        .map_err(ttrpc::Error::from)
     }
 
     pub(super) async fn do_update_routes(

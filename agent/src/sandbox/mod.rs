@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::containers::oom_events::OomEvents;
 use crate::containers::Ctr;
+use crate::device::Devices;
 use crate::lock::lock;
 use crate::reaper::{ExitWatch, Reaper};
 use crate::storage::StorageManager;
@@ -110,6 +111,8 @@ pub struct Sandbox {
     pub reaper: Reaper,
     pub oom: OomEvents,
     pub storage: StorageManager,
+    /// Hot-plugged devices: the uevent hub and the waits.
+    pub devices: Arc<Devices>,
     pub state: Mutex<SandboxState>,
     containers: Mutex<Containers>,
 }
@@ -136,11 +139,13 @@ pub enum Reserve {
 
 impl Sandbox {
     pub fn new(settings: Settings, reaper: Reaper) -> Sandbox {
+        let devices = Arc::new(Devices::new(settings.hotplug_timeout));
         Sandbox {
             settings,
             reaper,
             oom: OomEvents::default(),
-            storage: StorageManager::default(),
+            storage: StorageManager::default().with_devices(devices.clone()),
+            devices,
             state: Mutex::new(SandboxState::default()),
             containers: Mutex::new(Containers::default()),
         }

@@ -18,8 +18,13 @@
 //! - `watchable-bind` (`watchable.rs`, `watcher.rs`): a ConfigMap or Secret
 //!   volume, copied from the shared directory and kept current by polling.
 //!
-//! Any other driver (`9p`, `blk`, `scsi`, `overlayfs`, ...) is refused
-//! with [`StorageError::UnsupportedDriver`].
+//! - `blk`, `mmioblk`, `scsi`, `nvdimm` (`block.rs`): a hot-plugged disk,
+//!   waited for by PCI path, name or SCSI address, mounted with `fstype`.
+//! - `9p` (`ninep.rs`): a virtio-9p share by mount tag.
+//! - `overlayfs` (`overlay.rs`): an overlay of guest directories from the
+//!   `lowerdir=`/`upperdir=`/`workdir=` options.
+//!
+//! Any other driver is refused with [`StorageError::UnsupportedDriver`].
 //!
 //! Storages are keyed by mount point. The first [`StorageManager::add`] sets
 //! one up; later adds of the same mount point, by the same or another owner
@@ -40,10 +45,13 @@
 //! part does not lead out of that root through a symlink.
 
 mod bind;
+mod block;
 mod ephemeral;
 mod local;
 mod mountinfo;
+mod ninep;
 mod options;
+mod overlay;
 mod path;
 #[cfg(test)]
 pub(crate) mod testns;
@@ -65,8 +73,9 @@ use protocols::types::FSGroupChangePolicy;
 
 #[cfg(test)]
 use mountinfo::unescape;
-pub(crate) use mountinfo::{mounted_at, mounts, MountInfo};
+pub(crate) use mountinfo::{mounted_at, mounts, unescape as unescape_octal, MountInfo};
 pub use options::{parse_mount_options, MountOptions};
+pub(crate) use path::normalize as normalize_path;
 
 /// Driver of the virtio-fs shared directory.
 pub const DRIVER_VIRTIOFS_TYPE: &str = "virtio-fs";
@@ -78,6 +87,18 @@ pub const DRIVER_EPHEMERAL_TYPE: &str = "ephemeral";
 pub const DRIVER_BIND_TYPE: &str = "bind";
 /// Driver of a ConfigMap or Secret volume: copied in and watched.
 pub const DRIVER_WATCHABLE_BIND_TYPE: &str = "watchable-bind";
+/// Driver of a virtio-blk disk by PCI path.
+pub const DRIVER_BLK_TYPE: &str = "blk";
+/// Driver of a virtio-mmio disk by name.
+pub const DRIVER_MMIO_BLK_TYPE: &str = "mmioblk";
+/// Driver of a virtio-scsi disk by `target:lun`.
+pub const DRIVER_SCSI_TYPE: &str = "scsi";
+/// Driver of a persistent-memory disk.
+pub const DRIVER_NVDIMM_TYPE: &str = "nvdimm";
+/// Driver of a virtio-9p share.
+pub const DRIVER_9P_TYPE: &str = "9p";
+/// Driver of an overlay of guest directories.
+pub const DRIVER_OVERLAYFS_TYPE: &str = "overlayfs";
 /// The drivers [`StorageManager::add`] accepts.
 pub const SUPPORTED_DRIVERS: &[&str] = &[
     DRIVER_VIRTIOFS_TYPE,
@@ -85,6 +106,12 @@ pub const SUPPORTED_DRIVERS: &[&str] = &[
     DRIVER_EPHEMERAL_TYPE,
     DRIVER_BIND_TYPE,
     DRIVER_WATCHABLE_BIND_TYPE,
+    DRIVER_BLK_TYPE,
+    DRIVER_MMIO_BLK_TYPE,
+    DRIVER_SCSI_TYPE,
+    DRIVER_NVDIMM_TYPE,
+    DRIVER_9P_TYPE,
+    DRIVER_OVERLAYFS_TYPE,
 ];
 /// Whether storages of `driver` live as long as the sandbox, as upstream
 /// Kata keeps them: memory emptyDirs, `/dev/shm`, hugepages (`ephemeral`)
@@ -121,7 +148,7 @@ pub const DEFAULT_ROOT: &str = "/run/kata-containers";
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The driver is not one of [`SUPPORTED_DRIVERS`].
-    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: virtio-fs, local, ephemeral, bind, watchable-bind)")]
+    #[error("storage \"{mount_point}\" (driver \"{driver}\"): unsupported driver (supported: {})", SUPPORTED_DRIVERS.join(", "))]
     UnsupportedDriver { mount_point: String, driver: String },
     /// The mount point failed the path checks; nothing was touched.
     #[error("storage \"{mount_point}\" (driver \"{driver}\"): invalid mount point: {reason}")]
@@ -146,6 +173,13 @@ pub enum StorageError {
         driver: String,
         existing: String,
     },
+    /// The device behind the storage did not come or could not be used.
+    #[error("storage \"{mount_point}\" (driver \"{driver}\"): {cause}")]
+    Device {
+        mount_point: String,
+        driver: String,
+        cause: Box<crate::device::DeviceError>,
+    },
     /// A system call failed.
     #[error("storage \"{mount_point}\" (driver \"{driver}\"): {op}: {}", describe_io(.cause))]
     Io {
@@ -165,6 +199,7 @@ impl StorageError {
             | StorageError::InvalidMountPoint { .. }
             | StorageError::Invalid { .. } => ttrpc::Code::INVALID_ARGUMENT,
             StorageError::Conflict { .. } => ttrpc::Code::FAILED_PRECONDITION,
+            StorageError::Device { cause, .. } => cause.code(),
             StorageError::Io { .. } => ttrpc::Code::INTERNAL,
         }
     }
@@ -187,6 +222,9 @@ struct Undo {
     watched: bool,
     /// The `watchable` directory whose tmpfs this storage counts in.
     watch_root: Option<PathBuf>,
+    /// Directories removed with their contents after the unmount (an
+    /// overlay's upper and work directories).
+    trees: Vec<PathBuf>,
 }
 
 /// One storage request being handled: names for errors, the resolved mount
@@ -199,6 +237,14 @@ struct Ctx<'a> {
     /// `/sys/kernel/mm/hugepages` unless a test says otherwise.
     hugepages: &'a Path,
     watch: &'a watchable::Watch,
+    /// Who asks: `"sandbox"` or a container id.
+    owner: &'a str,
+    /// Where mount points and overlay layers may lie.
+    roots: &'a [PathBuf],
+    /// Where per-container directories go (`/run/kata-containers`).
+    run_dir: &'a Path,
+    /// Hot-plugged devices, for the block drivers.
+    devices: Option<&'a crate::device::Devices>,
 }
 
 impl Ctx<'_> {
@@ -272,6 +318,13 @@ impl Ctx<'_> {
         Ok(created)
     }
 
+    /// Makes the missing directories of `dir` (not the mount point);
+    /// returns them deepest first.
+    fn create_dirs(&self, dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+        let _guard = self.lock_dirs();
+        self.create_dirs_locked(dir)
+    }
+
     /// Makes the mount point a file (for a bind mount of a file).
     fn create_file(&self) -> Result<Vec<PathBuf>, StorageError> {
         let _guard = self.lock_dirs();
@@ -320,6 +373,51 @@ impl Ctx<'_> {
         data: Option<&str>,
     ) -> Result<(), StorageError> {
         nix::mount::mount(source, self.real, fstype, flags, data).map_err(|e| self.io(op, e))
+    }
+
+    /// Makes the mount point a directory and mounts `source` there with
+    /// `options` (the propagation change by a second call); on error
+    /// leaves nothing behind. The undo unmounts and removes what was
+    /// created.
+    fn mount_new(
+        &self,
+        op: &str,
+        source: &str,
+        fstype: &str,
+        options: &MountOptions,
+    ) -> Result<Undo, StorageError> {
+        let created = self.create_dir()?;
+        if let Err(e) = self.mount(
+            op,
+            Some(source),
+            Some(fstype),
+            options.flags,
+            options.data(),
+        ) {
+            self.remove_created(&created);
+            return Err(e);
+        }
+        if !options.propagation.is_empty() {
+            if let Err(e) = self.mount("set propagation", None, None, options.propagation, None) {
+                self.unmount_after_failure();
+                self.remove_created(&created);
+                return Err(e);
+            }
+        }
+        Ok(Undo {
+            unmount: Some(MntFlags::empty()),
+            created,
+            ..Undo::default()
+        })
+    }
+
+    /// A device wait that failed, as this storage's error.
+    fn device(&self, cause: crate::device::DeviceError) -> StorageError {
+        StorageError::Device {
+            mount_point: self.mount_point.to_owned(),
+            driver: self.driver.to_owned(),
+            cause: Box::new(cause),
+        }
     }
 
     /// Undoes a mount made by a setup that then failed.
@@ -407,6 +505,9 @@ enum Plan {
     Ephemeral(ephemeral::Plan),
     Bind(bind::Plan),
     Watchable(watchable::Plan),
+    Block(block::Plan),
+    NineP(ninep::Plan),
+    Overlay(overlay::Plan),
 }
 
 impl Plan {
@@ -417,6 +518,11 @@ impl Plan {
             DRIVER_EPHEMERAL_TYPE => Self::Ephemeral(ephemeral::plan(ctx, s)?),
             DRIVER_BIND_TYPE => Self::Bind(bind::plan(ctx, s)?),
             DRIVER_WATCHABLE_BIND_TYPE => Self::Watchable(watchable::plan(ctx, s)?),
+            DRIVER_BLK_TYPE | DRIVER_MMIO_BLK_TYPE | DRIVER_SCSI_TYPE | DRIVER_NVDIMM_TYPE => {
+                Self::Block(block::plan(ctx, s)?)
+            }
+            DRIVER_9P_TYPE => Self::NineP(ninep::plan(ctx, s)?),
+            DRIVER_OVERLAYFS_TYPE => Self::Overlay(overlay::plan(ctx, s)?),
             _ => {
                 return Err(StorageError::UnsupportedDriver {
                     mount_point: s.mount_point.clone(),
@@ -433,6 +539,9 @@ impl Plan {
             Self::Ephemeral(p) => ephemeral::apply(ctx, p),
             Self::Bind(p) => bind::apply(ctx, p),
             Self::Watchable(p) => watchable::apply(ctx, p),
+            Self::Block(p) => block::apply(ctx, p),
+            Self::NineP(p) => ninep::apply(ctx, p),
+            Self::Overlay(p) => overlay::apply(ctx, p),
         }
     }
 }
@@ -510,6 +619,7 @@ pub struct StorageManager {
     state: Mutex<State>,
     changed: Condvar,
     dirs: Mutex<()>,
+    devices: Option<std::sync::Arc<crate::device::Devices>>,
 }
 
 impl Default for StorageManager {
@@ -533,7 +643,22 @@ impl StorageManager {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             dirs: Mutex::new(()),
+            devices: None,
         }
+    }
+
+    /// The devices the block drivers wait for.
+    pub fn with_devices(mut self, devices: std::sync::Arc<crate::device::Devices>) -> Self {
+        self.devices = Some(devices);
+        self
+    }
+
+    /// Where per-container directories go: the first root.
+    fn run_dir(&self) -> &Path {
+        self.roots
+            .first()
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new(DEFAULT_ROOT))
     }
 
     /// Where the hugepage pools are sized (`nr_hugepages`): a directory
@@ -578,6 +703,10 @@ impl StorageManager {
             dirs: &self.dirs,
             hugepages: &self.hugepages,
             watch: &self.watch,
+            owner,
+            roots: &self.roots,
+            run_dir: self.run_dir(),
+            devices: self.devices.as_deref(),
         };
         let plan = Plan::new(&ctx, s)?;
         let key = checked.key;
@@ -841,6 +970,10 @@ impl StorageManager {
             dirs: &self.dirs,
             hugepages: &self.hugepages,
             watch: &self.watch,
+            owner: "",
+            roots: &self.roots,
+            run_dir: self.run_dir(),
+            devices: self.devices.as_deref(),
         };
         // A watched copy the poll thread had to replace by a bind mount.
         let fell_back = undo.watched && self.watch.watcher.unwatch(real);
@@ -883,6 +1016,9 @@ impl StorageManager {
                     return Err(TeardownError::Leftover(e));
                 }
             }
+        }
+        for t in &undo.trees {
+            remove_tree(&ctx, t).map_err(TeardownError::Leftover)?;
         }
         // Parents we created may be shared with other storages by now:
         // remove them only if empty.
@@ -944,3 +1080,6 @@ impl TeardownError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod block_tests;

@@ -14,7 +14,7 @@ pub(crate) struct MountInfo {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
-pub(super) fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

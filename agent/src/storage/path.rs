@@ -35,7 +35,7 @@ pub(super) struct CheckedPath {
 
 /// Lexical normalization: absolute, no NUL, no `..`; `.` and repeated or
 /// trailing slashes are dropped.
-pub(super) fn normalize(path: &str) -> Result<PathBuf, PathError> {
+pub(crate) fn normalize(path: &str) -> Result<PathBuf, PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
     }

@@ -1,7 +1,7 @@
 //! `virtio-fs`: mounts the shared directory the VMM exports under a tag
 //! (`source`, `kataShared` from Kata's shim) with filesystem `virtiofs`.
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use protocols::agent::Storage;
 
 use super::options::parse_mount_options;
@@ -58,37 +58,12 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
             return Ok(Undo::default());
         }
     }
-    let created = ctx.create_dir()?;
-    let op = format!("mount {FSTYPE} tag \"{}\"", plan.tag);
-    if let Err(e) = ctx.mount(
-        &op,
-        Some(&plan.tag),
-        Some(FSTYPE),
-        plan.options.flags,
-        plan.options.data(),
-    ) {
-        ctx.remove_created(&created);
-        return Err(e);
-    }
-    if !plan.options.propagation.is_empty() {
-        if let Err(e) = ctx.mount(
-            "set propagation",
-            None,
-            None,
-            plan.options.propagation,
-            None,
-        ) {
-            ctx.unmount_after_failure();
-            ctx.remove_created(&created);
-            return Err(e);
-        }
-    }
-    Ok(Undo {
-        unmount: Some(MntFlags::empty()),
-        created,
-        remove_tree: false,
-        ..Undo::default()
-    })
+    ctx.mount_new(
+        &format!("mount {FSTYPE} tag \"{}\"", plan.tag),
+        &plan.tag,
+        FSTYPE,
+        &plan.options,
+    )
 }
 
 #[cfg(test)]

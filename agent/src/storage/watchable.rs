@@ -241,5 +241,6 @@ pub(super) fn apply(ctx: &Ctx<'_>, plan: &Plan) -> Result<Undo, StorageError> {
         remove_tree: plan.is_dir,
         watched: unmount.is_none(),
         watch_root: Some(plan.root.clone()),
+        ..Undo::default()
     })
 }

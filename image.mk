@@ -179,7 +179,7 @@ agent-ctl-static:
 DIST_ENV = VMLINUX=$(KERNEL_OUT)/vmlinux BZIMAGE=$(KERNEL_OUT)/bzImage DISK=$(DISK) INITRD=$(BARE_INITRD) \
 	AGENT_CTL=$(AGENT_CTL_STATIC) VERSION=$(DIST_VERSION)
 
-dist: kernel initrd-bare disk agent-ctl-static
+dist: kernel-if-changed initrd-bare disk agent-ctl-static
 	$(DIST_ENV) DIST_DIR=$(DIST_DIR) rootfs-builder/dist.sh
 
 reproducible: rootfs

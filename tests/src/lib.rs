@@ -814,6 +814,12 @@ impl LoopDisk {
         if ext4 {
             run("mkfs.ext4", &["-F", "-q", &image.to_string_lossy()]);
         }
+        LoopDisk::attach(dir, image)
+    }
+
+    /// Attaches `image` (in `dir`, removed with the disk) to a free loop
+    /// device.
+    fn attach(dir: tempfile::TempDir, image: PathBuf) -> LoopDisk {
         let dev = run("losetup", &["-f", "--show", &image.to_string_lossy()]);
         assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
         LoopDisk {
@@ -843,13 +849,7 @@ impl LoopDisk {
                 "16M",
             ],
         );
-        let dev = run("losetup", &["-f", "--show", &image.to_string_lossy()]);
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        LoopDisk {
-            dir: Some(dir),
-            image,
-            dev,
-        }
+        LoopDisk::attach(dir, image)
     }
 
     /// The device's major and minor numbers.

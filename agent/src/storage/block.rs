@@ -14,19 +14,13 @@ use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use nix::mount::MsFlags;
 use protocols::agent::Storage;
 
-use super::options::parse_mount_options;
+use super::options::filesystem_options;
 use super::{Ctx, MountOptions, StorageError, Undo};
 use crate::device::pci::PciPath;
 use crate::device::target::{dev_name, scsi_address};
 use crate::device::Target;
-
-/// Flags that make no sense for a filesystem mount and are dropped.
-const IGNORED: MsFlags = MsFlags::MS_BIND
-    .union(MsFlags::MS_REC)
-    .union(MsFlags::MS_REMOUNT);
 
 enum Source {
     /// Wait for the device, then mount `/dev/<name>`.
@@ -77,8 +71,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
         super::DRIVER_NVDIMM_TYPE => Source::Wait(Target::Pmem(dev_name(&s.source).map_err(bad)?)),
         other => return Err(ctx.invalid(format!("not a block driver: {other}"))),
     };
-    let mut options = parse_mount_options(&s.options);
-    options.flags.remove(IGNORED);
+    let options = filesystem_options(&s.options);
     Ok(Plan {
         source,
         fstype: fstype(ctx, s)?,

@@ -13,11 +13,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use protocols::agent::Storage;
 
 use super::local::{apply_fsgid, parse_fsgid};
-use super::options::{parse_mount_options, without_keys};
+use super::options::{filesystem_options, without_keys};
 use super::{Ctx, MountOptions, StorageError, Undo};
 
 const TMPFS: &str = "tmpfs";
@@ -26,10 +26,6 @@ const HUGETLBFS: &str = "hugetlbfs";
 pub(super) const SYS_HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
 
 /// Flags that would turn the mount into something else: dropped.
-const IGNORED: MsFlags = MsFlags::MS_BIND
-    .union(MsFlags::MS_REC)
-    .union(MsFlags::MS_REMOUNT);
-
 pub(super) struct Plan {
     fstype: &'static str,
     source: String,
@@ -102,8 +98,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
         return Err(ctx.invalid("source contains a nul byte"));
     }
     let fsgid = parse_fsgid(ctx, &s.options)?;
-    let mut options = parse_mount_options(&without_keys(&s.options, &["fsgid"]));
-    options.flags.remove(IGNORED);
+    let options = filesystem_options(&without_keys(&s.options, &["fsgid"]));
     if options.data.contains('\0') {
         return Err(ctx.invalid("options contain a nul byte"));
     }

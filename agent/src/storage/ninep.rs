@@ -3,19 +3,14 @@
 //! is the mount tag; the options go to the filesystem (`trans=virtio` is
 //! added when no transport is named, `version=9p2000.L` when no version is).
 
-use nix::mount::MsFlags;
 use protocols::agent::Storage;
 
-use super::options::parse_mount_options;
+use super::options::filesystem_options;
 use super::{Ctx, MountOptions, StorageError, Undo};
 
 const FSTYPE: &str = "9p";
 /// Longest tag virtio-9p carries (`VIRTIO_9P_TAG_MAX` rounded, 9p spec).
 const MAX_TAG: usize = 255;
-
-const IGNORED: MsFlags = MsFlags::MS_BIND
-    .union(MsFlags::MS_REC)
-    .union(MsFlags::MS_REMOUNT);
 
 pub(super) struct Plan {
     tag: String,
@@ -35,8 +30,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
             s.fstype
         )));
     }
-    let mut options = parse_mount_options(&s.options);
-    options.flags.remove(IGNORED);
+    let mut options = filesystem_options(&s.options);
     let has = |key: &str| {
         options
             .data

@@ -55,6 +55,19 @@ pub(super) const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
+/// Flags that make no sense for a filesystem mount (only for a bind).
+const NOT_FOR_FILESYSTEMS: MsFlags = MsFlags::MS_BIND
+    .union(MsFlags::MS_REC)
+    .union(MsFlags::MS_REMOUNT);
+
+/// The options of a filesystem mount: parsed, with `bind`, `rbind` and
+/// `remount` dropped.
+pub(super) fn filesystem_options(options: &[String]) -> MountOptions {
+    let mut o = parse_mount_options(options);
+    o.flags.remove(NOT_FOR_FILESYSTEMS);
+    o
+}
+
 /// A parsed option list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {

@@ -11,20 +11,15 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::MsFlags;
 use protocols::agent::Storage;
 
-use super::options::parse_mount_options;
+use super::options::filesystem_options;
 use super::{path, Ctx, MountOptions, StorageError, Undo};
 
 const FSTYPE: &str = "overlay";
 /// Upstream's marker: make upper and work directories for the container.
 pub const OVERLAY_RW: &str = "io.katacontainers.fs-opt.overlay-rw";
 const KATA_OPTION: &str = "io.katacontainers.";
-
-const IGNORED: MsFlags = MsFlags::MS_BIND
-    .union(MsFlags::MS_REC)
-    .union(MsFlags::MS_REMOUNT);
 
 pub(super) struct Plan {
     options: MountOptions,
@@ -55,8 +50,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
         .filter(|o| !o.starts_with(KATA_OPTION))
         .cloned()
         .collect();
-    let mut options = parse_mount_options(&kept);
-    options.flags.remove(IGNORED);
+    let mut options = filesystem_options(&kept);
     let mut make = Vec::new();
     if rw {
         if ctx.owner == crate::sandbox::SANDBOX_OWNER {

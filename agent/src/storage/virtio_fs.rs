@@ -1,18 +1,12 @@
 //! `virtio-fs`: mounts the shared directory the VMM exports under a tag
 //! (`source`, `kataShared` from Kata's shim) with filesystem `virtiofs`.
 
-use nix::mount::MsFlags;
 use protocols::agent::Storage;
 
-use super::options::parse_mount_options;
+use super::options::filesystem_options;
 use super::{mounted_at, Ctx, MountInfo, MountOptions, StorageError, Undo};
 
 const FSTYPE: &str = "virtiofs";
-
-/// Flags that make no sense for a filesystem mount and are dropped.
-const IGNORED: MsFlags = MsFlags::MS_BIND
-    .union(MsFlags::MS_REC)
-    .union(MsFlags::MS_REMOUNT);
 
 pub(super) struct Plan {
     tag: String,
@@ -32,8 +26,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, s: &Storage) -> Result<Plan, StorageError> {
             s.fstype
         )));
     }
-    let mut options = parse_mount_options(&s.options);
-    options.flags.remove(IGNORED);
+    let options = filesystem_options(&s.options);
     Ok(Plan {
         tag: s.source.clone(),
         options,

@@ -91,12 +91,20 @@ pub struct Devices {
     dev: PathBuf,
     timeout: Duration,
     hub: Arc<uevent::Hub>,
+    /// Whether waits may ask the kernel to rescan its buses: in a guest
+    /// (PID 1) or a test's own sysfs; never on a host the agent merely
+    /// runs on as a process.
+    rescans: bool,
 }
 
 impl Devices {
-    /// The real guest: `/sys`, `/dev`.
+    /// The real guest: `/sys`, `/dev`. Outside PID 1 (an agent run as a
+    /// process on a host, as test tooling does) waits never rescan the
+    /// host's PCI buses or SCSI hosts.
     pub fn new(timeout: Duration) -> Self {
-        Self::with_roots(PathBuf::from("/sys"), PathBuf::from("/dev"), timeout)
+        let mut d = Self::with_roots(PathBuf::from("/sys"), PathBuf::from("/dev"), timeout);
+        d.rescans = crate::pid1::is_pid1();
+        d
     }
 
     /// Another sysfs and `/dev` (tests).
@@ -106,6 +114,17 @@ impl Devices {
             sysfs,
             dev,
             timeout,
+            rescans: true,
+        }
+    }
+
+    /// Asks the kernel to rescan the PCI buses (where that is ours to do).
+    pub fn rescan_pci(&self) {
+        if !self.rescans {
+            return;
+        }
+        if let Err(e) = pci::rescan(&self.sysfs) {
+            log::warn!("PCI rescan: {}", crate::error::describe_io(&e));
         }
     }
 
@@ -164,12 +183,11 @@ impl Devices {
         }
         // Before giving up: a hot-plug notification may have been lost.
         log::warn!(
-            "{target}: not seen within {} ms, rescanning",
-            self.timeout.as_millis()
+            "{target}: not seen within {} ms{}",
+            self.timeout.as_millis(),
+            if self.rescans { ", rescanning" } else { "" }
         );
-        if let Err(e) = pci::rescan(&self.sysfs) {
-            log::warn!("PCI rescan: {}", crate::error::describe_io(&e));
-        }
+        self.rescan_pci();
         if let Target::Scsi { target: t, lun } = target {
             self.scan_scsi(*t, *lun);
         }
@@ -220,6 +238,9 @@ impl Devices {
 
     /// Asks every SCSI host to probe channel 0, `target`, `lun`.
     fn scan_scsi(&self, target: u32, lun: u32) {
+        if !self.rescans {
+            return;
+        }
         let hosts = match fs::read_dir(self.sysfs.join("class/scsi_host")) {
             Ok(rd) => rd,
             Err(_) => return,

@@ -153,9 +153,7 @@ pub async fn update_interface(
             if let (Some(p), false) = (&pci_path, rescanned) {
                 rescanned = true;
                 log::warn!("{object}: not seen at PCI path {p}, rescanning");
-                if let Err(e) = crate::device::pci::rescan(devices.sysfs()) {
-                    log::warn!("PCI rescan: {}", crate::error::describe_io(&e));
-                }
+                devices.rescan_pci();
                 deadline = Instant::now() + AFTER_RESCAN;
                 continue;
             }

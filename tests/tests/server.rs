@@ -498,9 +498,13 @@ fn closed_stdio_fds_are_not_taken_by_sockets() {
         });
     }
     let mut child = cmd.spawn().unwrap();
+    // The file exists from bind(2), connections succeed from listen(2).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline, "no socket");
+    while UnixStream::connect(&socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never listened"
+        );
         assert!(child.try_wait().unwrap().is_none(), "the agent exited");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -388,13 +388,15 @@ JSON
 vm_create_request() {
     local cid="$1" script="$2" resources="${3:-}" nss="${4:-mount pid ipc uts cgroup}" extra="${5:-}"
     local storages="${6:-}"
-    local ns namespaces=""
+    local ns namespaces="" storages_field=""
+    # Only when given: pod.sh adds its own "storages" to the request.
+    [[ -z "$storages" ]] || storages_field="\"storages\": [$storages], "
     [[ -n "$resources" ]] || resources='{}'
     for ns in $nss; do
         namespaces+="${namespaces:+, }{\"Type\": \"$ns\"}"
     done
     cat <<JSON
-{"container_id": "$cid", "exec_id": "$cid", "storages": [$storages], "OCI": {
+{"container_id": "$cid", "exec_id": "$cid", $storages_field"OCI": {
   "Process": {"Args": ["sh", "-c", $(vm_json_str "$script")], "Env": ["PATH=/bin"], "Cwd": "/"},
   "Root": {"Path": "$VM_SHARED_MP/$cid/rootfs"},
   "Hostname": "vm-test",

@@ -61,18 +61,28 @@ impl PciPath {
     /// 0000:00:05.0/0000:01:00.0`), reading each bridge's secondary bus.
     /// Fails naming the hop that is missing.
     pub fn resolve(&self, sysfs: &Path) -> Result<PathBuf, ResolveError> {
+        self.walk(sysfs, true)
+    }
+
+    /// The directory the device has or will have: every bridge on the way
+    /// must be there, the device itself need not be (yet).
+    pub fn expected(&self, sysfs: &Path) -> Result<PathBuf, ResolveError> {
+        self.walk(sysfs, false)
+    }
+
+    fn walk(&self, sysfs: &Path, device_too: bool) -> Result<PathBuf, ResolveError> {
         let mut dir = sysfs.join(ROOT_BUS_DIR);
         let mut bus = ROOT_BUS.to_owned();
         for (i, slot) in self.0.iter().enumerate() {
-            let bdf = format!("{bus}:{slot:02x}.0");
-            dir.push(&bdf);
-            if !dir.exists() {
+            let last = i + 1 == self.0.len();
+            dir.push(format!("{bus}:{slot:02x}.0"));
+            if (device_too || !last) && !dir.exists() {
                 return Err(ResolveError::Missing {
                     hop: i,
                     looked_for: dir,
                 });
             }
-            if i + 1 == self.0.len() {
+            if last {
                 break;
             }
             bus = secondary_bus(&dir).map_err(|reason| ResolveError::NotABridge {

@@ -237,13 +237,16 @@ pub fn apply(devices: &Devices, list: &[Device], spec: &mut Spec) -> Result<(), 
                 ),
             ));
         }
+        // The request is checked before anything is waited for.
+        if d.type_ != "vfio-pci-gk" {
+            check_container_path(d)?;
+        }
         let node = match d.type_.as_str() {
             "vfio-pci" | "vfio" => vfio_node(devices, d, true)?,
             "vfio-pci-gk" => vfio_node(devices, d, false)?,
             _ => block_node(devices, d)?,
         };
         if let Some(node) = node {
-            check_container_path(d)?;
             updates.push((PathBuf::from(&d.container_path), node));
         }
     }

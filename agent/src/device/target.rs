@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::pci::PciPath;
 
@@ -84,33 +84,9 @@ pub fn scsi_address(s: &str) -> Result<(u32, u32), String> {
 
 /// The PCI device directory as a devpath (`/devices/pci0000:00/...`).
 fn pci_devpath(p: &PciPath, sysfs: &Path) -> Option<String> {
-    let dir = expected_dir(p, sysfs)?;
+    let dir = p.expected(sysfs).ok()?;
     let rel = dir.strip_prefix(sysfs).ok()?;
     Some(format!("/{}", rel.to_string_lossy()))
-}
-
-/// The directory a PCI device will have: every bridge on the way must
-/// be there, the device itself need not be.
-fn expected_dir(p: &PciPath, sysfs: &Path) -> Option<PathBuf> {
-    let slots = p.slots();
-    let (last, bridges) = slots.split_last()?;
-    let dir = if bridges.is_empty() {
-        sysfs.join(super::pci::ROOT_BUS_DIR)
-    } else {
-        let parent =
-            PciPath::from_slots(&bridges.iter().map(|&s| u32::from(s)).collect::<Vec<_>>())
-                .ok()?
-                .resolve(sysfs)
-                .ok()?;
-        // The bus behind the last bridge.
-        let bus = fs::read_dir(parent.join("pci_bus"))
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .next()?;
-        return Some(parent.join(format!("{bus}:{last:02x}.0")));
-    };
-    Some(dir.join(format!("{}:{last:02x}.0", super::pci::ROOT_BUS)))
 }
 
 /// `<dir>/virtio<N>/<class>/<name>` or `<dir>/<class>/<name>`: the first
@@ -301,9 +277,10 @@ impl Target {
                         ),
                     ),
                     Err(e) => {
-                        let looked = expected_dir(p, sysfs)
+                        let looked = p
+                            .expected(sysfs)
                             .map(|d| d.display().to_string())
-                            .unwrap_or_else(|| format!("PCI path {p} below {}", sysfs.display()));
+                            .unwrap_or_else(|_| format!("PCI path {p} below {}", sysfs.display()));
                         let mut instead = e.to_string();
                         if !class.is_empty() {
                             instead.push_str(&format!(

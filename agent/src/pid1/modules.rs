@@ -67,10 +67,15 @@ fn cmdline_words(cmdline: &str) -> Vec<String> {
 /// kernel applies `module.param` itself only to built-in modules. `-` and
 /// `_` are the same in module names.
 pub fn cmdline_params(cmdline: &str, name: &str) -> String {
+    params_for(&cmdline_words(cmdline), name)
+}
+
+/// [`cmdline_params`] on the command line's words, split once.
+fn params_for(words: &[String], name: &str) -> String {
     let norm = |s: &str| s.replace('-', "_");
     let name = norm(name);
-    cmdline_words(cmdline)
-        .into_iter()
+    words
+        .iter()
         .filter_map(|w| {
             let (module, param) = w.split_once('.')?;
             (norm(module) == name && !param.is_empty()).then(|| param.to_owned())
@@ -103,6 +108,7 @@ pub fn load_listed(list: &Path, cmdline: &str) -> Vec<InitError> {
             }]
         }
     };
+    let words = cmdline_words(cmdline);
     let mut errors = Vec::new();
     for rel in entries(&text, &release) {
         let path = Path::new(MODULES_DIR).join(rel);
@@ -110,7 +116,7 @@ pub fn load_listed(list: &Path, cmdline: &str) -> Vec<InitError> {
             .file_stem()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Err(e) = load(&path, &cmdline_params(cmdline, &name)) {
+        if let Err(e) = load(&path, &params_for(&words, &name)) {
             errors.push(e);
         }
     }

@@ -36,40 +36,10 @@ const INCOMPAT_64BIT: u32 = 0x80;
 /// How often the disk's size is read while waiting for it to grow.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The direction bits of `_IOC`: the asm-generic layout, and the one of
-/// the architectures that differ.
-#[cfg(not(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc64"
-)))]
-mod ioc_dir {
-    pub const WRITE: u32 = 1 << 30;
-    pub const READ: u32 = 2 << 30;
-}
-#[cfg(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc64"
-))]
-mod ioc_dir {
-    pub const WRITE: u32 = 4 << 29;
-    pub const READ: u32 = 2 << 29;
-}
-
-/// `_IOC(dir, ty, nr, size)`.
-const fn ioc(dir: u32, ty: u8, nr: u8, size: u32) -> u32 {
-    dir | (size << 16) | ((ty as u32) << 8) | nr as u32
-}
-
 /// `_IOW('f', 16, __u64)`: grow a mounted ext4 to a block count.
-pub const EXT4_IOC_RESIZE_FS: u32 = ioc(ioc_dir::WRITE, b'f', 16, 8);
+pub const EXT4_IOC_RESIZE_FS: u32 = nix::request_code_write!(b'f', 16, 8) as u32;
 /// `_IOR(0x12, 114, size_t)`: a block device's size in bytes.
-pub const BLKGETSIZE64: u32 = ioc(ioc_dir::READ, 0x12, 114, 8);
+pub const BLKGETSIZE64: u32 = nix::request_code_read!(0x12, 114, 8) as u32;
 
 /// What the superblock says about the filesystem's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

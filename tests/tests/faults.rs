@@ -623,7 +623,8 @@ fn a_hanging_hook_times_out_and_leaves_nothing() {
     env.assert_gone(&cid);
 }
 
-/// While RemoveContainer runs (a poststop hook keeps it busy), requests
+/// While RemoveContainer runs (a poststop hook keeps it busy until the
+/// test lets it go), requests
 /// for the container get a clear status, a create of the same id is
 /// refused, and afterwards the id is unknown and free.
 #[test]
@@ -638,9 +639,13 @@ fn requests_for_a_container_being_removed() {
     h.Args = vec![
         "sh".into(),
         "-c".into(),
-        format!("touch /run/{cid}-poststop; sleep 2"),
+        // Until the test is done with its checks, at most 30 s.
+        format!(
+            "touch /run/{cid}-poststop; i=0; \
+             while [ ! -e /run/{cid}-release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
+        ),
     ];
-    h.Timeout = 30;
+    h.Timeout = 60;
     let mut hooks = oci::Hooks::new();
     hooks.Poststop = vec![h];
     s.Hooks = Some(hooks).into();
@@ -693,6 +698,7 @@ fn requests_for_a_container_being_removed() {
         !removal.is_finished(),
         "the removal ended before the checks"
     );
+    std::fs::write(env.agent.path("/run").join(format!("{cid}-release")), "").unwrap();
     env.rt.block_on(removal).unwrap().unwrap();
     env.assert_gone(&cid);
     env.run(&cid, &["true"]);

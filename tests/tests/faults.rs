@@ -176,14 +176,17 @@ fn a_disconnected_read_consumes_nothing() {
     // agent is stopped while the client closes and the process writes,
     // then continued; its reader sees both at once.
     let delayed = unique("cut-read-late");
-    env.run(
+    // Writes a line each time /go appears in its rootfs, which the test
+    // makes only once the agent is stopped.
+    let late_root = Rootfs::new();
+    let script = "n=0; while [ ! -e /stop ]; do \
+                  if [ -e /go ]; then rm /go; echo \"late-$n\"; n=$((n+1)); fi; sleep 0.01; done";
+    env.create(
         &delayed,
-        &[
-            "sh",
-            "-c",
-            "while read n; do sleep 0.1; echo \"late-$n\"; done",
-        ],
-    );
+        env.spec(late_root.path(), &delayed, &["sh", "-c", script]),
+    )
+    .unwrap();
+    env.start(&delayed).unwrap();
     let tasks = Path::new("/sys/fs/cgroup/pids")
         .join(&env.cgroups.name)
         .join(&delayed)
@@ -216,11 +219,10 @@ fn a_disconnected_read_consumes_nothing() {
             &read_req(&delayed, &delayed, 4096),
         );
         c.check();
-        env.write(&delayed, &delayed, format!("{i}\n").as_bytes())
-            .unwrap();
         // SAFETY: kill(2) on the agent this test started.
         unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
         drop(c);
+        std::fs::write(late_root.path().join("go"), "").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while queued() == 0 {
             assert!(Instant::now() < deadline, "the process never wrote");
@@ -238,7 +240,7 @@ fn a_disconnected_read_consumes_nothing() {
     eprintln!(
         "cut reads: {stopped_rounds} with the close and the output seen at once: no byte lost"
     );
-    env.write(&delayed, &delayed, b"").unwrap();
+    std::fs::write(late_root.path().join("stop"), "").unwrap();
     assert_eq!(env.wait(&delayed, &delayed).unwrap(), 0);
     env.remove(&delayed).unwrap();
 
@@ -289,10 +291,81 @@ fn a_disconnected_wait_loses_no_exit() {
     }
     env.signal(&cid, "e", 9).unwrap();
     assert_eq!(env.wait(&cid, "e").unwrap(), 137);
+
+    // The close and the exit reach the agent at the same moment (it is
+    // stopped meanwhile), for execs whose streams have ended already: an
+    // exec is released once its status was delivered, so a status handed
+    // to the closed connection would leave the next waiter NOT_FOUND.
+    let agent_pid = env.agent.pid() as i32;
+    let rounds = 10;
+    for i in 0..rounds {
+        let eid = format!("quiet-{i}");
+        // Its own pid first, then no stdout or stderr: both streams end at
+        // once, while it waits for stdin.
+        env.exec(
+            &cid,
+            &eid,
+            &["sh", "-c", "echo $$ >&2; exec >&- 2>&-; read x"],
+        )
+        .unwrap();
+        let said = String::from_utf8(env.read_all(&cid, &eid, true, 4096)).unwrap();
+        let pid: i32 = said.trim().parse().unwrap();
+        assert_eq!(env.read_all(&cid, &eid, false, 4096), b"");
+        let mut c = RawConn::open(&env.agent);
+        let mut w = WaitProcessRequest::new();
+        w.container_id = cid.clone();
+        w.exec_id = eid.clone();
+        c.send(
+            "grpc.AgentService",
+            "WaitProcess",
+            &w.write_to_bytes().unwrap(),
+        );
+        c.check();
+        // SAFETY: kill(2) on the agent this test started.
+        unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+        drop(c);
+        // The container has a pid namespace of its own: its pid there is
+        // not the host's. Found by the host pid's NSpid line instead.
+        let host_pid = host_pid_of(&env, &cid, pid);
+        // SAFETY: kill(2) on a process of this test's container.
+        unsafe { libc::kill(host_pid, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !process_ended(host_pid as u32) {
+            assert!(Instant::now() < deadline, "{host_pid} still runs");
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+        assert_eq!(env.wait(&cid, &eid).unwrap(), 137, "round {i}");
+    }
+    eprintln!(
+        "cut waits: 2 waiting, {rounds} with the close and the exit seen at once: no exit lost"
+    );
     env.signal(&cid, &cid, 9).unwrap();
     assert_eq!(env.wait(&cid, &cid).unwrap(), 137);
     env.remove(&cid).unwrap();
     env.assert_gone(&cid);
+}
+
+/// The host pid of the process of container `cid` whose pid in the
+/// container's pid namespace is `ns_pid`.
+fn host_pid_of(env: &Env, cid: &str, ns_pid: i32) -> i32 {
+    let tasks = Path::new("/sys/fs/cgroup/pids")
+        .join(&env.cgroups.name)
+        .join(cid)
+        .join("tasks");
+    std::fs::read_to_string(&tasks)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok())
+                == Some(ns_pid)
+        })
+        .unwrap_or_else(|| panic!("no process {ns_pid} in {}", tasks.display()))
 }
 
 /// A WriteStdin cut by the host while it waits for room in the pipe: the

@@ -428,7 +428,8 @@ fn a_disconnected_write_leaves_stdin_usable() {
 }
 
 /// An exec that outgrows the container's memory limit is OOM-killed and
-/// reported; the container and the agent go on.
+/// reported, the container and the agent go on; then a container whose
+/// init does the same.
 #[test]
 fn an_oom_killed_exec_is_reported_and_the_container_goes_on() {
     let Some(mut env) = Env::new() else { return };
@@ -476,6 +477,33 @@ fn an_oom_killed_exec_is_reported_and_the_container_goes_on() {
     raw_check(&env.agent.socket);
     env.remove(&cid).unwrap();
     env.assert_gone(&cid);
+
+    // The container itself: its init is the hog.
+    let init = unique("oom-init");
+    let mut s = env.spec(
+        env.rootfs.path(),
+        &init,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+    );
+    let mut res = oci::LinuxResources::new();
+    let mut mem = oci::LinuxMemory::new();
+    mem.Limit = 32 << 20;
+    mem.Swap = 32 << 20;
+    res.Memory = Some(mem).into();
+    s.Linux.as_mut().unwrap().Resources = Some(res).into();
+    let client = env.client.clone();
+    let oom = env.rt.spawn(async move {
+        client
+            .get_oom_event(ctx(), &GetOOMEventRequest::new())
+            .await
+    });
+    env.create(&init, s).unwrap();
+    env.start(&init).unwrap();
+    assert_eq!(env.wait(&init, &init).unwrap(), 137);
+    assert_eq!(env.rt.block_on(oom).unwrap().unwrap().container_id, init);
+    raw_check(&env.agent.socket);
+    env.remove(&init).unwrap();
+    env.assert_gone(&init);
 }
 
 /// A container whose processes ignore SIGTERM: the signal changes

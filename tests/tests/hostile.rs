@@ -57,7 +57,9 @@ fn assert_clear_refusal<T: std::fmt::Debug>(what: &str, names: &str, r: ttrpc::R
     assert!(
         matches!(
             code,
-            ttrpc::Code::INVALID_ARGUMENT | ttrpc::Code::NOT_FOUND | ttrpc::Code::FAILED_PRECONDITION
+            ttrpc::Code::INVALID_ARGUMENT
+                | ttrpc::Code::NOT_FOUND
+                | ttrpc::Code::FAILED_PRECONDITION
         ),
         "{what}: code {code:?} ({msg})"
     );
@@ -102,18 +104,33 @@ fn hostile_paths(base: &str, links: &str) -> Vec<(&'static str, String)> {
         ("empty", String::new()),
         ("absolute outside", format!("{OUTSIDE}/abs")),
         ("dot-dot", format!("{base}/{ups}run/hostile-outside/dd")),
-        ("inner dot-dot", format!("{base}/a/b/{ups}run/hostile-outside/idd")),
+        (
+            "inner dot-dot",
+            format!("{base}/a/b/{ups}run/hostile-outside/idd"),
+        ),
         ("trailing dot-dot", format!("{base}/a/..")),
         ("nul byte", format!("{base}/nul\0byte")),
         ("nul then escape", format!("{base}/x\0/../../../../etc")),
-        ("name > NAME_MAX", format!("{base}/{}", "n".repeat(NAME_MAX + 1))),
+        (
+            "name > NAME_MAX",
+            format!("{base}/{}", "n".repeat(NAME_MAX + 1)),
+        ),
         (
             "path > PATH_MAX",
-            format!("{base}/{}", format!("{}/", "d".repeat(200)).repeat(PATH_MAX / 201 + 1)),
+            format!(
+                "{base}/{}",
+                format!("{}/", "d".repeat(200)).repeat(PATH_MAX / 201 + 1)
+            ),
         ),
         ("symlink out", format!("{base}/{links}/out/sl")),
-        ("symlink to /", format!("{base}/{links}/root/run/hostile-outside/slr")),
-        ("relative symlink up", format!("{base}/{links}/up/run/hostile-outside/slu")),
+        (
+            "symlink to /",
+            format!("{base}/{links}/root/run/hostile-outside/slr"),
+        ),
+        (
+            "relative symlink up",
+            format!("{base}/{links}/up/run/hostile-outside/slu"),
+        ),
         ("symlink as last name", format!("{base}/{links}/out")),
         ("base itself", base.to_string()),
     ]
@@ -167,7 +184,11 @@ fn copy_file_targets_stay_in_the_shared_directory() {
     let Some(g) = Guest::start() else { return };
     plant_links(&g.agent, &format!("{SHARED}/links"));
     for (label, path) in hostile_paths(SHARED, "links") {
-        for mode in [libc::S_IFDIR | 0o755, libc::S_IFLNK | 0o777, libc::S_IFREG | 0o644] {
+        for mode in [
+            libc::S_IFDIR | 0o755,
+            libc::S_IFLNK | 0o777,
+            libc::S_IFREG | 0o644,
+        ] {
             let mut req = copy_request(&path, b"/");
             req.file_mode = mode;
             let r = g.rt.block_on(g.client.copy_file(ctx(), &req));
@@ -220,9 +241,16 @@ fn storage_mount_points_stay_under_the_run_directory() {
         let what = format!("storage mount point {label}");
         assert_clear_refusal(&what, &path, r);
         g.outside_is_empty(&what);
-        assert_eq!(mount_points(&g.agent), mounts_before, "{what}: left a mount");
+        assert_eq!(
+            mount_points(&g.agent),
+            mounts_before,
+            "{what}: left a mount"
+        );
     }
-    assert_eq!(entries(&g.agent, "/run"), ["hostile-outside", "kata-containers"]);
+    assert_eq!(
+        entries(&g.agent, "/run"),
+        ["hostile-outside", "kata-containers"]
+    );
 }
 
 #[test]
@@ -308,7 +336,11 @@ fn container_and_exec_ids_are_refused_before_anything_is_made() {
         let r = g.rt.block_on(g.client.read_stdout(ctx(), &rd));
         assert_clear_refusal(&format!("ReadStdout {label}"), "", r);
     }
-    assert_eq!(entries(&g.agent, RUN_DIR), run_before, "bundle directories made");
+    assert_eq!(
+        entries(&g.agent, RUN_DIR),
+        run_before,
+        "bundle directories made"
+    );
     g.outside_is_empty("hostile ids");
     for d in cgroups.dirs() {
         let made: Vec<_> = std::fs::read_dir(&d)
@@ -340,12 +372,21 @@ fn guest_hook_paths_outside_the_guest_image_are_refused() {
     hook_folder(&g.agent, &writable);
     symlink(&writable, g.agent.path("/run/hooks-link")).unwrap();
     let ups = "../".repeat(12);
-    let long = format!("/{}", format!("{}/", "h".repeat(200)).repeat(PATH_MAX / 201 + 1));
+    let long = format!(
+        "/{}",
+        format!("{}/", "h".repeat(200)).repeat(PATH_MAX / 201 + 1)
+    );
     for (label, path) in [
         ("relative", "usr/share/oci/hooks".to_string()),
-        ("dot-dot", format!("/usr/share/oci/hooks/{ups}run/kata-containers")),
+        (
+            "dot-dot",
+            format!("/usr/share/oci/hooks/{ups}run/kata-containers"),
+        ),
         ("nul byte", "/usr/share/oci\0/hooks".to_string()),
-        ("name > NAME_MAX", format!("/usr/{}", "n".repeat(NAME_MAX + 1))),
+        (
+            "name > NAME_MAX",
+            format!("/usr/{}", "n".repeat(NAME_MAX + 1)),
+        ),
         ("path > PATH_MAX", long),
         ("container-writable", writable.clone()),
         ("symlink into it", "/run/hooks-link".to_string()),
@@ -383,21 +424,36 @@ fn symlinks_a_container_plants_lead_nowhere() {
     );
     let mut c = CreateContainerRequest::new();
     c.container_id = cid.clone();
-    c.OCI = Some(busybox_spec(&rootfs, &cid, &["sh", "-c", &script], &cgroups.name)).into();
+    c.OCI = Some(busybox_spec(
+        &rootfs,
+        &cid,
+        &["sh", "-c", &script],
+        &cgroups.name,
+    ))
+    .into();
     g.rt.block_on(g.client.create_container(ctx(), &c)).unwrap();
     let mut start = StartContainerRequest::new();
     start.container_id = cid.clone();
-    g.rt.block_on(g.client.start_container(ctx(), &start)).unwrap();
+    g.rt.block_on(g.client.start_container(ctx(), &start))
+        .unwrap();
     let mut w = WaitProcessRequest::new();
     w.container_id = cid.clone();
-    let status = g.rt.block_on(g.client.wait_process(ctx(), &w)).unwrap().status;
+    let status =
+        g.rt.block_on(g.client.wait_process(ctx(), &w))
+            .unwrap()
+            .status;
     assert_eq!(status, 0, "the container could not plant its links");
     assert!(std::fs::symlink_metadata(g.agent.path(format!("{rootfs}/to-root"))).is_ok());
 
     let mounts_before = mount_points(&g.agent);
-    for link in ["to-root/run/hostile-outside", "to-outside", "to-up/run/hostile-outside"] {
+    for link in [
+        "to-root/run/hostile-outside",
+        "to-outside",
+        "to-up/run/hostile-outside",
+    ] {
         let through = format!("{rootfs}/{link}/planted");
-        let r = g.rt.block_on(g.client.copy_file(ctx(), &copy_request(&through, b"x")));
+        let r =
+            g.rt.block_on(g.client.copy_file(ctx(), &copy_request(&through, b"x")));
         assert_clear_refusal(&format!("CopyFile through {link}"), &through, r);
 
         let mut stats = VolumeStatsRequest::new();
@@ -415,11 +471,21 @@ fn symlinks_a_container_plants_lead_nowhere() {
         let other = unique("victim");
         let mut c2 = CreateContainerRequest::new();
         c2.container_id = other.clone();
-        c2.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", &["size=1m"], &through)];
+        c2.storages = vec![storage(
+            "ephemeral",
+            "tmpfs",
+            "tmpfs",
+            &["size=1m"],
+            &through,
+        )];
         c2.OCI = Some(busybox_spec(&rootfs, &other, &["true"], &cgroups.name)).into();
         let r = g.rt.block_on(g.client.create_container(ctx(), &c2));
         assert_clear_refusal(&format!("storage through {link}"), &through, r);
-        assert_eq!(mount_points(&g.agent), mounts_before, "storage through {link}: mounted");
+        assert_eq!(
+            mount_points(&g.agent),
+            mounts_before,
+            "storage through {link}: mounted"
+        );
     }
     // The container's hook folder is no guest hook folder.
     let fresh = Guest::start().unwrap();
@@ -435,7 +501,8 @@ fn symlinks_a_container_plants_lead_nowhere() {
 
     let mut rm = RemoveContainerRequest::new();
     rm.container_id = cid;
-    g.rt.block_on(g.client.remove_container(ctx(), &rm)).unwrap();
+    g.rt.block_on(g.client.remove_container(ctx(), &rm))
+        .unwrap();
 }
 
 #[test]
@@ -452,10 +519,18 @@ fn spec_hook_paths_must_be_absolute() {
         ("relative with a slash", "bin/sh".to_string()),
         ("empty", String::new()),
         ("nul byte", "/bin/sh\0x".to_string()),
-        ("name > NAME_MAX", format!("/bin/{}", "n".repeat(NAME_MAX + 1))),
+        (
+            "name > NAME_MAX",
+            format!("/bin/{}", "n".repeat(NAME_MAX + 1)),
+        ),
     ] {
         let cid = unique("hook");
-        let mut spec = busybox_spec(&rootfs.path().to_string_lossy(), &cid, &["true"], &cgroups.name);
+        let mut spec = busybox_spec(
+            &rootfs.path().to_string_lossy(),
+            &cid,
+            &["true"],
+            &cgroups.name,
+        );
         let mut hook = oci::Hook::new();
         hook.Path = path.clone();
         hook.Args = vec!["sh".into(), "-c".into(), mark.clone()];
@@ -468,7 +543,11 @@ fn spec_hook_paths_must_be_absolute() {
         c.OCI = Some(spec).into();
         let r = g.rt.block_on(g.client.create_container(ctx(), &c));
         let (code, msg) = refused(&format!("hook path {label}"), r);
-        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "hook path {label}: {msg}");
+        assert_eq!(
+            code,
+            ttrpc::Code::INVALID_ARGUMENT,
+            "hook path {label}: {msg}"
+        );
         assert!(msg.contains("hook"), "hook path {label}: {msg}");
         g.outside_is_empty(&format!("hook path {label}"));
     }

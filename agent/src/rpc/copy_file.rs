@@ -269,7 +269,10 @@ mod tests {
         ] {
             assert!(components_below_base(bad).is_err(), "{bad}");
         }
-        let long_name = format!("{COPY_BASE}/{}", "n".repeat(NAME_MAX - TMP_SUFFIX.len() + 1));
+        let long_name = format!(
+            "{COPY_BASE}/{}",
+            "n".repeat(NAME_MAX - TMP_SUFFIX.len() + 1)
+        );
         assert!(matches!(
             components_below_base(&long_name),
             Err(CopyError::NameTooLong(_))

@@ -13,7 +13,6 @@ use ttrpc::Code;
 use super::{blocking, status, AgentImpl};
 use crate::volume::{confine, VOLUME_ROOT};
 
-
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

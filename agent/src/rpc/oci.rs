@@ -434,7 +434,9 @@ fn check_hook_paths(h: &pb::Hooks) -> Result<(), ConvertError> {
             } else {
                 continue;
             };
-            return Err(ConvertError(format!("hooks.{kind}[{i}]: path {p:?}: {why}")));
+            return Err(ConvertError(format!(
+                "hooks.{kind}[{i}]: path {p:?}: {why}"
+            )));
         }
     }
     Ok(())
@@ -560,8 +562,14 @@ mod tests {
             hooks.Poststop = vec![pb::Hook::new(), h];
             hooks.Poststop[0].Path = "/bin/true".into();
             s.Hooks = Some(hooks).into();
-            let err = spec_from_proto(&s).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains("hooks.poststop[1]") && err.contains(why), "{path:?}: {err}");
+            let err = spec_from_proto(&s)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("hooks.poststop[1]") && err.contains(why),
+                "{path:?}: {err}"
+            );
         }
     }
 

@@ -141,7 +141,10 @@ mod tests {
             ("/run/kata-containers/x/..", ".."),
             ("/run/kata\0/x", "nul"),
             (&format!("/run/{}", "n".repeat(NAME_MAX + 1)), "name longer"),
-            (&format!("/run/{}", "d/".repeat(PATH_MAX / 2)), "longer than"),
+            (
+                &format!("/run/{}", "d/".repeat(PATH_MAX / 2)),
+                "longer than",
+            ),
         ] {
             let err = normalize(p)
                 .err()

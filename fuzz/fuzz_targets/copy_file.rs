@@ -56,10 +56,19 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let a = agent();
         let _ = a.copy_file(&TtrpcContext::default(), req).await;
     });
-    assert!(entries(OUTSIDE).is_empty(), "written through a symlink: {:?}", entries(OUTSIDE));
-    assert_eq!(entries("/run"), run_before, "written outside the shared directory");
     assert!(
-        entries("/run/kata-containers") == ["shared"] && entries("/run/kata-containers/shared") == ["containers"],
+        entries(OUTSIDE).is_empty(),
+        "written through a symlink: {:?}",
+        entries(OUTSIDE)
+    );
+    assert_eq!(
+        entries("/run"),
+        run_before,
+        "written outside the shared directory"
+    );
+    assert!(
+        entries("/run/kata-containers") == ["shared"]
+            && entries("/run/kata-containers/shared") == ["containers"],
         "written outside the shared directory: {:?}",
         entries("/run/kata-containers")
     );

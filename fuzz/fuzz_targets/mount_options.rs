@@ -17,10 +17,39 @@ const ROOT: &str = "/run/kata-containers";
 /// What a flag or propagation option is called: such a word never
 /// reaches the filesystem's data string.
 const KNOWN: &[&str] = &[
-    "defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync", "async",
-    "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "bind",
-    "rbind", "relatime", "norelatime", "strictatime", "nostrictatime", "private", "rprivate",
-    "shared", "rshared", "slave", "rslave", "unbindable", "runbindable",
+    "defaults",
+    "ro",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "sync",
+    "async",
+    "dirsync",
+    "remount",
+    "mand",
+    "nomand",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "bind",
+    "rbind",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
 ];
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -39,7 +68,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // Later options win, so a list given twice parses to the same flags.
     let twice: Vec<&String> = s.options.iter().chain(s.options.iter()).collect();
     let again = parse_mount_options(&twice);
-    assert_eq!((parsed.flags, parsed.propagation), (again.flags, again.propagation));
+    assert_eq!(
+        (parsed.flags, parsed.propagation),
+        (again.flags, again.propagation)
+    );
 
     let before = mount_points();
     let manager = StorageManager::default();
@@ -56,8 +88,17 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
     if added.is_err() {
-        assert_eq!(before, during, "refused storage {:?} left mounts", s.mount_point);
+        assert_eq!(
+            before, during,
+            "refused storage {:?} left mounts",
+            s.mount_point
+        );
     }
     let _ = manager.release_all();
-    assert_eq!(before, mount_points(), "storage {:?} not torn down", s.mount_point);
+    assert_eq!(
+        before,
+        mount_points(),
+        "storage {:?} not torn down",
+        s.mount_point
+    );
 });

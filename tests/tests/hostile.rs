@@ -552,3 +552,68 @@ fn spec_hook_paths_must_be_absolute() {
         g.outside_is_empty(&format!("hook path {label}"));
     }
 }
+
+#[test]
+fn exec_ids_are_refused_by_a_running_container() {
+    if !can_run_containers() {
+        return;
+    }
+    let Some(g) = Guest::start() else { return };
+    let cgroups = CgroupParent::new();
+    let rootfs = Rootfs::new();
+    let cid = unique("exec");
+    let mut c = CreateContainerRequest::new();
+    c.container_id = cid.clone();
+    c.OCI = Some(busybox_spec(
+        &rootfs.path().to_string_lossy(),
+        &cid,
+        &["sh", "-c", "exec sleep 600"],
+        &cgroups.name,
+    ))
+    .into();
+    g.rt.block_on(g.client.create_container(ctx(), &c)).unwrap();
+    let mut start = StartContainerRequest::new();
+    start.container_id = cid.clone();
+    g.rt.block_on(g.client.start_container(ctx(), &start))
+        .unwrap();
+    let bundle = entries(&g.agent, &format!("{RUN_DIR}/{cid}"));
+    let children = all_children_of(g.agent.pid()).len();
+    for (label, id) in hostile_ids() {
+        if id.is_empty() {
+            continue; // the init's own exec id
+        }
+        let mut e = ExecProcessRequest::new();
+        e.container_id = cid.clone();
+        e.exec_id = id.clone();
+        let mut p = oci::Process::new();
+        p.Args = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("touch {OUTSIDE}/exec-ran"),
+        ];
+        p.Env = vec!["PATH=/bin".into()];
+        p.Cwd = "/".into();
+        p.User = Some(oci::User::new()).into();
+        e.process = Some(p).into();
+        let r = g.rt.block_on(g.client.exec_process(ctx(), &e));
+        let (code, msg) = refused(&format!("ExecProcess exec id {label}"), r);
+        assert_eq!(
+            code,
+            ttrpc::Code::INVALID_ARGUMENT,
+            "exec id {label}: {msg}"
+        );
+        assert!(msg.contains("exec"), "exec id {label}: {msg}");
+    }
+    assert_eq!(entries(&g.agent, &format!("{RUN_DIR}/{cid}")), bundle);
+    assert_eq!(
+        all_children_of(g.agent.pid()).len(),
+        children,
+        "a process was started"
+    );
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = cid;
+    rm.timeout = 5;
+    g.rt.block_on(g.client.remove_container(ctx(), &rm))
+        .unwrap();
+    g.outside_is_empty("hostile exec ids");
+}

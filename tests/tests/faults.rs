@@ -90,11 +90,20 @@ impl RawConn {
         }
     }
 
+    /// Closes the connection: shut down first, so that a copy of the
+    /// descriptor in a child another test is forking right now cannot keep
+    /// it open.
+    fn close(self) -> String {
+        let RawConn { s, agent_end, .. } = self;
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        drop(s);
+        agent_end
+    }
+
     /// Closes the connection and waits (bounded) until the agent has
     /// closed its end: every handler of the connection has ended by then.
     fn cut(self, agent: &Agent) {
-        let RawConn { s, agent_end, .. } = self;
-        drop(s);
+        let agent_end = self.close();
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent_sockets(agent.pid()).contains(&agent_end) {
             assert!(
@@ -158,7 +167,7 @@ fn a_disconnected_read_consumes_nothing() {
             &read_req(&cid, &cid, 4096),
         );
         c.check();
-        drop(c);
+        c.close();
         let line = format!("raced-{i}\n");
         env.write(&cid, &cid, line.as_bytes()).unwrap();
         assert_eq!(
@@ -221,7 +230,7 @@ fn a_disconnected_read_consumes_nothing() {
         c.check();
         // SAFETY: kill(2) on the agent this test started.
         unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
-        drop(c);
+        c.close();
         std::fs::write(late_root.path().join("go"), "").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while queued() == 0 {
@@ -323,7 +332,7 @@ fn a_disconnected_wait_loses_no_exit() {
         c.check();
         // SAFETY: kill(2) on the agent this test started.
         unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
-        drop(c);
+        c.close();
         // The container has a pid namespace of its own: its pid there is
         // not the host's. Found by the host pid's NSpid line instead.
         let host_pid = host_pid_of(&env, &cid, pid);

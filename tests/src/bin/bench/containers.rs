@@ -13,7 +13,7 @@ use protocols::agent_ttrpc::AgentServiceClient;
 use protocols::oci;
 
 use super::target::Running;
-use super::{ms, Run};
+use super::{ms, wants, Run};
 
 pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(120_000_000_000)
@@ -244,6 +244,19 @@ pub fn run(agent: &Running, run: &mut Run) -> Result<(), String> {
     })
 }
 
+/// CPU time (user + system, every thread) a process has used, in ms.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) * 1e3 / hz
+}
+
 fn p50(v: &mut [Duration]) -> f64 {
     v.sort();
     ms(percentile(v, 50.0))
@@ -263,6 +276,20 @@ async fn measure(
         .await
         .map_err(|e| err("CreateSandbox", e))?;
 
+    if wants("containers") {
+        lifecycle(b, run, ids).await?;
+    }
+    if wants("stdout") {
+        stdout(b, agent_pid, run, ids).await?;
+    }
+    if wants("containers") {
+        rss(b, agent_pid, run, ids).await?;
+    }
+    Ok(())
+}
+
+async fn lifecycle(b: &Bench, run: &mut Run, ids: &mut Vec<String>) -> Result<(), String> {
+    let tag = std::process::id();
     // The first container of the agent: nothing is warm yet.
     let cid = format!("bench-{tag}-first");
     let t = Instant::now();
@@ -326,6 +353,16 @@ async fn measure(
     b.remove(&host).await?;
     ids.pop();
 
+    Ok(())
+}
+
+async fn stdout(
+    b: &Bench,
+    agent_pid: u32,
+    run: &mut Run,
+    ids: &mut Vec<String>,
+) -> Result<(), String> {
+    let tag = std::process::id();
     // stdout: 256 MiB of zeros, read as it is written.
     for (key, len) in [("out1m", 1u32 << 20), ("out32k", 32 << 10)] {
         let cid = format!("bench-{tag}-dd-{key}");
@@ -333,9 +370,26 @@ async fn measure(
             .await?;
         ids.push(cid.clone());
         b.start(&cid).await?;
+        let (agent0, client0) = (cpu_ms(agent_pid), cpu_ms(std::process::id()));
         let t = Instant::now();
         let (total, calls) = b.drain(&cid, len).await;
         let secs = t.elapsed().as_secs_f64();
+        run.insert(
+            if key == "out1m" {
+                "out1m_cpu"
+            } else {
+                "out32k_cpu"
+            },
+            cpu_ms(agent_pid) - agent0,
+        );
+        run.insert(
+            if key == "out1m" {
+                "out1m_client"
+            } else {
+                "out32k_client"
+            },
+            cpu_ms(std::process::id()) - client0,
+        );
         b.wait(&cid, &cid).await?;
         b.remove(&cid).await?;
         ids.pop();
@@ -348,6 +402,16 @@ async fn measure(
         }
     }
 
+    Ok(())
+}
+
+async fn rss(
+    b: &Bench,
+    agent_pid: u32,
+    run: &mut Run,
+    ids: &mut Vec<String>,
+) -> Result<(), String> {
+    let tag = std::process::id();
     // RSS with 20 containers running.
     for i in 0..20 {
         let cid = format!("bench-{tag}-rss-{i}");

@@ -4,9 +4,12 @@
 //! ratio and whether it meets its goal. Figures are printed, never
 //! asserted.
 //!
-//! Usage: bench [--agent PATH] [--upstream PATH] [--rounds N] [--spawns N]
+//! Usage: bench [--agent PATH] [--upstream PATH] [--rounds N] [--spawns N] [--only LIST]
 //!
 //! `--rounds N`: N A B B A rounds (default 1: each agent measured twice).
+//! `--only LIST`: only these parts, comma-separated, of `spawn`, `idle`
+//! (idle memory and Checks), `containers` (all container figures but
+//! stdout), `stdout`, `pod`; for profiling one of them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -129,11 +132,20 @@ pub const FIGURES: &[Figure] = &[
         "KiB",
         None,
     ),
+    fig("out1m_cpu", "  the agent's CPU time for it", "ms", None),
+    fig("out1m_client", "  the client's CPU time for it", "ms", None),
     fig(
         "out32k",
         "stdout 256 MiB, ReadStdout(32 KiB)",
         "MiB/s",
         Some(Goal::AtLeast(2.0)),
+    ),
+    fig("out32k_cpu", "  the agent's CPU time for it", "ms", None),
+    fig(
+        "out32k_client",
+        "  the client's CPU time for it",
+        "ms",
+        None,
     ),
     fig(
         "pod",
@@ -143,11 +155,21 @@ pub const FIGURES: &[Figure] = &[
     ),
 ];
 
+/// The parts `--only` asked for; unset: all.
+static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Whether part `name` is to be measured.
+pub fn wants(name: &str) -> bool {
+    ONLY.get().is_none_or(|l| l.iter().any(|p| p == name))
+}
+
 /// One agent's figures in one run.
 pub type Run = HashMap<&'static str, f64>;
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--agent PATH] [--upstream PATH] [--rounds N] [--spawns N]");
+    eprintln!(
+        "usage: bench [--agent PATH] [--upstream PATH] [--rounds N] [--spawns N] [--only LIST]"
+    );
     std::process::exit(2);
 }
 
@@ -164,6 +186,10 @@ fn main() {
             "--upstream" => upstream = Some(PathBuf::from(value())),
             "--rounds" => rounds = value().parse().unwrap_or_else(|_| usage()),
             "--spawns" => spawns = value().parse().unwrap_or_else(|_| usage()),
+            "--only" => {
+                let parts: Vec<String> = value().split(',').map(str::to_string).collect();
+                let _ = ONLY.set(parts);
+            }
             _ => usage(),
         }
     }
@@ -220,32 +246,42 @@ fn measure(t: &Target, spawns: usize, containers: bool) -> Run {
     if let Ok(m) = std::fs::metadata(&t.exe) {
         run.insert("size", m.len() as f64 / 1e6);
     }
-    match target::spawn_to_first_check(t, spawns) {
-        Ok(mut s) => {
+    match target::spawn_to_first_check(t, if wants("spawn") { spawns } else { 0 }) {
+        Ok(mut s) if !s.is_empty() => {
             s.sort();
             run.insert("spawn", ms(percentile(&s, 50.0)));
         }
+        Ok(_) => {}
         Err(e) => eprintln!("{}: spawn to first Check: {e}", t.name()),
     }
-    match Running::start(t) {
-        Ok(agent) => {
+    let main_agent = wants("idle") || wants("containers") || wants("stdout");
+    let agent = if main_agent {
+        Some(Running::start(t))
+    } else {
+        None
+    };
+    match agent {
+        None => {}
+        Some(Ok(agent)) => {
             let pid = agent.pid();
             // Idle: started, one Check answered, nothing else.
             let kib = |f: &str| proc_status_field(pid, f).unwrap_or(0) as f64;
-            run.insert("idle_rss", kib("VmRSS:") / 1024.0);
-            run.insert("idle_threads", kib("Threads:"));
-            if let Some(d) = checks(&agent.uri()) {
-                run.insert("checks200", ms(d));
+            if wants("idle") {
+                run.insert("idle_rss", kib("VmRSS:") / 1024.0);
+                run.insert("idle_threads", kib("Threads:"));
+                if let Some(d) = checks(&agent.uri()) {
+                    run.insert("checks200", ms(d));
+                }
             }
-            if containers {
+            if containers && (wants("containers") || wants("stdout")) {
                 if let Err(e) = containers::run(&agent, &mut run) {
                     eprintln!("{}: containers: {e}\n{}", t.name(), agent.log_tail());
                 }
             }
         }
-        Err(e) => eprintln!("{}: {e}", t.name()),
+        Some(Err(e)) => eprintln!("{}: {e}", t.name()),
     }
-    if containers {
+    if containers && wants("pod") {
         match pod::run(t, 3) {
             Ok(mut s) => {
                 s.sort();

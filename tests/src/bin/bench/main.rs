@@ -168,7 +168,7 @@ pub const FIGURES: &[Figure] = &[
     ),
     fig(
         "pod",
-        "Go shim's pod start: CreateSandbox to first output, median",
+        "Go shim's pod start: GetGuestDetails to the app's first output, median of 3",
         "ms",
         None,
     ),

@@ -167,6 +167,19 @@ pub const FIGURES: &[Figure] = &[
         None,
     ),
     fig(
+        "out1m_x2",
+        "stdout 256 MiB, ReadStdout(1 MiB), two reads in flight",
+        "MiB/s",
+        None,
+    ),
+    fig("out1m_x2_cpu", "  the agent's CPU time for it", "ms", None),
+    fig(
+        "out1m_x2_client",
+        "  the client's CPU time for it",
+        "ms",
+        None,
+    ),
+    fig(
         "pod",
         "Go shim's pod start: GetGuestDetails to the app's first output, median of 3",
         "ms",

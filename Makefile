@@ -15,6 +15,8 @@
 #                prerequisites are there); BENCH_ARGS="--rounds 3" for more A B B A rounds
 #   make dist    the guest as Kata's static tarball lays it out (our kernel, image,
 #                initrd, a static agent-ctl) in build/dist, with SHA-256 sums
+#   make fuzz-smoke  every fuzz target (fuzz/) for FUZZ_SECONDS (30) each, as root;
+#                fails on a crash. `fuzz/run.sh <target> [libFuzzer args]` runs one longer
 #
 # Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
 # PREFIX (/usr/local) and DESTDIR for install; UPSTREAM_AGENT and BENCH_ARGS for bench.
@@ -29,7 +31,7 @@ BINDIR ?= $(PREFIX)/bin
 UPSTREAM_AGENT ?= ../shared/upstream/kata-agent
 
 .PHONY: all build agent-static agent-ctl-static run test test-deps lint unit bench readme-methods \
-	guest-deps demo vm-test dist install clean
+	guest-deps demo vm-test dist install clean fuzz-build fuzz-smoke
 
 all: build
 
@@ -52,6 +54,20 @@ agent-ctl-static:
 
 run: build
 	tests/run-agent.sh
+
+# libFuzzer (libfuzzer-sys) on the stable toolchain: SanitizerCoverage's
+# LLVM pass and flags, no sanitizer. fuzz/ is a workspace of its own; the
+# target triple keeps the flags off build scripts and proc macros.
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+
+fuzz-build:
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --locked --release --manifest-path fuzz/Cargo.toml \
+	    --target $(TARGET) --bins
+
+fuzz-smoke: fuzz-build
+	fuzz/smoke.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -15,6 +15,7 @@ pub mod lock;
 pub mod logging;
 pub mod network;
 pub mod observe;
+pub mod peer;
 pub mod pid1;
 pub mod reaper;
 pub mod rpc;
@@ -73,6 +74,22 @@ fn raise_fd_limit() {
         }
         (Err(e), _) => log::warn!("open file limit {soft}: raise: {e}"),
         _ => {}
+    }
+}
+
+/// Makes the agent the OOM killer's last choice. Run as a process (on a
+/// host, or under a service manager) nothing else protects it; as PID 1
+/// the kernel already never picks init, and the same value costs nothing.
+fn protect_from_oom() {
+    match rustjail::oom::protect_self() {
+        Ok(()) => log::debug!(
+            "oom_score_adj set to {}",
+            rustjail::oom::AGENT_OOM_SCORE_ADJ
+        ),
+        Err(e) => log::warn!(
+            "set oom_score_adj {}: {e}",
+            rustjail::oom::AGENT_OOM_SCORE_ADJ
+        ),
     }
 }
 
@@ -169,6 +186,8 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
     let zygote = start_launcher();
     // After the launcher's fork: containers keep the usual limit.
     raise_fd_limit();
+    // After it too: the launcher's helpers keep the score they had.
+    protect_from_oom();
     // One async thread serves every connection; blocking work (fork,
     // mounts, cgroup files) runs on a small pool whose idle threads retire
     // quickly, so an idle agent holds one thread.

@@ -19,12 +19,15 @@ use super::{Ctr, Error, Output, Proc};
 /// half the agent's CPU time per byte of 1 MiB ones.
 pub const MAX_ANSWER: usize = 128 * 1024;
 
-/// Reads at most `len` bytes of `which`; `Ok(None)` is the end.
+/// Reads at most `len` bytes of `which`; `Ok(None)` is the end. `wanted`
+/// is asked just before bytes are taken from the pipe: once the client has
+/// gone, none are (they would be lost with the answer).
 pub async fn read(
     ctr: &Ctr,
     p: &Proc,
     which: Output,
     len: usize,
+    wanted: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Vec<u8>>, Error> {
     let slot = match which {
         Output::Stdout => &p.stdout,
@@ -42,10 +45,17 @@ pub async fn read(
         match p.drain_deadline() {
             Some(deadline) => {
                 let until = tokio::time::sleep_until(deadline.into());
-                break match rx.read_or(&mut buf, until).await.map_err(read_err)? {
+                break match rx
+                    .read_while(&mut buf, until, wanted)
+                    .await
+                    .map_err(read_err)?
+                {
                     Some(n) => n,
                     // Past the deadline: what the pipe still holds (the
                     // reactor may not have seen it yet), else the end.
+                    None if !wanted() => {
+                        return Err(read_err(std::io::ErrorKind::ConnectionAborted.into()))
+                    }
                     None => match rx.try_read(&mut buf) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -54,7 +64,11 @@ pub async fn read(
                 };
             }
             None => {
-                if let Some(n) = rx.read_or(&mut buf, p.wait()).await.map_err(read_err)? {
+                if let Some(n) = rx
+                    .read_while(&mut buf, p.wait(), wanted)
+                    .await
+                    .map_err(read_err)?
+                {
                     break n;
                 }
                 // The process exited meanwhile: read on with a deadline.

@@ -10,15 +10,16 @@
 #   make vm-test the micro-VM tests (after guest-deps): boot, a virtio console only,
 #                containers on cgroup v1 and v2, pods through both shims' requests,
 #                logs and debug console over vsock, hot-plugged devices through QMP
-#   make bench   static release agent, then the benchmark table (and boot figures when
-#                the micro-VM prerequisites are there)
+#   make bench   static release agent, then the benchmark table, side by side with
+#                $(UPSTREAM_AGENT) when it exists (and boot figures when the micro-VM
+#                prerequisites are there); BENCH_ARGS="--rounds 3" for more A B B A rounds
 #   make dist    the guest as Kata's static tarball lays it out (our kernel, image,
 #                initrd, a static agent-ctl) in build/dist, with SHA-256 sums
 #   make fuzz-smoke  every fuzz target (fuzz/) for FUZZ_SECONDS (30) each, as root;
 #                fails on a crash. `fuzz/run.sh <target> [libFuzzer args]` runs one longer
 #
 # Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
-# PREFIX (/usr/local) and DESTDIR for install.
+# PREFIX (/usr/local) and DESTDIR for install; UPSTREAM_AGENT and BENCH_ARGS for bench.
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -26,6 +27,8 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 AGENT_STATIC := target/$(TARGET)/release/kata-agent
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+# Upstream's agent, measured beside ours by `make bench` when it is there.
+UPSTREAM_AGENT ?= ../shared/upstream/kata-agent
 
 .PHONY: all build agent-static agent-ctl-static run test test-deps lint unit bench readme-methods \
 	guest-deps demo vm-test dist install clean fuzz-build fuzz-smoke
@@ -85,7 +88,8 @@ install:
 
 bench: agent-static
 	$(CARGO) build --locked --release -p integration-tests --bin bench
-	target/release/bench --agent $(AGENT_STATIC)
+	target/release/bench --agent $(AGENT_STATIC) \
+	    $$(test -x $(UPSTREAM_AGENT) && echo --upstream $(UPSTREAM_AGENT)) $(BENCH_ARGS)
 	@if command -v qemu-system-x86_64 >/dev/null && command -v vhost-device-vsock >/dev/null; then \
 	    $(MAKE) -s -f image.mk boot-bench; \
 	else echo "boot figures: skipped (make guest-deps installs QEMU and the vsock backend)"; fi

@@ -37,10 +37,14 @@ pub fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         // Fixed thresholds turn off glibc's dynamic ones, which after one
-        // freed 1 MiB ReadStdout buffer would keep such buffers on the heap
-        // and resident for good.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        // freed multi-MiB buffer (a large WriteStdin) would keep such
+        // buffers on the heap and resident for good. A ReadStdout answer's
+        // buffers (at most 128 KiB each) stay below the mapping threshold,
+        // and the heap keeps up to 512 KiB free at its top, so a stream of
+        // answers reuses pages already mapped instead of faulting in fresh
+        // ones for every answer.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
     }
 }
 

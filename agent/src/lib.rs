@@ -16,6 +16,7 @@ pub mod logging;
 pub mod network;
 pub mod observe;
 pub mod pid1;
+pub mod policy;
 pub mod reaper;
 pub mod rpc;
 pub mod sandbox;

@@ -160,7 +160,7 @@ impl Policy {
 
     /// A policy from Rego text.
     pub fn from_rego(text: &str) -> Result<Self, PolicyError> {
-        let (engine, allow_failures) = compile("policy", text)?;
+        let (engine, allow_failures) = compile(PACKAGE, text)?;
         Ok(Policy::with_engine(engine, allow_failures))
     }
 
@@ -218,7 +218,7 @@ impl Policy {
     /// Replaces the policy with `text` (SetPolicy, after its own check). On
     /// error the policy in force stays.
     pub fn set(&self, text: &str) -> Result<(), PolicyError> {
-        let (engine, allow_failures) = compile("policy", text)?;
+        let (engine, allow_failures) = compile(PACKAGE, text)?;
         let mut state = self.lock();
         state.engine = Some(engine);
         state.allow_failures = allow_failures;

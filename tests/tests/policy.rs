@@ -227,14 +227,22 @@ fn a_policy_that_allows_one_image_and_command() {
     env.assert_gone(&other_cmd);
     let other_image = unique("pol-img");
     assert_blocked(
-        create_with_image(&env, &other_image, "evil/busybox", &["sh", "-c", "echo allowed"]),
+        create_with_image(
+            &env,
+            &other_image,
+            "evil/busybox",
+            &["sh", "-c", "echo allowed"],
+        ),
         "CreateContainerRequest",
     );
     env.assert_gone(&other_image);
     // Without the image annotation at all.
     let bare = unique("pol-bare");
     assert_blocked(
-        env.create(&bare, env.spec(env.rootfs.path(), &bare, &["sh", "-c", "echo allowed"])),
+        env.create(
+            &bare,
+            env.spec(env.rootfs.path(), &bare, &["sh", "-c", "echo allowed"]),
+        ),
         "CreateContainerRequest",
     );
     env.assert_gone(&bare);
@@ -247,7 +255,8 @@ fn a_policy_that_allows_one_image_and_command() {
     let long = unique("pol-exec");
     create_with_image(&env, &long, image, &["sleep", "1000"]).unwrap();
     env.start(&long).unwrap();
-    env.exec(&long, "allowed", &["cat", "/proc/1/cmdline"]).unwrap();
+    env.exec(&long, "allowed", &["cat", "/proc/1/cmdline"])
+        .unwrap();
     assert_eq!(env.wait(&long, "allowed").unwrap(), 0);
     assert_eq!(
         env.read_all(&long, "allowed", false, 100),
@@ -343,8 +352,10 @@ fn set_policy_with_garbage_is_refused_and_the_old_policy_stays() {
         raw_check(&env.agent.socket);
     }
     // A SetPolicy the policy in force refuses changes nothing either.
-    let locked = format!("{blocking}\ndefault CreateSandboxRequest := true\n")
-        .replace("default SetPolicyRequest := true", "default SetPolicyRequest := false");
+    let locked = format!("{blocking}\ndefault CreateSandboxRequest := true\n").replace(
+        "default SetPolicyRequest := true",
+        "default SetPolicyRequest := false",
+    );
     set_policy(&env, &locked).unwrap();
     assert_blocked(set_policy(&env, ALLOW_ALL), "SetPolicyRequest");
     assert_blocked(copy_file(&env, &unique("locked"), b"x"), "CopyFileRequest");

@@ -33,7 +33,6 @@ use protobuf::MessageDyn;
 use protocols::agent::CopyFileRequest;
 use regorus::{Engine, Value};
 
-
 /// Where upstream's guest image keeps the policy in force at start.
 pub const DEFAULT_POLICY_FILE: &str = "/etc/kata-opa/default-policy.rego";
 
@@ -85,9 +84,7 @@ impl PolicyError {
         match self {
             PolicyError::Blocked { .. } => ttrpc::Code::PERMISSION_DENIED,
             PolicyError::Internal { .. } => ttrpc::Code::INTERNAL,
-            PolicyError::BadInput { .. } | PolicyError::Invalid(_) => {
-                ttrpc::Code::INVALID_ARGUMENT
-            }
+            PolicyError::BadInput { .. } | PolicyError::Invalid(_) => ttrpc::Code::INVALID_ARGUMENT,
         }
     }
 }
@@ -273,12 +270,6 @@ fn new_engine() -> Engine {
     // refusal's message.
     engine.set_strict_builtin_errors(false);
     engine.set_gather_prints(true);
-    engine.set_policy_length_config(regorus::PolicyLengthConfig {
-        max_col: std::num::NonZeroU32::MAX,
-        max_file_bytes: std::num::NonZeroUsize::new(MAX_POLICY_BYTES)
-            .unwrap_or(std::num::NonZeroUsize::MIN),
-        max_lines: std::num::NonZeroUsize::MAX,
-    });
     // The policy's state, which rules read as data.pstate and update with
     // their decision's ops.
     let mut pstate = Value::new_object();
@@ -302,10 +293,9 @@ fn compile(name: &str, text: &str) -> Result<(Engine, bool), PolicyError> {
         )));
     }
     let mut engine = new_engine();
-    engine.set_rego_v0(true);
     if let Err(v0) = engine.add_policy(name.to_string(), text.to_string()) {
         engine = new_engine();
-        engine.set_rego_v0(false);
+        engine.set_rego_v1(true);
         if engine
             .add_policy(name.to_string(), text.to_string())
             .is_err()
@@ -380,6 +370,11 @@ fn decide(
         }
         _ => false,
     };
+    let prints = if matches!(value, Value::Undefined) && prints.is_empty() {
+        format!("{ep} is not defined by the policy")
+    } else {
+        prints
+    };
     Ok(if allowed {
         Decision::Allowed
     } else if allow_failures {
@@ -401,10 +396,9 @@ fn apply_ops(engine: &mut Engine, ops: &Value) -> Result<(), String> {
     if ops.is_empty() {
         return Ok(());
     }
-    let mut data: serde_json::Value = serde_json::from_str(
-        &engine.get_data().to_json_str().map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut data: serde_json::Value =
+        serde_json::from_str(&engine.get_data().to_json_str().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     for op in ops.iter() {
         let op: serde_json::Value =
             serde_json::from_str(&op.to_json_str().map_err(|e| e.to_string())?)

@@ -94,8 +94,10 @@ fn create_container_input_spells_oci_fields_as_upstream() {
         }],
         ..Default::default()
     };
-    spec.Annotations
-        .insert("io.kubernetes.cri.container-type".into(), "container".into());
+    spec.Annotations.insert(
+        "io.kubernetes.cri.container-type".into(),
+        "container".into(),
+    );
     let req = CreateContainerRequest {
         container_id: "c1".into(),
         storages: vec![Storage {
@@ -357,7 +359,10 @@ fn upstream_allow_all_allows_its_rules_and_refuses_unlisted_ones() {
     assert!(p.check_request(&CopyFileRequest::default()).is_ok());
     // Not listed in allow-all.rego: undefined, so refused (as upstream).
     let msg = blocked(p.check_request(&SetIPTablesRequest::default()));
-    assert!(msg.starts_with("SetIPTablesRequest is blocked by policy"), "{msg}");
+    assert!(
+        msg.starts_with("SetIPTablesRequest is blocked by policy"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -482,14 +487,30 @@ CreateContainerRequest := {"allowed": true, "ops": []} if {
 #[test]
 fn json_patch_operations() {
     let mut doc = json!({"pstate": {"a": 1, "l": [1, 2]}});
-    patch_one(&mut doc, &json!({"op": "add", "path": "/pstate/b", "value": "x"})).unwrap_or_default();
-    patch_one(&mut doc, &json!({"op": "replace", "path": "/pstate/a", "value": 2})).unwrap_or_default();
-    patch_one(&mut doc, &json!({"op": "add", "path": "/pstate/l/-", "value": 3})).unwrap_or_default();
+    patch_one(
+        &mut doc,
+        &json!({"op": "add", "path": "/pstate/b", "value": "x"}),
+    )
+    .unwrap_or_default();
+    patch_one(
+        &mut doc,
+        &json!({"op": "replace", "path": "/pstate/a", "value": 2}),
+    )
+    .unwrap_or_default();
+    patch_one(
+        &mut doc,
+        &json!({"op": "add", "path": "/pstate/l/-", "value": 3}),
+    )
+    .unwrap_or_default();
     patch_one(&mut doc, &json!({"op": "remove", "path": "/pstate/l/0"})).unwrap_or_default();
     assert_eq!(doc, json!({"pstate": {"a": 2, "b": "x", "l": [2, 3]}}));
     assert!(patch_one(&mut doc, &json!({"op": "remove", "path": "/pstate/zz"})).is_err());
     assert!(patch_one(&mut doc, &json!({"op": "move", "path": "/pstate/a"})).is_err());
-    assert!(patch_one(&mut doc, &json!({"op": "add", "path": "/nope/x", "value": 1})).is_err());
+    assert!(patch_one(
+        &mut doc,
+        &json!({"op": "add", "path": "/nope/x", "value": 1})
+    )
+    .is_err());
 }
 
 #[test]

@@ -195,7 +195,11 @@ impl AgentImpl {
     /// SetPolicy: the table has checked the request against the policy in
     /// force (rule `SetPolicyRequest`); the new policy replaces it only if
     /// it compiles.
-    async fn do_set_policy(&self, _ctx: &TtrpcContext, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
+    async fn do_set_policy(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetPolicyRequest,
+    ) -> ttrpc::Result<Empty> {
         self.policy.set(&req.policy)?;
         Ok(Empty::new())
     }

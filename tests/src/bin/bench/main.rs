@@ -14,6 +14,7 @@ use protobuf::Message;
 use protocols::health::CheckRequest;
 
 mod containers;
+mod policy;
 
 pub struct Row {
     figure: String,
@@ -70,6 +71,7 @@ fn main() {
     idle_memory(&agent, &mut rows);
     check_latency(&agent, &mut rows);
     drop(agent);
+    policy::run(&agent_path, &mut rows);
 
     if can_run_containers() {
         let agent = Agent::start_with(&agent_path, "", &[]);

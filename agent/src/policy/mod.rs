@@ -307,7 +307,7 @@ fn compile(name: &str, text: &str) -> Result<(Engine, bool), PolicyError> {
         .get_packages()
         .map_err(|e| PolicyError::Invalid(e.to_string()))?;
     let wanted = format!("data.{PACKAGE}");
-    if !packages.iter().any(|p| *p == wanted) {
+    if !packages.contains(&wanted) {
         return Err(PolicyError::Invalid(format!(
             "no package {PACKAGE} (the policy declares {})",
             if packages.is_empty() {

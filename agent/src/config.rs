@@ -656,6 +656,17 @@ mod tests {
     }
 
     #[test]
+    fn policy_file_defaults_to_upstreams_path() {
+        assert_eq!(
+            cmdline("").unwrap().policy_file,
+            PathBuf::from("/etc/kata-opa/default-policy.rego")
+        );
+        let c = cmdline("agent.policy_file=/etc/p.rego").unwrap();
+        assert_eq!(c.policy_file, PathBuf::from("/etc/p.rego"));
+        assert!(cmdline("agent.policy_file=").is_err());
+    }
+
+    #[test]
     fn devmode_raises_log_level_only_upwards() {
         assert_eq!(cmdline("agent.devmode").unwrap().log_level, Level::Debug);
         let c = cmdline("agent.log=trace agent.devmode").unwrap();

@@ -10,13 +10,16 @@
 #   make vm-test the micro-VM tests (after guest-deps): boot, a virtio console only,
 #                containers on cgroup v1 and v2, pods through both shims' requests,
 #                logs and debug console over vsock, hot-plugged devices through QMP
-#   make bench   static release agent, then the benchmark table (and boot figures when
-#                the micro-VM prerequisites are there)
+#   make bench   static release agent, then the benchmark table, side by side with
+#                $(UPSTREAM_AGENT) when it exists (and boot figures when the micro-VM
+#                prerequisites are there); BENCH_ARGS="--rounds 3" for more A B B A rounds
 #   make dist    the guest as Kata's static tarball lays it out (our kernel, image,
 #                initrd, a static agent-ctl) in build/dist, with SHA-256 sums
+#   make fuzz-smoke  every fuzz target (fuzz/) for FUZZ_SECONDS (30) each, as root;
+#                fails on a crash. `fuzz/run.sh <target> [libFuzzer args]` runs one longer
 #
 # Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
-# PREFIX (/usr/local) and DESTDIR for install.
+# PREFIX (/usr/local) and DESTDIR for install; UPSTREAM_AGENT and BENCH_ARGS for bench.
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -24,9 +27,11 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 AGENT_STATIC := target/$(TARGET)/release/kata-agent
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+# Upstream's agent, measured beside ours by `make bench` when it is there.
+UPSTREAM_AGENT ?= ../shared/upstream/kata-agent
 
 .PHONY: all build agent-static agent-ctl-static run test test-deps lint unit bench readme-methods \
-	guest-deps demo vm-test dist install clean
+	guest-deps demo vm-test dist install clean fuzz-build fuzz-smoke
 
 all: build
 
@@ -50,6 +55,20 @@ agent-ctl-static:
 run: build
 	tests/run-agent.sh
 
+# libFuzzer (libfuzzer-sys) on the stable toolchain: SanitizerCoverage's
+# LLVM pass and flags, no sanitizer. fuzz/ is a workspace of its own; the
+# target triple keeps the flags off build scripts and proc macros.
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+
+fuzz-build:
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --locked --release --manifest-path fuzz/Cargo.toml \
+	    --target $(TARGET) --bins
+
+fuzz-smoke: fuzz-build
+	fuzz/smoke.sh
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
@@ -69,7 +88,8 @@ install:
 
 bench: agent-static
 	$(CARGO) build --locked --release -p integration-tests --bin bench
-	target/release/bench --agent $(AGENT_STATIC)
+	target/release/bench --agent $(AGENT_STATIC) \
+	    $$(test -x $(UPSTREAM_AGENT) && echo --upstream $(UPSTREAM_AGENT)) $(BENCH_ARGS)
 	@if command -v qemu-system-x86_64 >/dev/null && command -v vhost-device-vsock >/dev/null; then \
 	    $(MAKE) -s -f image.mk boot-bench; \
 	else echo "boot figures: skipped (make guest-deps installs QEMU and the vsock backend)"; fi

@@ -15,6 +15,7 @@ pub mod lock;
 pub mod logging;
 pub mod network;
 pub mod observe;
+pub mod peer;
 pub mod pid1;
 pub mod policy;
 pub mod reaper;
@@ -37,10 +38,14 @@ pub fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         // Fixed thresholds turn off glibc's dynamic ones, which after one
-        // freed 1 MiB ReadStdout buffer would keep such buffers on the heap
-        // and resident for good.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        // freed multi-MiB buffer (a large WriteStdin) would keep such
+        // buffers on the heap and resident for good. A ReadStdout answer's
+        // buffers (at most 128 KiB each) stay below the mapping threshold,
+        // and the heap keeps up to 512 KiB free at its top, so a stream of
+        // answers reuses pages already mapped instead of faulting in fresh
+        // ones for every answer.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
     }
 }
 
@@ -70,6 +75,22 @@ fn raise_fd_limit() {
         }
         (Err(e), _) => log::warn!("open file limit {soft}: raise: {e}"),
         _ => {}
+    }
+}
+
+/// Makes the agent the OOM killer's last choice. Run as a process (on a
+/// host, or under a service manager) nothing else protects it; as PID 1
+/// the kernel already never picks init, and the same value costs nothing.
+fn protect_from_oom() {
+    match rustjail::oom::protect_self() {
+        Ok(()) => log::debug!(
+            "oom_score_adj set to {}",
+            rustjail::oom::AGENT_OOM_SCORE_ADJ
+        ),
+        Err(e) => log::warn!(
+            "set oom_score_adj {}: {e}",
+            rustjail::oom::AGENT_OOM_SCORE_ADJ
+        ),
     }
 }
 
@@ -166,6 +187,8 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
     let zygote = start_launcher();
     // After the launcher's fork: containers keep the usual limit.
     raise_fd_limit();
+    // After it too: the launcher's helpers keep the score they had.
+    protect_from_oom();
     // One async thread serves every connection; blocking work (fork,
     // mounts, cgroup files) runs on a small pool whose idle threads retire
     // quickly, so an idle agent holds one thread.

@@ -185,30 +185,19 @@ impl Reaper {
         lock(&self.state)
     }
 
+    #[cfg(test)]
     fn deliver(&self, pid: i32, status: RawStatus) {
-        let mut st = self.lock();
-        // Reaped at `at`: after any start whose epoch() is `at` or less.
-        let at = st.epoch;
-        st.epoch += 1;
-        match st.waiters.remove(&pid) {
-            Some(exit) => exit.set(status),
-            None => {
-                if st.unclaimed.len() >= UNCLAIMED_MAX {
-                    if let Some(old) = st.unclaimed_order.pop_front() {
-                        st.unclaimed.remove(&old);
-                    }
-                }
-                st.unclaimed.insert(pid, (status, at));
-                st.unclaimed_order.push_back(pid);
-                log::debug!("reaped pid {pid} (status {status:#x}), nobody waiting yet");
-            }
-        }
+        deliver(&mut self.lock(), pid, status);
     }
 
-    /// Reaps every zombie child.
+    /// Reaps every zombie child. Under the lock [`Reaper::spawn`] holds
+    /// across the fork and exec: std's spawn waits itself for a child
+    /// whose exec failed, and a reap here in between would make that wait
+    /// fail, which std answers with a panic.
     fn reap_all(&self) {
+        let mut st = self.lock();
         while let Some((pid, status)) = reap_any() {
-            self.deliver(pid, status);
+            deliver(&mut st, pid, status);
         }
     }
 
@@ -248,6 +237,26 @@ impl rustjail::Reap for Reaper {
 impl rustjail::ChildExit for ExitWatch {
     fn wait_timeout(&mut self, limit: Option<Duration>) -> Option<ExitStatus> {
         self.wait_blocking(limit).map(ExitStatus::from_raw)
+    }
+}
+
+/// Hands `status` to the watch of `pid`, or keeps it for a later adopt.
+fn deliver(st: &mut State, pid: i32, status: RawStatus) {
+    // Reaped at `at`: after any start whose epoch() is `at` or less.
+    let at = st.epoch;
+    st.epoch += 1;
+    match st.waiters.remove(&pid) {
+        Some(exit) => exit.set(status),
+        None => {
+            if st.unclaimed.len() >= UNCLAIMED_MAX {
+                if let Some(old) = st.unclaimed_order.pop_front() {
+                    st.unclaimed.remove(&old);
+                }
+            }
+            st.unclaimed.insert(pid, (status, at));
+            st.unclaimed_order.push_back(pid);
+            log::debug!("reaped pid {pid} (status {status:#x}), nobody waiting yet");
+        }
     }
 }
 
@@ -308,6 +317,59 @@ mod tests {
         let w = r.adopt(4244, r.epoch());
         r.deliver(4244, 5 << 8);
         assert_eq!(w.wait_blocking(Some(Duration::MAX)), Some(5 << 8));
+    }
+
+    /// Env var that makes [`spawn_race_in_own_process`] run the race: it
+    /// reaps every child of its process, so it runs alone, re-executed.
+    const RACE_CHILD: &str = "KATA_AGENT_REAPER_RACE_CHILD";
+
+    /// A program that cannot be executed, spawned while the reaper reaps
+    /// all the time (as on a SIGCHLD storm): an error, never a panic in
+    /// std's spawn (found by the `requests` fuzz target: SetIPTables in a
+    /// guest without iptables-restore).
+    #[test]
+    fn a_failed_exec_is_an_error_while_the_reaper_runs() {
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe)
+            .args([
+                "--exact",
+                "reaper::tests::spawn_race_in_own_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(RACE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    #[ignore = "run by a_failed_exec_is_an_error_while_the_reaper_runs"]
+    fn spawn_race_in_own_process() {
+        if std::env::var_os(RACE_CHILD).is_none() {
+            return;
+        }
+        let r = Reaper::new();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reaper = {
+            let (r, stop) = (r.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    r.reap_all();
+                }
+            })
+        };
+        for _ in 0..300 {
+            // A PATH of our own makes std fork and exec (not posix_spawn).
+            let mut cmd = Command::new("no-such-tool-for-the-reaper-test");
+            cmd.env_clear().env("PATH", "/nonexistent:/proc/self");
+            let e = r.spawn(&mut cmd).err().unwrap();
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reaper.join().unwrap();
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub async fn serve(
             addr: uri.clone(),
             reason: ttrpc_reason(&e),
         })?
+        .set_accept_hook(crate::peer::PeerWatch)
         .register_service(agent_ttrpc::create_agent_service(agent))
         .register_service(health_ttrpc::create_health(health));
     server.start().await.map_err(|e| ServerError::Start {

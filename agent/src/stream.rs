@@ -71,6 +71,18 @@ impl FdStream {
         buf: &mut [u8],
         stop: F,
     ) -> io::Result<Option<usize>> {
+        self.read_while(buf, stop, || true).await
+    }
+
+    /// [`FdStream::read_or`], asking `wanted` once the descriptor is
+    /// readable and before any byte is taken: when it says no, nothing is
+    /// read and the result is `ConnectionAborted`.
+    pub async fn read_while<F: std::future::Future>(
+        &self,
+        buf: &mut [u8],
+        stop: F,
+        wanted: impl Fn() -> bool,
+    ) -> io::Result<Option<usize>> {
         tokio::pin!(stop);
         loop {
             let mut guard = tokio::select! {
@@ -78,6 +90,9 @@ impl FdStream {
                 g = self.fd.readable() => g?,
                 _ = &mut stop => return Ok(None),
             };
+            if !wanted() {
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
             match guard.try_io(|_| self.raw_read(buf)) {
                 Ok(result) => return result.map(Some),
                 Err(_would_block) => continue,

@@ -98,6 +98,9 @@ fn take_socket() -> SetupResult<UnixStream> {
 }
 
 fn helper(sock: &UnixStream) -> SetupResult<()> {
+    // A helper re-exec'd from the agent inherited its OOM protection; a
+    // container's processes must not keep it.
+    crate::oom::drop_agent_protection().ctx(|| "reset oom_score_adj")?;
     let fds = protocol::recv_fds(sock).ctx(|| "receive stdio")?;
     let req: Request = protocol::recv(sock)
         .ctx(|| "receive request")?

@@ -68,7 +68,10 @@ fn run_one(reap: &dyn Reap, kind: &str, hook: &Hook, state: &str) -> SetupResult
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::inherit())
+        // A group of its own: a hook that times out goes with everything
+        // it started (`sh -c 'sleep 1000; ...'` leaves no `sleep` behind).
+        .process_group(0);
     let mut child = reap.spawn(&mut cmd).ctx(what)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its state may close stdin early.
@@ -82,6 +85,12 @@ fn run_one(reap: &dyn Reap, kind: &str, hook: &Hook, state: &str) -> SetupResult
         Some(status) if status.success() => Ok(()),
         Some(status) => Err(SetupError::new(what(), status.to_string())),
         None => {
+            // The group's id is the hook's pid; its orphans are the
+            // caller's (a subreaper) to collect.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             child.kill();
             let _ = child.exit.wait_timeout(None);
             Err(SetupError::new(

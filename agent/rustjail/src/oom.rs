@@ -115,6 +115,34 @@ impl OomEvents {
     }
 }
 
+/// The agent's own `oom_score_adj`, as Kata's image gives its agent
+/// (`OOMScoreAdjust=-997` in its systemd unit): the OOM killer picks
+/// nearly any process before it, while -1000 (never) stays for the kernel's
+/// own threads and whatever the operator exempts.
+pub const AGENT_OOM_SCORE_ADJ: i32 = -997;
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Sets the calling process's `oom_score_adj` to [`AGENT_OOM_SCORE_ADJ`].
+/// Children forked afterwards inherit it: container helpers give it up
+/// with [`drop_agent_protection`].
+pub fn protect_self() -> io::Result<()> {
+    std::fs::write(OOM_SCORE_ADJ, AGENT_OOM_SCORE_ADJ.to_string())
+}
+
+/// In a process forked from the protected agent (a re-exec'd container
+/// helper): back to the kernel's default of 0, so that a container never
+/// keeps the agent's protection unless its spec asks for a value. A
+/// process that did not inherit the agent's value keeps its own.
+pub fn drop_agent_protection() -> io::Result<()> {
+    let now = std::fs::read_to_string(OOM_SCORE_ADJ)?;
+    if now.trim().parse::<i32>().ok() == Some(AGENT_OOM_SCORE_ADJ) {
+        // Raising the value needs no privilege.
+        std::fs::write(OOM_SCORE_ADJ, "0")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

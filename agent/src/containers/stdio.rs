@@ -5,9 +5,9 @@ use std::os::fd::OwnedFd;
 
 use crate::stream::FdStream;
 
-/// Output pipe size when none is configured: a ReadStdout of 1 MiB can be
-/// answered in one go, which more than doubles throughput over the
-/// kernel's 64 KiB. Pages are only allocated as data waits in the pipe.
+/// Output pipe size when none is configured: a process writes on while
+/// the host's next ReadStdout is on its way, up to 1 MiB ahead instead of
+/// the kernel's 64 KiB. Pages are only allocated as data waits in the pipe.
 pub const DEFAULT_OUTPUT_PIPE: u32 = 1 << 20;
 
 /// Our ends of a process's stdio, before the process exists.

@@ -19,6 +19,10 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
+use crate::storage::{NAME_MAX, PATH_MAX};
+
+/// What a regular file is written under until it is complete.
+const TMP_SUFFIX: &str = ".tmp";
 
 /// Where copied files may go (the shared directory's mount point).
 pub const COPY_BASE: &str = "/run/kata-containers/shared/containers";
@@ -49,6 +53,14 @@ pub enum CopyError {
     NotUtf8,
     #[error("contains \"..\"")]
     DotDot,
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("longer than {} bytes", PATH_MAX - 1)]
+    TooLong,
+    /// A name over NAME_MAX; for the last one, NAME_MAX less the `.tmp`
+    /// suffix a regular file is written under first.
+    #[error("a name longer than {0} bytes")]
+    NameTooLong(usize),
     #[error("names {COPY_BASE} itself")]
     IsBase,
     #[error("link target has a NUL byte")]
@@ -89,6 +101,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CopyError {
 
 /// The path's components below [`COPY_BASE`], or why it is refused.
 pub fn components_below_base(path: &str) -> Result<Vec<String>, CopyError> {
+    if path.contains('\0') {
+        return Err(CopyError::Nul);
+    }
+    if path.len() >= PATH_MAX {
+        return Err(CopyError::TooLong);
+    }
     let p = Path::new(path);
     if !p.is_absolute() {
         return Err(CopyError::NotAbsolute);
@@ -99,15 +117,21 @@ pub fn components_below_base(path: &str) -> Result<Vec<String>, CopyError> {
     let mut out = Vec::new();
     for c in rel.components() {
         match c {
+            Component::Normal(s) if s.len() > NAME_MAX => {
+                return Err(CopyError::NameTooLong(NAME_MAX))
+            }
             Component::Normal(s) => out.push(s.to_str().ok_or(CopyError::NotUtf8)?.to_string()),
             Component::CurDir => {}
             _ => return Err(CopyError::DotDot),
         }
     }
-    if out.is_empty() {
-        return Err(CopyError::IsBase);
+    match out.last() {
+        None => Err(CopyError::IsBase),
+        Some(last) if last.len() > NAME_MAX - TMP_SUFFIX.len() => {
+            Err(CopyError::NameTooLong(NAME_MAX - TMP_SUFFIX.len()))
+        }
+        Some(_) => Ok(out),
     }
-    Ok(out)
 }
 
 /// Opens (creating if missing) directory `name` in `dir`, refusing links.
@@ -171,7 +195,7 @@ fn copy(req: &CopyFileRequest) -> Result<(), CopyError> {
     if req.offset < 0 || req.file_size < 0 {
         return Err(CopyError::Negative);
     }
-    let tmp = cstr(&format!("{name}.tmp")).map_err(io("name"))?;
+    let tmp = cstr(&format!("{name}{TMP_SUFFIX}")).map_err(io("name"))?;
     let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     if req.offset == 0 {
         flags |= libc::O_TRUNC;
@@ -241,8 +265,24 @@ mod tests {
             "/run/kata-containers/../../etc/shadow",
             "/run/kata-containers/a/../../x",
             "/run/kata-containersX/a",
+            "/run/kata-containers/shared/containers/a\0/b",
         ] {
             assert!(components_below_base(bad).is_err(), "{bad}");
         }
+        let long_name = format!(
+            "{COPY_BASE}/{}",
+            "n".repeat(NAME_MAX - TMP_SUFFIX.len() + 1)
+        );
+        assert!(matches!(
+            components_below_base(&long_name),
+            Err(CopyError::NameTooLong(_))
+        ));
+        let fits = format!("{COPY_BASE}/{}", "n".repeat(NAME_MAX - TMP_SUFFIX.len()));
+        assert!(components_below_base(&fits).is_ok());
+        let long_path = format!("{COPY_BASE}/{}", "d/".repeat(PATH_MAX / 2));
+        assert!(matches!(
+            components_below_base(&long_path),
+            Err(CopyError::TooLong)
+        ));
     }
 }

@@ -3,7 +3,7 @@
 //! mount).
 
 use std::ffi::CString;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use protocols::agent::*;
 use protocols::csi::{volume_usage::Unit, VolumeCondition, VolumeStatsResponse, VolumeUsage};
@@ -11,9 +11,7 @@ use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::Code;
 
 use super::{blocking, status, AgentImpl};
-
-/// Volumes are mounted below this directory; stats are answered only there.
-const VOLUME_BASE: &str = "/run/kata-containers";
+use crate::volume::{confine, VOLUME_ROOT};
 
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
@@ -58,26 +56,17 @@ impl AgentImpl {
         req: VolumeStatsRequest,
     ) -> ttrpc::Result<VolumeStatsResponse> {
         let path = req.volume_guest_path.clone();
-        let p = Path::new(&path);
-        let bad = |why: &str| status(Code::INVALID_ARGUMENT, format!("volume {path:?}: {why}"));
-        if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
-            return Err(bad("expected an absolute path without \"..\""));
-        }
-        if !p.starts_with(VOLUME_BASE) {
-            return Err(bad(&format!("not under {VOLUME_BASE}/")));
-        }
-        let st = blocking({
-            let p = p.to_path_buf();
-            move || statvfs(&p)
-        })
-        .await?
-        .map_err(|e| {
+        // Confined as ResizeVolume's: a symlink on the way (one a container
+        // planted in a directory it shares) must not lead the statvfs out.
+        let object = format!("volume {path:?}");
+        let real = confine(&path, Path::new(VOLUME_ROOT), &object)?;
+        let st = blocking(move || statvfs(&real)).await?.map_err(|e| {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 Code::NOT_FOUND
             } else {
                 Code::INTERNAL
             };
-            status(code, format!("volume {path:?}: statvfs: {e}"))
+            status(code, format!("{object}: statvfs: {e}"))
         })?;
         Ok(stats_response(&st))
     }

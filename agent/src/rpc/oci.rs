@@ -401,7 +401,45 @@ pub fn spec_json(s: &pb::Spec) -> Value {
 
 /// Converts and validates a wire spec.
 pub fn spec_from_proto(s: &pb::Spec) -> Result<Spec, ConvertError> {
+    if let Some(h) = s.Hooks.as_ref() {
+        check_hook_paths(h)?;
+    }
     serde_json::from_value(spec_json(s)).map_err(|e| ConvertError(e.to_string()))
+}
+
+/// A hook's path must be absolute (the OCI runtime spec's rule; a bare
+/// name would be looked up in the agent's PATH) and one the kernel can
+/// take: no NUL, no name over NAME_MAX, shorter than PATH_MAX.
+fn check_hook_paths(h: &pb::Hooks) -> Result<(), ConvertError> {
+    use crate::storage::{NAME_MAX, PATH_MAX};
+    let kinds: [(&str, &[pb::Hook]); 6] = [
+        ("prestart", &h.Prestart),
+        ("createRuntime", &h.CreateRuntime),
+        ("createContainer", &h.CreateContainer),
+        ("startContainer", &h.StartContainer),
+        ("poststart", &h.Poststart),
+        ("poststop", &h.Poststop),
+    ];
+    for (kind, hooks) in kinds {
+        for (i, hook) in hooks.iter().enumerate() {
+            let p = &hook.Path;
+            let why = if !p.starts_with('/') {
+                "not an absolute path"
+            } else if p.contains('\0') {
+                "contains a NUL byte"
+            } else if p.len() >= PATH_MAX {
+                "too long"
+            } else if p.split('/').any(|n| n.len() > NAME_MAX) {
+                "a name too long"
+            } else {
+                continue;
+            };
+            return Err(ConvertError(format!(
+                "hooks.{kind}[{i}]: path {p:?}: {why}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Converts and validates a wire process (ExecProcess).
@@ -506,6 +544,33 @@ mod tests {
         let sc = linux.seccomp().as_ref().unwrap();
         assert_eq!(sc.syscalls().as_ref().unwrap()[0].errno_ret(), Some(1));
         assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.ip_forward"], "1");
+    }
+
+    #[test]
+    fn hook_paths_must_be_absolute_and_kernel_sized() {
+        for (path, why) in [
+            ("sh", "not an absolute path"),
+            ("", "not an absolute path"),
+            ("/bin/sh\0x", "NUL"),
+            (&format!("/bin/{}", "n".repeat(256)), "a name too long"),
+            (&"/d".repeat(2048), "too long"),
+        ] {
+            let mut s = sample();
+            let mut h = pb::Hook::new();
+            h.Path = path.to_string();
+            let mut hooks = pb::Hooks::new();
+            hooks.Poststop = vec![pb::Hook::new(), h];
+            hooks.Poststop[0].Path = "/bin/true".into();
+            s.Hooks = Some(hooks).into();
+            let err = spec_from_proto(&s)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("hooks.poststop[1]") && err.contains(why),
+                "{path:?}: {err}"
+            );
+        }
     }
 
     #[test]

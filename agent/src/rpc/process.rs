@@ -87,11 +87,22 @@ impl AgentImpl {
 
     pub(super) async fn do_wait_process(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
         let (ctr, p) = self.proc_of(&req.container_id, &req.exec_id)?;
         let raw = p.wait().await;
+        // The status is delivered once (then the exec may be released):
+        // not to a client that has gone.
+        if crate::peer::hung_up(ctx) {
+            return Err(status(
+                Code::CANCELLED,
+                format!(
+                    "container {:?}: process {:?}: wait: the client hung up",
+                    req.container_id, p.exec_id
+                ),
+            ));
+        }
         p.set_waited();
         ctr.release_if_finished(&p.exec_id);
         let mut resp = WaitProcessResponse::new();
@@ -103,6 +114,7 @@ impl AgentImpl {
     /// the shims expect.
     async fn read_stream(
         &self,
+        ctx: &TtrpcContext,
         req: ReadStreamRequest,
         which: Output,
     ) -> ttrpc::Result<ReadStreamResponse> {
@@ -111,7 +123,8 @@ impl AgentImpl {
             0 => 64 * 1024,
             n => n.min(MAX_READ),
         };
-        match containers::output::read(&ctr, &p, which, len).await? {
+        let wanted = || !crate::peer::hung_up(ctx);
+        match containers::output::read(&ctr, &p, which, len, &wanted).await? {
             Some(data) => {
                 let mut resp = ReadStreamResponse::new();
                 resp.data = data;
@@ -131,18 +144,18 @@ impl AgentImpl {
 
     pub(super) async fn do_read_stdout(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.read_stream(req, Output::Stdout).await
+        self.read_stream(ctx, req, Output::Stdout).await
     }
 
     pub(super) async fn do_read_stderr(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        self.read_stream(req, Output::Stderr).await
+        self.read_stream(ctx, req, Output::Stderr).await
     }
 
     pub(super) async fn do_write_stdin(

@@ -47,6 +47,17 @@ pub struct KernelModule {
 /// Creates the sandbox; runs blocking, in one call.
 pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
     let id = p.id;
+    let hook_dir = if p.guest_hook_path.is_empty() {
+        None
+    } else {
+        guest_hooks::check_dir(&p.guest_hook_path, &sandbox.settings.run_dir).map_err(|reason| {
+            Error::HookPath {
+                id: id.clone(),
+                path: p.guest_hook_path.clone(),
+                reason,
+            }
+        })?
+    };
     {
         let mut st = lock(&sandbox.state);
         if st.created {
@@ -123,11 +134,7 @@ pub fn create(sandbox: &Arc<Sandbox>, p: CreateParams) -> Result<(), Error> {
         }
     }
 
-    let hooks = if p.guest_hook_path.is_empty() {
-        None
-    } else {
-        guest_hooks::find(Path::new(&p.guest_hook_path))
-    };
+    let hooks = hook_dir.as_deref().and_then(guest_hooks::find);
 
     // The namespaces the pod's containers share.
     let holder = ns_holder::spawn(

@@ -11,6 +11,12 @@ use crate::storage::StorageError;
 pub enum Error {
     #[error("sandbox {id:?}: already created")]
     Exists { id: String },
+    #[error("sandbox {id:?}: guest_hook_path {path:?}: {reason}")]
+    HookPath {
+        id: String,
+        path: String,
+        reason: String,
+    },
     /// The hostname or the DNS configuration.
     #[error("sandbox {id:?}: {source}")]
     Files {
@@ -46,6 +52,7 @@ impl Error {
     pub fn code(&self) -> ttrpc::Code {
         match self {
             Error::Exists { .. } => ttrpc::Code::ALREADY_EXISTS,
+            Error::HookPath { .. } => ttrpc::Code::INVALID_ARGUMENT,
             Error::Files { source, .. } => source.code(),
             Error::Module { source, .. } => source.code(),
             Error::Storage { source, .. } => source.code(),

@@ -6,14 +6,43 @@
 //! to every container's own hooks. A folder that is missing means no hooks
 //! of that kind; one that cannot be read is logged and skipped, as
 //! upstream does: hooks the image may carry never stop a sandbox.
+//!
+//! The folder itself is checked first ([`check_dir`]): hooks run as the
+//! guest's root, outside any container, so they must come from the guest
+//! image, never from `/run/kata-containers`, where the host copies files
+//! and the containers' root filesystems lie.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustjail::oci_spec::runtime::{Hook, Hooks, Spec};
 
 /// The kinds of guest hook, as folder names.
 const KINDS: [&str; 3] = ["prestart", "poststart", "poststop"];
+
+/// Checks a `guest_hook_path` from the host: absolute, no `..`, no NUL, no
+/// over-long name, and neither under `writable` (the run directory) as
+/// written nor once its symlinks are resolved. Returns the resolved
+/// folder, or `None` when it does not exist (no hooks, as upstream).
+pub fn check_dir(path: &str, writable: &Path) -> Result<Option<PathBuf>, String> {
+    let key = crate::storage::normalize_path(path).map_err(|e| e.to_string())?;
+    let refuse = |p: &Path| {
+        format!(
+            "{} is under {}, where the host and containers write: guest hooks come from the guest image",
+            p.display(),
+            writable.display()
+        )
+    };
+    if key.starts_with(writable) {
+        return Err(refuse(&key));
+    }
+    match std::fs::canonicalize(&key) {
+        Ok(real) if real.starts_with(writable) => Err(refuse(&real)),
+        Ok(real) => Ok(Some(real)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::describe_io(&e)),
+    }
+}
 
 /// The guest hooks under `dir`, or `None` when there is none.
 pub fn find(dir: &Path) -> Option<Hooks> {
@@ -91,6 +120,32 @@ mod tests {
     fn exe(path: &Path, mode: u32) {
         fs::write(path, "#!/bin/sh\n").unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn hook_folders_from_the_host_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let writable = root.join("run");
+        fs::create_dir_all(writable.join("c/hooks")).unwrap();
+        fs::create_dir_all(root.join("image/hooks")).unwrap();
+        std::os::unix::fs::symlink(writable.join("c/hooks"), root.join("link")).unwrap();
+        let ok = root.join("image/hooks");
+        assert_eq!(
+            check_dir(&ok.to_string_lossy(), &writable),
+            Ok(Some(ok.clone()))
+        );
+        assert_eq!(check_dir("/no/such/hooks", &writable), Ok(None));
+        for bad in [
+            "relative/hooks".to_string(),
+            format!("{}/../run/c/hooks", ok.display()),
+            "/usr/share\0/hooks".to_string(),
+            format!("/usr/{}", "n".repeat(256)),
+            writable.join("c/hooks").display().to_string(),
+            root.join("link").display().to_string(),
+        ] {
+            assert!(check_dir(&bad, &writable).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

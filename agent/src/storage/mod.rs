@@ -76,6 +76,7 @@ use mountinfo::unescape;
 pub(crate) use mountinfo::{mounted_at, mounts, unescape as unescape_octal, MountInfo};
 pub use options::{parse_mount_options, MountOptions};
 pub(crate) use path::normalize as normalize_path;
+pub(crate) use path::{NAME_MAX, PATH_MAX};
 
 /// Driver of the virtio-fs shared directory.
 pub const DRIVER_VIRTIOFS_TYPE: &str = "virtio-fs";

@@ -16,6 +16,10 @@ pub enum PathError {
     NotAbsolute,
     #[error("path contains a \"..\" component")]
     DotDot,
+    #[error("a name longer than {NAME_MAX} bytes")]
+    NameTooLong,
+    #[error("longer than {} bytes", PATH_MAX - 1)]
+    TooLong,
     #[error("not under an allowed root ({0})")]
     NotUnderRoot(String),
     #[error("resolve {0}: {1}")]
@@ -23,6 +27,11 @@ pub enum PathError {
     #[error("resolves to {0} through a symlink, outside {1}")]
     Escapes(String, String),
 }
+
+/// The longest name the kernel takes in a path (`NAME_MAX`).
+pub(crate) const NAME_MAX: usize = 255;
+/// The longest path the kernel takes, with its terminating NUL (`PATH_MAX`).
+pub(crate) const PATH_MAX: usize = 4096;
 
 /// A mount point that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +42,9 @@ pub(super) struct CheckedPath {
     pub real: PathBuf,
 }
 
-/// Lexical normalization: absolute, no NUL, no `..`; `.` and repeated or
-/// trailing slashes are dropped.
+/// Lexical normalization: absolute, no NUL, no `..`, no name or path the
+/// kernel would refuse as too long; `.` and repeated or trailing slashes
+/// are dropped.
 pub(crate) fn normalize(path: &str) -> Result<PathBuf, PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -45,10 +55,14 @@ pub(crate) fn normalize(path: &str) -> Result<PathBuf, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if path.len() >= PATH_MAX {
+        return Err(PathError::TooLong);
+    }
     let mut out = PathBuf::new();
     for c in Path::new(path).components() {
         match c {
             Component::RootDir => out.push("/"),
+            Component::Normal(n) if n.len() > NAME_MAX => return Err(PathError::NameTooLong),
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(PathError::DotDot),
@@ -126,6 +140,11 @@ mod tests {
             ("/run/kata-containers/../etc", ".."),
             ("/run/kata-containers/x/..", ".."),
             ("/run/kata\0/x", "nul"),
+            (&format!("/run/{}", "n".repeat(NAME_MAX + 1)), "name longer"),
+            (
+                &format!("/run/{}", "d/".repeat(PATH_MAX / 2)),
+                "longer than",
+            ),
         ] {
             let err = normalize(p)
                 .err()

@@ -190,6 +190,9 @@ pub struct Config {
     pub trace: bool,
     pub unified_cgroup_hierarchy: bool,
     pub config_file: Option<PathBuf>,
+    /// The Rego policy in force from start-up until a SetPolicy replaces
+    /// it; when the file does not exist every request is allowed.
+    pub policy_file: PathBuf,
 }
 
 impl Default for Config {
@@ -209,6 +212,7 @@ impl Default for Config {
             trace: false,
             unified_cgroup_hierarchy: false,
             config_file: None,
+            policy_file: PathBuf::from(crate::policy::DEFAULT_POLICY_FILE),
         }
     }
 }
@@ -228,6 +232,7 @@ enum Key {
     UnifiedCgroups,
     CgroupNoV1,
     ConfigFile,
+    PolicyFile,
 }
 
 impl Key {
@@ -247,6 +252,7 @@ impl Key {
             }
             "cgroup_no_v1" => Key::CgroupNoV1,
             "agent.config_file" => Key::ConfigFile,
+            "agent.policy_file" => Key::PolicyFile,
             _ => return None,
         })
     }
@@ -263,6 +269,7 @@ impl Key {
             "container_pipe_size" => Key::ContainerPipeSize,
             "trace" | "tracing" => Key::Trace,
             "unified_cgroup_hierarchy" => Key::UnifiedCgroups,
+            "policy_file" => Key::PolicyFile,
             _ => return None,
         })
     }
@@ -362,6 +369,12 @@ impl Config {
                     return Err(invalid(param, value, "expected a file path"));
                 }
                 self.config_file = Some(PathBuf::from(value));
+            }
+            Key::PolicyFile => {
+                if value.is_empty() {
+                    return Err(invalid(param, value, "expected a file path"));
+                }
+                self.policy_file = PathBuf::from(value);
             }
         }
         Ok(())
@@ -491,7 +504,7 @@ Options:
 Kernel parameters: agent.server_addr, agent.log, agent.devmode, agent.debug_console,
 agent.debug_console_vport, agent.log_vport, agent.hotplug_timeout,
 agent.container_pipe_size, agent.trace, agent.config_file, agent.unified_cgroup_hierarchy,
-systemd.unified_cgroup_hierarchy, cgroup_no_v1.
+systemd.unified_cgroup_hierarchy, cgroup_no_v1, agent.policy_file.
 Environment: KATA_AGENT_SERVER_ADDR, KATA_AGENT_LOG_LEVEL.
 Precedence: defaults < config file < kernel parameters < environment < flags.
 ";
@@ -640,6 +653,17 @@ mod tests {
         assert!(c.trace);
         assert_eq!(c.config_file, Some(PathBuf::from("/etc/agent.toml")));
         assert!(c.unified_cgroup_hierarchy);
+    }
+
+    #[test]
+    fn policy_file_defaults_to_upstreams_path() {
+        assert_eq!(
+            cmdline("").unwrap().policy_file,
+            PathBuf::from("/etc/kata-opa/default-policy.rego")
+        );
+        let c = cmdline("agent.policy_file=/etc/p.rego").unwrap();
+        assert_eq!(c.policy_file, PathBuf::from("/etc/p.rego"));
+        assert!(cmdline("agent.policy_file=").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod network;
 pub mod observe;
 pub mod peer;
 pub mod pid1;
+pub mod policy;
 pub mod reaper;
 pub mod rpc;
 pub mod sandbox;

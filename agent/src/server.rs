@@ -109,7 +109,8 @@ pub async fn serve(
     // plugged just before CreateContainer must not be missed.
     sandbox.devices.listen();
 
-    let agent_impl = Arc::new(rpc::AgentImpl::new(sandbox));
+    let policy = Arc::new(crate::policy::Policy::load(&cfg.policy_file));
+    let agent_impl = Arc::new(rpc::AgentImpl::new(sandbox, policy));
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> = agent_impl.clone();
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(rpc::health::HealthImpl);
     let mut server = ttrpc::asynchronous::Server::new()

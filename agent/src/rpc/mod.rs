@@ -3,7 +3,8 @@
 //! answered with `UNIMPLEMENTED` naming the method (`unimplemented`), and
 //! why when it was decided not to be served (`unimplemented("why")`). The
 //! table also feeds [`METHODS`], which `kata-agent --methods`, tests and
-//! the README's status table read.
+//! the README's status table read. Every method, served or not, passes
+//! the agent policy ([`crate::policy`]) first.
 
 mod container;
 mod copy_file;
@@ -30,20 +31,24 @@ use protocols::empty::Empty;
 use protocols::types::Interface;
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::policy::Policy;
 use crate::sandbox::Sandbox;
 
 /// State shared by all requests.
 pub struct AgentImpl {
     sandbox: Arc<Sandbox>,
+    /// Checked by every method of the table below before it acts.
+    policy: Arc<Policy>,
     /// Told when the server should stop: after DestroySandbox, when the
     /// agent is not PID 1.
     stop: Arc<tokio::sync::Notify>,
 }
 
 impl AgentImpl {
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+    pub fn new(sandbox: Arc<Sandbox>, policy: Arc<Policy>) -> Self {
         AgentImpl {
             sandbox,
+            policy,
             stop: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -114,19 +119,24 @@ macro_rules! agent_service {
         ];
     };
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented ($why:literal)) => {{
-        let _ = ($s, $ctx, $req);
+        $s.policy.check_request(&$req)?;
+        let _ = ($ctx, $req);
         Err(status(
             ttrpc::Code::UNIMPLEMENTED,
             concat!("/grpc.AgentService/", $wire, ": not implemented by this agent: ", $why),
         ))
     }};
     (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, unimplemented) => {{
-        let _ = ($s, $ctx, $req);
+        $s.policy.check_request(&$req)?;
+        let _ = ($ctx, $req);
         Err(protocols::unimplemented_status(concat!("/grpc.AgentService/", $wire)))
     }};
-    (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, $handler:ident) => {
+    (@call $s:ident, $ctx:ident, $req:ident, $wire:literal, $handler:ident) => {{
+        // The one place every request passes: the policy decides before
+        // the handler acts.
+        $s.policy.check_request(&$req)?;
         $s.$handler($ctx, $req).await
-    };
+    }};
     (@status unimplemented ($why:literal)) => { Status::Unimplemented(Some($why)) };
     (@status unimplemented) => { Status::Unimplemented(None) };
     (@status $handler:ident) => { Status::Implemented };
@@ -178,7 +188,21 @@ agent_service! {
     "AddSwapPath" add_swap_path(AddSwapPathRequest) -> Empty => do_add_swap_path;
     "GetVolumeStats" get_volume_stats(VolumeStatsRequest) -> VolumeStatsResponse => do_get_volume_stats;
     "ResizeVolume" resize_volume(ResizeVolumeRequest) -> Empty => do_resize_volume;
-    "SetPolicy" set_policy(SetPolicyRequest) -> Empty => unimplemented;
+    "SetPolicy" set_policy(SetPolicyRequest) -> Empty => do_set_policy;
+}
+
+impl AgentImpl {
+    /// SetPolicy: the table has checked the request against the policy in
+    /// force (rule `SetPolicyRequest`); the new policy replaces it only if
+    /// it compiles.
+    async fn do_set_policy(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetPolicyRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.set(&req.policy)?;
+        Ok(Empty::new())
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! `--rounds N`: N A B B A rounds (default 1: each agent measured twice).
 //! `--only LIST`: only these parts, comma-separated, of `spawn`, `idle`
 //! (idle memory and Checks), `containers` (all container figures but
-//! stdout), `stdout`, `pod`; for profiling one of them.
+//! stdout), `stdout`, `pod`, `policy` (ours only: a check's cost); for
+//! profiling one of them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use protocols::health::CheckRequest;
 
 mod containers;
 mod pod;
+mod policy;
 mod target;
 
 use target::{Kind, Running, Target};
@@ -180,6 +182,12 @@ pub const FIGURES: &[Figure] = &[
         None,
     ),
     fig(
+        "policy",
+        "a request's policy check, upstream's allow-all (ExecProcess p50, with - without)",
+        "us",
+        None,
+    ),
+    fig(
         "pod",
         "Go shim's pod start: GetGuestDetails to the app's first output, median of 3",
         "ms",
@@ -312,6 +320,12 @@ fn measure(t: &Target, spawns: usize, containers: bool) -> Run {
             }
         }
         Some(Err(e)) => eprintln!("{}: {e}", t.name()),
+    }
+    // Upstream's release build has no policy engine: ours only.
+    if t.kind == Kind::Ours && wants("policy") {
+        if let Some(us) = policy::run(&t.exe) {
+            run.insert("policy", us);
+        }
     }
     if containers && wants("pod") {
         match pod::run(t, 3) {

@@ -13,7 +13,10 @@
 #                        the array VM_QEMU_EXTRA adds QEMU arguments (a NIC);
 #                        VM_MACHINE (-machine) [q35], VM_MEM_OPTS (appended to
 #                        -m, e.g. slots=2,maxmem=2G) []; VM_QMP=1: a QMP socket
-#                        at $VM_DIR/qmp.sock, for vm_qmp
+#                        at $VM_DIR/qmp.sock, for vm_qmp; a VM_MACHINE of
+#                        microvm (fast: the fast path's, $VM_FAST_MACHINE) gets the
+#                        virtio-mmio devices and the console on hvc0 (see
+#                        vm_fast_args)
 #   vm_qmp [--wait EVENT[:KEY=VALUE,...]] COMMAND [JSON]   one QMP command
 #                        (tests/vm/qmp.py), bounded by QMP_TIMEOUT; its answer
 #                        (and the event waited for) in $VM_QMP_OUT; fails the test
@@ -208,12 +211,54 @@ vm_start_backends() {
     vm_wait_socket "$VM_DIR/vhost.sock" 10 vhost-device-vsock "$pid"
 }
 
+# The fast path's machine: QEMU's microvm (virtio-mmio, no PCI, no
+# firmware tables but the hardware-reduced ACPI its power-off needs), without
+# the UART, the PIT and the PIC (the console is hvc0; the TSC is the clock).
+export VM_FAST_MACHINE="microvm,isa-serial=off,pit=off,pic=off,rtc=on"
+
+# The host's TSC rate in kHz: under TCG the guest's TSC is the host's, and
+# microvm gives the guest no timer to calibrate it against (no PIT, HPET or
+# PM timer): without tsc_early_khz the kernel waits for a tick that never
+# comes. From /proc/cpuinfo when the host's TSC is constant.
+vm_host_tsc_khz() {
+    grep -q constant_tsc /proc/cpuinfo || return 0
+    awk -F': *' '/^cpu MHz/ { printf "%d\n", $2 * 1000; exit }' /proc/cpuinfo
+}
+
+# For a microvm machine: QEMU's arguments (into the array vm_machine_args)
+# and the kernel parameters (vm_machine_append) that replace q35's: guest
+# memory as the machine's memory backend (shared: the vhost-user backends map
+# it), the vhost-user devices and a virtio console on virtio-mmio, the
+# console (hvc0) into $VM_CONSOLE, no serial port.
+vm_fast_args() {
+    local khz
+    khz="$(vm_host_tsc_khz)"
+    vm_machine_args=(-machine "${VM_MACHINE},memory-backend=mem"
+        -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on"
+        -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device "vhost-user-vsock-device,chardev=vsock0"
+        -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device "vhost-user-fs-device,chardev=vfs,tag=kataShared"
+        -device virtio-serial-device -chardev "file,id=con0,path=$VM_CONSOLE" -device "virtconsole,chardev=con0"
+        -serial none)
+    # tsc=reliable: no clocksource watchdog (there is nothing to check the
+    # TSC against; under TCG its jitter would demote it to jiffies).
+    vm_machine_append="console=hvc0 tsc=reliable${khz:+ tsc_early_khz=$khz}"
+}
+
 vm_boot() {
-    local append="console=ttyS0 quiet panic=-1 agent.log=$AGENT_LOG $KERNEL_APPEND $*"
+    local machine="${VM_MACHINE:-q35}" console=console=ttyS0 blk_transport=pci
+    [[ "$machine" != fast ]] || machine="$VM_FAST_MACHINE"
+    vm_machine_args=()
+    vm_machine_append=""
+    if [[ "${machine%%,*}" == microvm ]]; then
+        VM_MACHINE="$machine" vm_fast_args
+        console="$vm_machine_append"
+        blk_transport=device
+    fi
+    local append="$console quiet panic=-1 agent.log=$AGENT_LOG $KERNEL_APPEND $*"
     local root=(-initrd "$INITRD") what="initrd $INITRD"
     if [[ -n "$ROOT_IMAGE" ]]; then
         root=(-drive "file=$ROOT_IMAGE,if=none,id=root,format=raw,readonly=on"
-            -device "virtio-blk-pci,drive=root")
+            -device "virtio-blk-$blk_transport,drive=root")
         append="root=/dev/vda rootfstype=${ROOT_IMAGE##*.} ro $append"
         what="root image $ROOT_IMAGE"
     fi
@@ -231,15 +276,21 @@ vm_boot() {
         rm -f "$VM_DIR/qmp.sock"
         qmp=(-qmp "unix:$VM_DIR/qmp.sock,server=on,wait=off")
     fi
-    vm_log "kernel $KERNEL, $what ($(stat -c %s "${ROOT_IMAGE:-$INITRD}") bytes), append '$append'"
+    if ((${#vm_machine_args[@]} == 0)); then
+        vm_machine_args=(-machine "$machine"
+            -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on" -numa "node,memdev=mem"
+            -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device "vhost-user-vsock-pci,chardev=vsock0"
+            -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device "vhost-user-fs-pci,chardev=vfs,tag=kataShared"
+            "${serial[@]}")
+    else
+        qemu_out="$VM_DIR/qemu.log"
+    fi
+    vm_log "kernel $KERNEL, $what ($(stat -c %s "${ROOT_IMAGE:-$INITRD}") bytes), machine $machine, append '$append'"
     VM_START_MS="$(vm_now_ms)"
-    "$QEMU" -accel "$ACCEL" -machine "${VM_MACHINE:-q35}" -cpu max -smp "$SMP" \
-        -m "$MEM_MB${VM_MEM_OPTS:+,$VM_MEM_OPTS}" "${qmp[@]}" \
-        -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on" -numa node,memdev=mem \
-        -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device vhost-user-vsock-pci,chardev=vsock0 \
-        -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=kataShared \
+    "$QEMU" -accel "$ACCEL" -cpu max -smp "$SMP" \
+        -m "$MEM_MB${VM_MEM_OPTS:+,$VM_MEM_OPTS}" "${qmp[@]}" "${vm_machine_args[@]}" \
         -kernel "$KERNEL" "${root[@]}" -append "$append" \
-        -nographic -no-reboot -nodefaults "${serial[@]}" ${VM_QEMU_EXTRA[@]+"${VM_QEMU_EXTRA[@]}"} \
+        -nographic -no-reboot -nodefaults ${VM_QEMU_EXTRA[@]+"${VM_QEMU_EXTRA[@]}"} \
         >"$qemu_out" 2>&1 </dev/null &
     vm_qemu_pid=$!
     vm_pids+=("$vm_qemu_pid")

@@ -30,8 +30,9 @@
 #   FAST_KERNEL      the fast path's kernel [build/kernel-fast/vmlinux]
 #   FAST_INITRD      its initrd [build/kata-initrd-fast.img]
 #   FAST_MACHINE     its machine [$VM_FAST_MACHINE from lib.sh]
-#   EXTRA_PATHS      more paths to measure, each NAME=KERNEL:INITRD:MACHINE
-#                    (space separated), e.g. to compare initrd compressions []
+#   EXTRA_PATHS      more paths to measure, space separated, each
+#                    NAME=KERNEL:INITRD[:MACHINE[:KERNEL PARAMETERS, comma
+#                    separated]], e.g. to compare initrd compressions []
 #   PATHS            which of debian, fast and the EXTRA_PATHS names to run
 #                    [debian fast, then the extra ones]
 set -euo pipefail
@@ -53,17 +54,19 @@ INITRD="${INITRD:-$DEBIAN_INITRD}"
 declare -A path_kernel=([debian]="$DEBIAN_KERNEL" [fast]="$FAST_KERNEL")
 declare -A path_initrd=([debian]="$DEBIAN_INITRD" [fast]="$FAST_INITRD")
 declare -A path_machine=([debian]=q35 [fast]="$FAST_MACHINE")
+declare -A path_append=([debian]="" [fast]="")
 extra_names=()
 for p in $EXTRA_PATHS; do
     name="${p%%=*}"
-    IFS=: read -r k i m <<<"${p#*=}"
+    IFS=: read -r k i m a <<<"${p#*=}"
     [[ -n "$name" && -n "$k" && -n "$i" ]] || {
-        echo "boot-bench: EXTRA_PATHS entry '$p': expected NAME=KERNEL:INITRD[:MACHINE]" >&2
+        echo "boot-bench: EXTRA_PATHS entry '$p': expected NAME=KERNEL:INITRD[:MACHINE[:PARAMS]]" >&2
         exit 1
     }
     path_kernel[$name]="$k"
     path_initrd[$name]="$i"
     path_machine[$name]="${m:-q35}"
+    path_append[$name]="${a:-}"
     extra_names+=("$name")
 done
 PATHS="${PATHS:-debian fast ${extra_names[*]}}"
@@ -121,8 +124,8 @@ boot_once() {
     rm -rf "$VM_DIR/shared/bench"
     vm_make_rootfs bench
     vm_start_backends
-    # shellcheck disable=SC2119 # no extra kernel parameters
-    vm_boot
+    # shellcheck disable=SC2086 # the path's parameters, one word each
+    vm_boot ${BENCH_APPEND//,/ }
     wait_check
 
     # Idle: the guest's and the agent's memory, QEMU's and the backends'.
@@ -192,6 +195,7 @@ bench_path() {
     KERNEL="$kernel"
     INITRD="$initrd"
     VM_MACHINE="${path_machine[$name]}"
+    BENCH_APPEND="${path_append[$name]}"
     out="$VM_DIR/bench-$name"
     : >"$out"
     for ((i = 1; i <= BOOT_RUNS; i++)); do

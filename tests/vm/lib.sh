@@ -237,11 +237,19 @@ vm_fast_args() {
         -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on"
         -chardev "socket,id=vsock0,path=$VM_DIR/vhost.sock" -device "vhost-user-vsock-device,chardev=vsock0"
         -chardev "socket,id=vfs,path=$VM_DIR/vfs.sock" -device "vhost-user-fs-device,chardev=vfs,tag=kataShared"
-        -device virtio-serial-device -chardev "file,id=con0,path=$VM_CONSOLE" -device "virtconsole,chardev=con0"
-        -serial none)
+        -device virtio-serial-device -device "virtconsole,chardev=con0")
     # tsc=reliable: no clocksource watchdog (there is nothing to check the
     # TSC against; under TCG its jitter would demote it to jiffies).
-    vm_machine_append="console=hvc0 tsc=reliable${khz:+ tsc_early_khz=$khz}"
+    vm_machine_append="tsc=reliable${khz:+ tsc_early_khz=$khz}"
+    # A machine given its UART back (isa-serial=on, to measure it) has the
+    # console there; the virtio console stays, unused.
+    if [[ "$VM_MACHINE" == *isa-serial=on* ]]; then
+        vm_machine_args+=(-chardev "file,id=con0,path=$VM_DIR/hvc0.log" -serial "file:$VM_CONSOLE")
+        vm_machine_append="console=ttyS0 $vm_machine_append"
+    else
+        vm_machine_args+=(-chardev "file,id=con0,path=$VM_CONSOLE" -serial none)
+        vm_machine_append="console=hvc0 $vm_machine_append"
+    fi
 }
 
 vm_boot() {

@@ -86,9 +86,11 @@ kb() { awk -v f="$1:" '$1 == f { print $2; exit }' "$2"; }
 # connection (CONNECT 1024, then one ttrpc request frame for
 # grpc.Health/Check, the answer's status read back) 20 ms after the last,
 # the pause growing to 200 ms (polled every 20 ms from QEMU's start, the
-# vsock path of the microvm stopped answering in 2 of 4 boots: see
-# boot-loop.sh), each attempt bounded by 2 s. Prints the milliseconds since
-# $2 (QEMU's start, epoch ms) at the first answer.
+# microvm's vsock path stopped answering altogether in 2 of 4 boots: no
+# reply to a handshake, not even the refusal of a port nobody listens on,
+# while the agent had logged that it listened), each attempt bounded by
+# 2 s. Prints the milliseconds since $2 (QEMU's start, epoch ms) at the
+# first answer.
 CHECK_POLL='
 import socket, struct, sys, time
 path, start, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

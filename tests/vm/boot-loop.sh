@@ -67,6 +67,7 @@ diagnose() {
     local dir="$1"
     {
         echo "QEMU alive: $(vm_alive "$vm_qemu_pid" && echo yes || echo no)"
+        echo "vhost-device-vsock: $(grep -m 1 -A 1 panicked "$VM_DIR/vhost-vsock.log" | tr '\n' ' ' || echo "no panic logged")"
         echo "handshake to port 1024: $(hv_probe 1024 5)"
         echo "handshake to port 9999 (nobody listens): $(hv_probe 9999 5)"
         echo "Check on a new connection: $(vm_ctl 10 Check 2>&1 | tr '\n' ' ')"
@@ -78,7 +79,7 @@ diagnose() {
 
 # One boot: Check, then a container's output. Returns 1 when it was lost.
 loop_once() {
-    local name="$1" n="$2" deadline out
+    local name="$1" n="$2" pid
     VM_CONSOLE="$VM_DIR/console-loop.log"
     : >"$VM_CONSOLE"
     rm -rf "$VM_DIR/shared/loop"
@@ -86,16 +87,22 @@ loop_once() {
     vm_start_backends
     # shellcheck disable=SC2119 # no extra kernel parameters
     vm_boot
-    deadline=$(($(date +%s) + BOOT_TIMEOUT))
-    until out="$(vm_ctl 2 Check 2>&1)"; do
-        if ! vm_alive "$vm_qemu_pid" || (($(date +%s) >= deadline)); then
-            mkdir -p "$VM_DIR/lost-$name-$n"
-            echo "last Check: $out" >"$VM_DIR/lost-$name-$n/check"
-            diagnose "$VM_DIR/lost-$name-$n"
-            vm_stop_all
-            return 1
-        fi
+    # As vm_wait_ready: one client for the whole boot, which never hangs up
+    # on a handshake the guest may still answer.
+    "$AGENT_CTL" --addr "$VM_ADDR" --timeout "${BOOT_TIMEOUT}s" call Check >"$VM_DIR/check.out" 2>&1 </dev/null &
+    pid=$!
+    vm_pids+=("$pid")
+    while vm_alive "$pid" && vm_alive "$vm_qemu_pid" && ! grep -qs panicked "$VM_DIR/vhost-vsock.log"; do
+        sleep 0.05
     done
+    if vm_alive "$pid" || ! wait "$pid"; then
+        vm_stop_pid "$pid"
+        mkdir -p "$VM_DIR/lost-$name-$n"
+        echo "Check: $(cat "$VM_DIR/check.out")" >"$VM_DIR/lost-$name-$n/check"
+        diagnose "$VM_DIR/lost-$name-$n"
+        vm_stop_all
+        return 1
+    fi
     LOOP_CHECK_MS=$(($(vm_now_ms) - VM_START_MS))
     vm_create_sandbox loop-sandbox
     vm_call CreateContainer "$CALL_TIMEOUT" CreateContainer "$(vm_create_request loop 'echo boot-loop-ok')"

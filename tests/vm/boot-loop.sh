@@ -87,16 +87,26 @@ loop_once() {
     vm_start_backends
     # shellcheck disable=SC2119 # no extra kernel parameters
     vm_boot
-    # As vm_wait_ready: one client for the whole boot, which never hangs up
-    # on a handshake the guest may still answer.
-    "$AGENT_CTL" --addr "$VM_ADDR" --timeout "${BOOT_TIMEOUT}s" call Check >"$VM_DIR/check.out" 2>&1 </dev/null &
-    pid=$!
-    vm_pids+=("$pid")
-    while vm_alive "$pid" && vm_alive "$vm_qemu_pid" && ! grep -qs panicked "$VM_DIR/vhost-vsock.log"; do
-        sleep 0.05
-    done
-    if vm_alive "$pid" || ! wait "$pid"; then
+    # As vm_wait_ready: clients of 10 s each (see there why).
+    local deadline=$(($(date +%s) + BOOT_TIMEOUT)) ok=0
+    while :; do
+        "$AGENT_CTL" --addr "$VM_ADDR" --timeout 10s call Check >"$VM_DIR/check.out" 2>&1 </dev/null &
+        pid=$!
+        vm_pids+=("$pid")
+        while vm_alive "$pid" && vm_alive "$vm_qemu_pid" && ! grep -qs panicked "$VM_DIR/vhost-vsock.log"; do
+            sleep 0.05
+        done
+        if ! vm_alive "$pid" && wait "$pid"; then
+            ok=1
+            break
+        fi
         vm_stop_pid "$pid"
+        if ! vm_alive "$vm_qemu_pid" || grep -qs panicked "$VM_DIR/vhost-vsock.log" ||
+            (($(date +%s) >= deadline)); then
+            break
+        fi
+    done
+    if ((ok == 0)); then
         mkdir -p "$VM_DIR/lost-$name-$n"
         echo "Check: $(cat "$VM_DIR/check.out")" >"$VM_DIR/lost-$name-$n/check"
         diagnose "$VM_DIR/lost-$name-$n"

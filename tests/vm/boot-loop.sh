@@ -87,10 +87,10 @@ loop_once() {
     vm_start_backends
     # shellcheck disable=SC2119 # no extra kernel parameters
     vm_boot
-    # As vm_wait_ready: clients of 10 s each (see there why).
+    # As vm_wait_ready: clients of 30 s each (see there why).
     local deadline=$(($(date +%s) + BOOT_TIMEOUT)) ok=0
     while :; do
-        "$AGENT_CTL" --addr "$VM_ADDR" --timeout 10s call Check >"$VM_DIR/check.out" 2>&1 </dev/null &
+        "$AGENT_CTL" --addr "$VM_ADDR" --timeout 30s call Check >"$VM_DIR/check.out" 2>&1 </dev/null &
         pid=$!
         vm_pids+=("$pid")
         while vm_alive "$pid" && vm_alive "$vm_qemu_pid" && ! grep -qs panicked "$VM_DIR/vhost-vsock.log"; do

@@ -351,15 +351,16 @@ vm_backend_check() {
 }
 
 # Waits for the first Check answered, QEMU's exit or BOOT_TIMEOUT. Each
-# client runs 10 s: agent-ctl retries a refused handshake itself, so it
+# client runs 30 s: agent-ctl retries a refused handshake itself, so it
 # hangs up on one in flight (which the guest may still answer: see
-# vm_backend_check) once in 10 s at most, and a handshake the backend lost
-# (it happens: a CONNECT sent while the guest's driver starts can stay
-# unanswered for good) costs 10 s, not the boot.
+# vm_backend_check) only when a boot takes 30 s (with 10 s, a q35 boot whose
+# agent started listening at 10 s killed the backend), and a handshake the
+# backend lost (it happens: one can stay unanswered for good while the
+# agent listens) costs 30 s, not the boot.
 vm_wait_ready() {
     local pid out="$VM_DIR/check.out" deadline=$(($(date +%s) + BOOT_TIMEOUT))
     while :; do
-        "$AGENT_CTL" --addr "$VM_ADDR" --timeout 10s call Check >"$out" 2>&1 </dev/null &
+        "$AGENT_CTL" --addr "$VM_ADDR" --timeout 30s call Check >"$out" 2>&1 </dev/null &
         pid=$!
         vm_pids+=("$pid")
         while vm_alive "$pid"; do

@@ -8,7 +8,7 @@
 # Environment (defaults in brackets):
 #   ROOTFS_DIR         the directory to pack [build/rootfs]
 #   INITRD             the output file [build/kata-initrd.img]
-#   COMPRESS           gzip, zstd or none [zstd]
+#   COMPRESS           gzip, lz4, zstd or none [zstd]
 #   SOURCE_DATE_EPOCH  timestamp of every entry, seconds since 1970 [0]
 #
 # Device nodes cannot be packed from a directory without root, so /dev/null
@@ -39,8 +39,10 @@ die() {
 case "$COMPRESS" in
 gzip) compress=(gzip -n -9 -c) ;;
 zstd) compress=(zstd -q -19 -T1 -c) ;;
+# -l: the legacy frame format, the only one the kernel's unpacker reads
+lz4) compress=(lz4 -q -l -12 -c) ;;
 none) compress=(cat) ;;
-*) die "COMPRESS=$COMPRESS: expected gzip, zstd or none" ;;
+*) die "COMPRESS=$COMPRESS: expected gzip, lz4, zstd or none" ;;
 esac
 command -v cpio >/dev/null || die "cpio: not installed (apt-get install cpio)"
 

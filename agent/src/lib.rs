@@ -178,9 +178,12 @@ pub fn run(args: Vec<String>) -> Result<(), StartError> {
     }
     if let Some(t) = pid1::timings() {
         log::info!(
-            "init: guest uptime {} ms at start, setup took {} ms",
+            "init: guest uptime {} ms at start, setup took {} ms (mounts {} ms, modules {} ms, cgroups {} ms)",
             t.uptime_at_start.as_millis(),
-            t.setup.as_millis()
+            t.setup.as_millis(),
+            t.mounts.as_millis(),
+            t.modules.as_millis(),
+            t.cgroups.as_millis()
         );
     }
 

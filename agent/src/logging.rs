@@ -5,6 +5,8 @@
 //! is taken from the record's target (`kata_agent::rpc::health` -> `rpc`,
 //! `ttrpc::...` -> `ttrpc`).
 
+pub mod console;
+
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};

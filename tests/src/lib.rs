@@ -72,11 +72,27 @@ impl Agent {
         Agent::spawn(exe, cmdline, extra, false)
     }
 
+    /// Starts the agent with its stderr on `stderr` (a pipe a test holds)
+    /// instead of the log file.
+    pub fn start_with_stderr(cmdline: &str, stderr: Stdio) -> Agent {
+        Agent::spawn_to(&bin("kata-agent"), cmdline, &[], false, Some(stderr))
+    }
+
     /// As root, every agent runs in a mount namespace of its own with a
     /// fresh tmpfs on `/run`: what it mounts and writes there (bundles,
     /// sandbox files, storages) is its own, so agents of tests running in
     /// parallel never meet. Tests look at it through [`Agent::path`].
     fn spawn(exe: &Path, cmdline: &str, extra: &[&str], isolated: bool) -> Agent {
+        Agent::spawn_to(exe, cmdline, extra, isolated, None)
+    }
+
+    fn spawn_to(
+        exe: &Path,
+        cmdline: &str,
+        extra: &[&str],
+        isolated: bool,
+        stderr: Option<Stdio>,
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("agent.sock");
         let log = dir.path().join("agent.log");
@@ -103,7 +119,7 @@ impl Agent {
             .env_remove("KATA_AGENT_LOG_LEVEL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
+            .stderr(stderr.unwrap_or_else(|| log_file.into()))
             .spawn()
             .expect("spawn kata-agent");
         let mut agent = Agent {

@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 CARGO=${CARGO:-cargo}
-PACKAGES=(qemu-system-x86 busybox-static cpio zstd xz-utils socat kmod fdisk
+PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils socat kmod fdisk
     e2fsprogs erofs-utils util-linux python3 libseccomp-dev libcap-ng-dev pkg-config
     linux-source-6.1 flex bison bc libelf-dev)
 

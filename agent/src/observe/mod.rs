@@ -56,7 +56,7 @@ impl Observe {
     pub fn log_sink(&self) -> Sink {
         match &self.log {
             Some((buffer, _)) => Box::new(BufferSink(buffer.clone())),
-            None => Box::new(std::io::stderr()),
+            None => crate::logging::console::stderr_sink(),
         }
     }
 

@@ -84,6 +84,11 @@ pub struct Timings {
     pub uptime_at_start: Duration,
     /// How long [`setup_pid1`] took (mounts, modules, cgroups, `lo`).
     pub setup: Duration,
+    /// Of which: the kernel filesystems and the console, the modules, the
+    /// cgroup hierarchies.
+    pub mounts: Duration,
+    pub modules: Duration,
+    pub cgroups: Duration,
 }
 
 /// The boot figures of this PID 1, once [`setup_pid1`] has run.
@@ -154,6 +159,7 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
     // Modules first: vsock and virtio-fs must exist before anyone uses them.
     // Their parameters on the command line (`scsi_mod.scan=none`, as Kata
     // boots) are passed as modprobe would.
+    let mounts_done = started.elapsed();
     for e in modules::load_listed(Path::new(modules::LOAD_ORDER), &cmdline) {
         note(e.to_string());
     }
@@ -171,10 +177,12 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         mounts::mkdir_p(Path::new(dir), 0o755)?;
     }
 
+    let modules_done = started.elapsed();
     let mode = cgroupfs::Mode::from_cmdline(&cmdline, unified_cgroups);
     for e in cgroupfs::mount(&mode) {
         note(e.to_string());
     }
+    let cgroups_done = started.elapsed();
 
     if let Err(e) = net::loopback_up() {
         note(e.to_string());
@@ -186,6 +194,9 @@ pub fn setup_pid1(unified_cgroups: bool) -> Result<(), InitError> {
         let _ = TIMINGS.set(Timings {
             uptime_at_start,
             setup: started.elapsed(),
+            mounts: mounts_done,
+            modules: modules_done.saturating_sub(mounts_done),
+            cgroups: cgroups_done.saturating_sub(modules_done),
         });
     }
     Ok(())
@@ -219,12 +230,27 @@ pub fn poweroff() -> ! {
     if !is_pid1() {
         std::process::exit(0);
     }
+    use nix::sys::reboot::RebootMode;
+    let mode = if can_power_off() {
+        RebootMode::RB_POWER_OFF
+    } else {
+        // The kernel would halt instead and leave the VM running: a reset
+        // ends a VMM run with -no-reboot (Kata's QEMU, Firecracker).
+        RebootMode::RB_AUTOBOOT
+    };
     loop {
         // On success this does not return; on failure (no CAP_SYS_BOOT, which
         // PID 1 of a VM always has) wait and try again rather than exit.
-        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        let _ = nix::sys::reboot::reboot(mode);
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// Whether the kernel has a way to power the machine off. On x86 that is
+/// ACPI: a guest without it (QEMU's microvm with acpi=off, the fast boot
+/// path) has none, and `reboot(RB_POWER_OFF)` halts the CPUs instead.
+fn can_power_off() -> bool {
+    !cfg!(target_arch = "x86_64") || Path::new("/sys/firmware/acpi").exists()
 }
 
 #[cfg(test)]

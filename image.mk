@@ -12,7 +12,7 @@
 #   make -f image.mk dist-reproducible  the same for dist's rootfs, and the tarball packed twice
 #   make -f image.mk vm-test   boot $(KERNEL) + $(INITRD) under QEMU, drive the agent over vsock:
 #                              Check/Version, then vm-test-console, -containers, -pod, -observe,
-#                              -devices
+#                              -devices, -oom-score
 #   make -f image.mk vm-test-console  the console as Kata's runtime gives it: only a virtio
 #                              console (hvc0), panic=1: the agent comes up, its logs on hvc0
 #   make -f image.mk vm-test-containers  the shim's container sequence in the VM, guest
@@ -29,6 +29,7 @@
 #                              container rootfs on a disk, a SCSI disk, an NVDIMM (pmem), a
 #                              9p share (WITH_9P=1), a NIC (UpdateInterface), ResizeVolume,
 #                              AddSwap, a disk that never comes (agent.hotplug_timeout)
+#   make -f image.mk vm-test-oom-score  the agent as PID 1 at oom_score_adj -997, a container at 0
 #   make -f image.mk initrd-debug  the initrd with busybox (a shell for the debug console)
 #   make -f image.mk kernel-fast  the fast path's kernel (kernel-config/fast.conf alone):
 #                              vmlinux for QEMU's microvm, into $(KERNEL_FAST_OUT)
@@ -140,7 +141,7 @@ export SOURCE_DATE_EPOCH
 .PHONY: debian-kernel kernel kernel-config kernel-if-changed agent rootfs initrd image reproducible \
 	agent-ctl vm-test vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe \
 	vm-test-devices initrd-debug initrd-bare boot-bench demo rootfs-bare disk dist dist-reproducible \
-	agent-ctl-static vm-test-kata-boot kernel-fast kernel-fast-if-changed initrd-fast boot-loop
+	agent-ctl-static vm-test-kata-boot vm-test-oom-score kernel-fast kernel-fast-if-changed initrd-fast boot-loop
 
 # Debian's cloud kernel and its modules, unpacked into $(DEBIAN_KERNEL_DIR).
 debian-kernel:
@@ -221,7 +222,8 @@ agent-ctl:
 
 VM_ENV = KERNEL=$(KERNEL) INITRD=$(INITRD) AGENT_CTL=$(AGENT_CTL) KERNEL_APPEND="$(KERNEL_APPEND)"
 
-vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices
+vm-test: vm-test-boot vm-test-console vm-test-containers vm-test-pod vm-test-observe vm-test-devices \
+	vm-test-oom-score
 
 vm-test-boot: initrd agent-ctl
 	$(VM_ENV) tests/vm/run.sh
@@ -245,6 +247,9 @@ vm-test-observe: initrd-debug agent-ctl
 
 vm-test-devices: initrd agent-ctl
 	$(VM_ENV) WITH_9P=$(WITH_9P) tests/vm/devices.sh
+
+vm-test-oom-score: initrd agent-ctl
+	$(VM_ENV) tests/vm/oom-score.sh
 
 FAST_ENV = DEBIAN_KERNEL=$(KERNEL) DEBIAN_INITRD=$(INITRD) FAST_KERNEL=$(FAST_KERNEL) \
 	FAST_INITRD=$(FAST_INITRD) AGENT_CTL=$(AGENT_CTL)

@@ -76,6 +76,35 @@ impl Env {
         s
     }
 
+    /// As [`Env::spec`], with memory and memory+swap capped at `bytes`.
+    pub fn spec_with_memory(
+        &self,
+        rootfs: &Path,
+        cid: &str,
+        args: &[&str],
+        bytes: i64,
+    ) -> oci::Spec {
+        let mut s = self.spec(rootfs, cid, args);
+        let mut mem = oci::LinuxMemory::new();
+        mem.Limit = bytes;
+        mem.Swap = bytes;
+        let mut res = oci::LinuxResources::new();
+        res.Memory = Some(mem).into();
+        s.Linux.as_mut().unwrap().Resources = Some(res).into();
+        s
+    }
+
+    /// Starts a GetOOMEvent long poll in the background: its result is
+    /// the next OOM event the agent reports.
+    pub fn watch_oom(&self) -> tokio::task::JoinHandle<ttrpc::Result<protocols::agent::OOMEvent>> {
+        let client = self.client.clone();
+        self.rt.spawn(async move {
+            client
+                .get_oom_event(ctx(), &GetOOMEventRequest::new())
+                .await
+        })
+    }
+
     pub fn create(&self, cid: &str, s: oci::Spec) -> ttrpc::Result<()> {
         let mut req = CreateContainerRequest::new();
         req.container_id = cid.into();

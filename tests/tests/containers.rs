@@ -424,24 +424,14 @@ fn agent_shutdown_removes_its_containers() {
 fn memory_capped_process_is_oom_killed_and_reported() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("oom");
-    let mut s = env.spec(
+    let s = env.spec_with_memory(
         env.rootfs.path(),
         &cid,
         &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+        32 << 20,
     );
-    let mut res = oci::LinuxResources::new();
-    let mut mem = oci::LinuxMemory::new();
-    mem.Limit = 32 << 20;
-    mem.Swap = 32 << 20;
-    res.Memory = Some(mem).into();
-    s.Linux.as_mut().unwrap().Resources = Some(res).into();
     // The long poll is already waiting when the kill happens.
-    let client = env.client.clone();
-    let oom = env.rt.spawn(async move {
-        client
-            .get_oom_event(ctx(), &GetOOMEventRequest::new())
-            .await
-    });
+    let oom = env.watch_oom();
     env.create(&cid, s).unwrap();
     env.start(&cid).unwrap();
     assert_eq!(env.wait(&cid, &cid).unwrap(), 137, "dd should be SIGKILLed");

@@ -443,21 +443,10 @@ fn a_disconnected_write_leaves_stdin_usable() {
 fn an_oom_killed_exec_is_reported_and_the_container_goes_on() {
     let Some(mut env) = Env::new() else { return };
     let cid = unique("oom-exec");
-    let mut s = env.spec(env.rootfs.path(), &cid, &["sleep", "100000"]);
-    let mut res = oci::LinuxResources::new();
-    let mut mem = oci::LinuxMemory::new();
-    mem.Limit = 32 << 20;
-    mem.Swap = 32 << 20;
-    res.Memory = Some(mem).into();
-    s.Linux.as_mut().unwrap().Resources = Some(res).into();
+    let s = env.spec_with_memory(env.rootfs.path(), &cid, &["sleep", "100000"], 32 << 20);
     env.create(&cid, s).unwrap();
     env.start(&cid).unwrap();
-    let client = env.client.clone();
-    let oom = env.rt.spawn(async move {
-        client
-            .get_oom_event(ctx(), &GetOOMEventRequest::new())
-            .await
-    });
+    let oom = env.watch_oom();
     env.exec(
         &cid,
         "hog",
@@ -489,23 +478,13 @@ fn an_oom_killed_exec_is_reported_and_the_container_goes_on() {
 
     // The container itself: its init is the hog.
     let init = unique("oom-init");
-    let mut s = env.spec(
+    let s = env.spec_with_memory(
         env.rootfs.path(),
         &init,
         &["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"],
+        32 << 20,
     );
-    let mut res = oci::LinuxResources::new();
-    let mut mem = oci::LinuxMemory::new();
-    mem.Limit = 32 << 20;
-    mem.Swap = 32 << 20;
-    res.Memory = Some(mem).into();
-    s.Linux.as_mut().unwrap().Resources = Some(res).into();
-    let client = env.client.clone();
-    let oom = env.rt.spawn(async move {
-        client
-            .get_oom_event(ctx(), &GetOOMEventRequest::new())
-            .await
-    });
+    let oom = env.watch_oom();
     env.create(&init, s).unwrap();
     env.start(&init).unwrap();
     assert_eq!(env.wait(&init, &init).unwrap(), 137);

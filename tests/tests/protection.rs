@@ -147,23 +147,13 @@ fn check_answers_through_a_fork_bomb_and_a_memory_hog() {
 
     let hog = unique("memhog");
     let hog_root = Rootfs::new();
-    let mut s = env.spec(
+    let s = env.spec_with_memory(
         hog_root.path(),
         &hog,
         &["sh", "-c", "while :; do tail /dev/zero; done"],
+        64 << 20,
     );
-    let mut res = oci::LinuxResources::new();
-    let mut mem = oci::LinuxMemory::new();
-    mem.Limit = 64 << 20;
-    mem.Swap = 64 << 20;
-    res.Memory = Some(mem).into();
-    s.Linux.as_mut().unwrap().Resources = Some(res).into();
-    let client = env.client.clone();
-    let oom = env.rt.spawn(async move {
-        client
-            .get_oom_event(ctx(), &GetOOMEventRequest::new())
-            .await
-    });
+    let oom = env.watch_oom();
     env.create(&hog, s).unwrap();
     env.start(&hog).unwrap();
 

@@ -72,6 +72,9 @@ fuzz-smoke: fuzz-build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@# fuzz/ is a workspace of its own that builds the agent: its lock file must
+	@# follow the agent's dependencies (checked without building anything).
+	$(CARGO) metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 
 test: lint build
 	$(CARGO) test --locked --workspace --no-fail-fast

@@ -600,7 +600,21 @@ impl Container {
                     Ok(fds) => console = fds.into_iter().next(),
                     Err(e) => break Err(self.op_err("receive console")(e)),
                 },
-                Ok(Some(Msg::Error(msg))) => break Err(self.setup_err(msg)),
+                Ok(Some(Msg::Error(msg))) => {
+                    // The process can report its failure before the helper
+                    // has reported its pid: read to the end for the pid, or
+                    // the failed process stays a zombie of ours, and as a
+                    // member of the container's pid namespace it keeps the
+                    // init from ever finishing its exit.
+                    while pid.is_none() {
+                        match protocol::recv::<Msg>(&helper.sock) {
+                            Ok(Some(Msg::Pid(p))) => pid = Some(p),
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    break Err(self.setup_err(msg));
+                }
                 Ok(Some(other)) => {
                     break Err(self.setup_err(format!("exec: unexpected message {other:?}")))
                 }

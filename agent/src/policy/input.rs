@@ -169,8 +169,10 @@ fn write_value(out: &mut String, v: ReflectValueRef<'_>) {
         ReflectValueRef::U64(n) => write!(out, "{n}"),
         ReflectValueRef::I32(n) => write!(out, "{n}"),
         ReflectValueRef::I64(n) => write!(out, "{n}"),
-        ReflectValueRef::F32(n) => write_float(out, f64::from(n), n.is_finite()),
-        ReflectValueRef::F64(n) => write_float(out, n, n.is_finite()),
+        ReflectValueRef::F32(_) | ReflectValueRef::F64(_) => {
+            out.push_str(&float_json(v));
+            Ok(())
+        }
         ReflectValueRef::Bool(b) => write!(out, "{b}"),
         ReflectValueRef::String(s) => {
             push_str(out, s);
@@ -195,19 +197,16 @@ fn write_value(out: &mut String, v: ReflectValueRef<'_>) {
     };
 }
 
-/// A float as serde_json writes it: finite numbers as numbers (always with
-/// a fraction or exponent), NaN and infinities as `null`.
-fn write_float(out: &mut String, n: f64, finite: bool) -> std::fmt::Result {
-    if !finite {
-        out.push_str("null");
-        return Ok(());
-    }
-    let start = out.len();
-    write!(out, "{n}")?;
-    if !out[start..].contains(['.', 'e', 'E']) {
-        out.push_str(".0");
-    }
-    Ok(())
+/// A float as serde's derive hands it to serde_json: each width in its own
+/// shortest form (`0.1` for an `f32` 0.1, `1e+21`), NaN and infinities as
+/// `null`.
+pub(super) fn float_json(n: ReflectValueRef<'_>) -> String {
+    let json = match n {
+        ReflectValueRef::F32(n) => serde_json::to_string(&n),
+        ReflectValueRef::F64(n) => serde_json::to_string(&n),
+        _ => return "null".to_string(),
+    };
+    json.unwrap_or_else(|_| "null".to_string())
 }
 
 fn key(out: &mut String, first: &mut bool, name: &str) {

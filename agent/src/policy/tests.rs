@@ -285,46 +285,7 @@ fn copy_file_input_as_upstream() {
 }
 
 /// upstream's `allow-all.rego` (src/kata-opa), rule for rule.
-pub(crate) const UPSTREAM_ALLOW_ALL: &str = "package agent_policy
-
-default AddARPNeighborsRequest := true
-default AddSwapRequest := true
-default CloseStdinRequest := true
-default CopyFileRequest := true
-default CreateContainerRequest := true
-default CreateSandboxRequest := true
-default DestroySandboxRequest := true
-default ExecProcessRequest := true
-default GetMetricsRequest := true
-default GetOOMEventRequest := true
-default GuestDetailsRequest := true
-default ListInterfacesRequest := true
-default ListRoutesRequest := true
-default MemHotplugByProbeRequest := true
-default OnlineCPUMemRequest := true
-default PauseContainerRequest := true
-default PullImageRequest := true
-default ReadContainerTerminationMessage := true
-default ReadStreamRequest := true
-default RemoveContainerRequest := true
-default RemoveStaleVirtiofsShareMountsRequest := true
-default ReseedRandomDevRequest := true
-default ResumeContainerRequest := true
-default SetGuestDateTimeRequest := true
-default SetPolicyRequest := true
-default SignalProcessRequest := true
-default StartContainerRequest := true
-default StartTracingRequest := true
-default StatsContainerRequest := true
-default StopTracingRequest := true
-default TtyWinResizeRequest := true
-default UpdateContainerRequest := true
-default UpdateEphemeralMountsRequest := true
-default UpdateInterfaceRequest := true
-default UpdateRoutesRequest := true
-default WaitProcessRequest := true
-default WriteStreamRequest := true
-";
+pub(crate) const UPSTREAM_ALLOW_ALL: &str = include_str!("allow-all.rego");
 
 fn policy(text: &str) -> Policy {
     match Policy::from_rego(text) {
@@ -546,4 +507,18 @@ fn a_policy_check_costs_microseconds() {
     }
     let per = start.elapsed() / n;
     println!("allow-all policy check of ExecProcessRequest (debug build): {per:?}");
+}
+
+#[test]
+fn floats_are_written_as_serde_json_writes_each_width() {
+    use protobuf::reflect::ReflectValueRef;
+    assert_eq!(input::float_json(ReflectValueRef::F32(0.1)), "0.1");
+    assert_eq!(input::float_json(ReflectValueRef::F64(0.1)), "0.1");
+    assert_eq!(input::float_json(ReflectValueRef::F64(1e21)), "1e+21");
+    assert_eq!(input::float_json(ReflectValueRef::F64(3.0)), "3.0");
+    assert_eq!(input::float_json(ReflectValueRef::F64(f64::NAN)), "null");
+    assert_eq!(
+        input::float_json(ReflectValueRef::F32(f32::INFINITY)),
+        "null"
+    );
 }

@@ -14,45 +14,7 @@ use protocols::oci;
 
 /// upstream's `allow-all.rego` (src/kata-opa): the default policy of its
 /// guest images, one `default <Request> := true` per request type.
-const ALLOW_ALL_RULES: &[&str] = &[
-    "AddARPNeighborsRequest",
-    "AddSwapRequest",
-    "CloseStdinRequest",
-    "CopyFileRequest",
-    "CreateContainerRequest",
-    "CreateSandboxRequest",
-    "DestroySandboxRequest",
-    "ExecProcessRequest",
-    "GetMetricsRequest",
-    "GetOOMEventRequest",
-    "GuestDetailsRequest",
-    "ListInterfacesRequest",
-    "ListRoutesRequest",
-    "MemHotplugByProbeRequest",
-    "OnlineCPUMemRequest",
-    "PauseContainerRequest",
-    "PullImageRequest",
-    "ReadContainerTerminationMessage",
-    "ReadStreamRequest",
-    "RemoveContainerRequest",
-    "RemoveStaleVirtiofsShareMountsRequest",
-    "ReseedRandomDevRequest",
-    "ResumeContainerRequest",
-    "SetGuestDateTimeRequest",
-    "SetPolicyRequest",
-    "SignalProcessRequest",
-    "StartContainerRequest",
-    "StartTracingRequest",
-    "StatsContainerRequest",
-    "StopTracingRequest",
-    "TtyWinResizeRequest",
-    "UpdateContainerRequest",
-    "UpdateEphemeralMountsRequest",
-    "UpdateInterfaceRequest",
-    "UpdateRoutesRequest",
-    "WaitProcessRequest",
-    "WriteStreamRequest",
-];
+const ALLOW_ALL: &str = include_str!("../../../../agent/src/policy/allow-all.rego");
 
 fn exec_request() -> ExecProcessRequest {
     let mut p = oci::Process::new();
@@ -103,11 +65,7 @@ pub fn run(agent_path: &Path) -> Option<f64> {
         }
     };
     let file = dir.path().join("allow-all.rego");
-    let mut text = String::from("package agent_policy\n");
-    for r in ALLOW_ALL_RULES {
-        text.push_str(&format!("default {r} := true\n"));
-    }
-    if let Err(e) = std::fs::write(&file, text) {
+    if let Err(e) = std::fs::write(&file, ALLOW_ALL) {
         eprintln!("policy figures: {e}");
         return None;
     }

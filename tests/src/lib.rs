@@ -312,8 +312,10 @@ pub fn skip(why: &str) {
 }
 
 /// Makes `cmd` run in new namespaces (`flags`, which include a mount
-/// namespace) with private propagation and a fresh tmpfs on `/run`.
-fn private_run(cmd: &mut Command, flags: libc::c_int) {
+/// namespace) with private propagation and a fresh tmpfs on `/run`, with
+/// the open file limit a guest's PID 1 starts with. Further `pre_exec`
+/// steps the caller adds run after these.
+pub fn private_run(cmd: &mut Command, flags: libc::c_int) {
     use std::os::unix::process::CommandExt;
     // Built before the fork: the child must not allocate.
     let root = std::ffi::CString::new("/").expect("cstr");

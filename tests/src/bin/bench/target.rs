@@ -108,45 +108,16 @@ fn command(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log)?);
-    let root = c"/";
-    let run = c"/run";
-    let tmpfs = c"tmpfs";
-    let opts = c"mode=0755";
-    let mut nofile = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a struct we own.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
-    // A guest's PID 1 starts with the kernel's 1024.
-    nofile.rlim_cur = nofile.rlim_max.min(1024);
-    // SAFETY: the closure runs between fork and exec; it makes only
-    // async-signal-safe syscalls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
-            if libc::unshare(flags) != 0 || libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let none = std::ptr::null();
-            if libc::mount(
-                none,
-                root.as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none.cast(),
-            ) != 0
-                || libc::mount(
-                    tmpfs.as_ptr(),
-                    run.as_ptr(),
-                    tmpfs.as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    opts.as_ptr().cast(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some((ready_w, go_r)) = gate {
+    integration_tests::private_run(
+        &mut cmd,
+        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET,
+    );
+    if let Some((ready_w, go_r)) = gate {
+        // SAFETY: the closure runs between fork and exec, after the
+        // namespaces are made; it only writes and reads two pipe ends
+        // opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
                 let b = [1u8];
                 let mut got = [0u8];
                 if libc::write(ready_w, b.as_ptr().cast(), 1) != 1
@@ -154,9 +125,9 @@ fn command(
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     Ok(cmd)
 }

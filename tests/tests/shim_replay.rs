@@ -25,24 +25,6 @@ const EPHEMERAL: &str = "/run/kata-containers/sandbox/ephemeral/";
 const SHM: &str = "/run/kata-containers/sandbox/shm";
 /// The shm storage's options, as both shims build them (64 MiB).
 const SHM_OPTIONS: [&str; 5] = ["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"];
-/// containerd's default capabilities, which the shims pass on in the
-/// container's spec.
-const CONTAINERD_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 /// `CapEff` of a process with [`CONTAINERD_CAPS`].
 const CONTAINERD_CAP_EFF: &str = "00000000a80425fb";
 const SIGKILL: u32 = 9;

@@ -19,24 +19,6 @@ pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(120_000_000_000)
 }
 
-/// containerd's default capabilities, which the shims pass on.
-const CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 /// A container spec as the Go runtime passes it on: busybox, `/proc`,
 /// containerd's capabilities and /dev, new mount, ipc and uts namespaces, no pid
 /// namespace in the spec.
@@ -45,7 +27,7 @@ pub fn spec(rootfs: &Path, cid: &str, args: &[&str], parent: &str) -> oci::Spec 
     if let Some(l) = s.Linux.as_mut() {
         l.Namespaces.retain(|ns| ns.Type != "pid");
     }
-    let names: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();
+    let names: Vec<String> = CONTAINERD_CAPS.iter().map(|c| c.to_string()).collect();
     let mut caps = oci::LinuxCapabilities::new();
     caps.Bounding = names.clone();
     caps.Effective = names.clone();

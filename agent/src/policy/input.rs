@@ -27,6 +27,8 @@ use protobuf::reflect::{FieldDescriptor, ReflectFieldRef, ReflectValueRef, Runti
 use protobuf::MessageDyn;
 use protocols::agent::CopyFileRequest;
 
+use crate::logging::push_json_str;
+
 /// The request as a policy's `input`, in upstream's JSON form.
 pub fn to_json(msg: &dyn MessageDyn) -> String {
     let mut out = String::with_capacity(256);
@@ -54,15 +56,15 @@ pub fn copy_file(req: &CopyFileRequest) -> Result<String, SymlinkTargetError> {
     };
     let mut out = String::with_capacity(128 + req.path.len());
     out.push_str("{\"path\":");
-    push_str(&mut out, &req.path);
+    push_json_str(&mut out, &req.path);
     out.push_str(",\"file_type\":");
-    push_str(&mut out, file_type);
+    push_json_str(&mut out, file_type);
     out.push_str(",\"symlink_target\":");
     if file_type == "Symlink" {
         let target = std::str::from_utf8(&req.data).map_err(|_| SymlinkTargetError {
             path: req.path.clone(),
         })?;
-        push_str(&mut out, target);
+        push_json_str(&mut out, target);
     } else {
         out.push_str("null");
     }
@@ -97,7 +99,7 @@ fn write_message(out: &mut String, msg: &dyn MessageDyn) {
         match set {
             Some((f, v)) => {
                 out.push('{');
-                push_str(out, &camel_case(f.name()));
+                push_json_str(out, &camel_case(f.name()));
                 out.push(':');
                 write_value(out, v);
                 out.push('}');
@@ -135,12 +137,12 @@ fn write_field(out: &mut String, msg: &dyn MessageDyn, field: &FieldDescriptor) 
                 }
                 first = false;
                 match k {
-                    ReflectValueRef::String(s) => push_str(out, s),
+                    ReflectValueRef::String(s) => push_json_str(out, s),
                     other => {
                         // serde_json writes non-string keys as strings too.
                         let mut s = String::new();
                         write_value(&mut s, other);
-                        push_str(out, &s);
+                        push_json_str(out, &s);
                     }
                 }
                 out.push(':');
@@ -175,7 +177,7 @@ fn write_value(out: &mut String, v: ReflectValueRef<'_>) {
         }
         ReflectValueRef::Bool(b) => write!(out, "{b}"),
         ReflectValueRef::String(s) => {
-            push_str(out, s);
+            push_json_str(out, s);
             Ok(())
         }
         ReflectValueRef::Bytes(b) => {
@@ -214,30 +216,8 @@ fn key(out: &mut String, first: &mut bool, name: &str) {
         out.push(',');
     }
     *first = false;
-    push_str(out, name);
+    push_json_str(out, name);
     out.push(':');
-}
-
-/// A JSON string, escaped as serde_json escapes it.
-pub fn push_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// The Rust name rust-protobuf gives a field: a keyword gets a trailing `_`.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use kata_agent::policy::{Policy, ALLOW_ALL_REGO};
 use kata_agent::reaper::Reaper;
 use kata_agent::rpc::AgentImpl;
 use kata_agent::sandbox::{Sandbox, Settings};
@@ -90,7 +91,13 @@ pub fn agent() -> Arc<AgentImpl> {
         hotplug_timeout: HOTPLUG_WAIT,
         ..Settings::default()
     };
-    Arc::new(AgentImpl::new(Arc::new(Sandbox::new(settings, reaper()))))
+    // Upstream's allow-all policy through the engine, so every request
+    // decoded is also written as a policy's input.
+    let policy = Policy::from_rego(ALLOW_ALL_REGO).expect("allow-all.rego compiles");
+    Arc::new(AgentImpl::new(
+        Arc::new(Sandbox::new(settings, reaper())),
+        Arc::new(policy),
+    ))
 }
 
 /// The ttrpc services of `agent`, as the server registers them.

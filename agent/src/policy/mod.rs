@@ -97,6 +97,10 @@ impl Default for Policy {
     }
 }
 
+/// Upstream's `allow-all.rego` (src/kata-opa), rule for rule: every
+/// request allowed, through the engine (unlike [`Policy::allow_all`]).
+pub const ALLOW_ALL_REGO: &str = include_str!("allow-all.rego");
+
 impl Policy {
     /// No policy: nothing is checked.
     pub fn allow_all() -> Self {

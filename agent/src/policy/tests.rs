@@ -285,7 +285,7 @@ fn copy_file_input_as_upstream() {
 }
 
 /// upstream's `allow-all.rego` (src/kata-opa), rule for rule.
-pub(crate) const UPSTREAM_ALLOW_ALL: &str = include_str!("allow-all.rego");
+pub(crate) const UPSTREAM_ALLOW_ALL: &str = super::ALLOW_ALL_REGO;
 
 fn policy(text: &str) -> Policy {
     match Policy::from_rego(text) {

@@ -481,6 +481,7 @@ fn close_other_fds_on_exec() {
 }
 
 fn exec(target: &process::ExecTarget) -> SetupResult<Infallible> {
+    crate::utils::default_signals();
     let err = execve(&target.path, &target.args, &target.env)
         .map(|never| match never {})
         .unwrap_or_else(|e| e);

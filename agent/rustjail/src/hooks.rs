@@ -72,6 +72,13 @@ fn run_one(reap: &dyn Reap, kind: &str, hook: &Hook, state: &str) -> SetupResult
         // A group of its own: a hook that times out goes with everything
         // it started (`sh -c 'sleep 1000; ...'` leaves no `sleep` behind).
         .process_group(0);
+    // SAFETY: default_signals calls only async-signal-safe functions.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::utils::default_signals();
+            Ok(())
+        });
+    }
     let mut child = reap.spawn(&mut cmd).ctx(what)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its state may close stdin early.

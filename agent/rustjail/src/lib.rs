@@ -68,4 +68,4 @@ pub use oci_spec;
 pub use reap::{ChildExit, ChildProc, DirectReap, Reap};
 pub use tty::open_pty_pair;
 pub use tty::set_window_size;
-pub use utils::{validate_id, wait_status_to_code};
+pub use utils::{default_signals, validate_id, wait_status_to_code};

@@ -113,11 +113,80 @@ pub(crate) fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
     })
 }
 
+/// Gives every signal its default disposition and unblocks them all, for
+/// a program about to be exec'd. execve keeps what is ignored and what is
+/// blocked, so without this a container, a hook or the debug shell would
+/// start with whatever the agent, or whoever started it (`nohup`, a
+/// service manager), had set aside: a shell that ignores SIGHUP outlives
+/// its hung-up terminal. Only signal(2) and sigprocmask(2):
+/// async-signal-safe, for a forked child.
+pub fn default_signals() {
+    // SAFETY: SIG_DFL installs no handler code; the set is a local value
+    // that sigemptyset initialises. SIGKILL, SIGSTOP and the C library's
+    // reserved signals answer EINVAL and are left as they are.
+    unsafe {
+        for sig in 1..=libc::SIGRTMAX() {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::sys::signal::Signal;
     use nix::unistd::Pid;
+
+    /// `SigIgn` and `SigBlk` of a `cat /proc/self/status` started with
+    /// SIGHUP ignored and SIGUSR1 blocked, with `default_signals` before
+    /// its exec or not.
+    fn inherited_signals(reset: bool) -> (String, String) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("cat");
+        cmd.arg("/proc/self/status");
+        // SAFETY: only signal(2) and sigprocmask(2) run in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                let mut usr1: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut usr1);
+                libc::sigaddset(&mut usr1, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &usr1, std::ptr::null_mut());
+                if reset {
+                    default_signals();
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run cat");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        (field("SigIgn:"), field("SigBlk:"))
+    }
+
+    #[test]
+    fn exec_after_default_signals_inherits_nothing_ignored_or_blocked() {
+        // Without the reset the child sees both (SIGHUP is bit 0, SIGUSR1
+        // bit 9): what the test looks at is really inherited.
+        let (ign, blk) = inherited_signals(false);
+        let bits = |hex: &str| u64::from_str_radix(hex, 16).expect("hex mask");
+        assert_eq!(bits(&ign) & 1, 1, "SigIgn {ign}");
+        assert_eq!(bits(&blk) & (1 << 9), 1 << 9, "SigBlk {blk}");
+        let (ign, blk) = inherited_signals(true);
+        // Signals 32 and 33 (bits 31, 32) are the C library's own, which
+        // each program's libc sets up for itself; signal(2) refuses them.
+        let libc_own = (1u64 << 31) | (1 << 32);
+        assert_eq!(bits(&ign) & !libc_own, 0, "SigIgn {ign}");
+        assert_eq!(bits(&blk) & !libc_own, 0, "SigBlk {blk}");
+    }
 
     #[test]
     fn exit_codes() {

@@ -5,8 +5,8 @@
 //! in Kata.
 //!
 //! The shell is started with `std::process::Command`; the only code run
-//! between fork and exec is `setsid` and `TIOCSCTTY` (async-signal-safe
-//! syscalls), so the multi-threaded agent never runs Rust code in a forked
+//! between fork and exec is `setsid`, `TIOCSCTTY` and the reset of signal
+//! dispositions (async-signal-safe syscalls), so the multi-threaded agent never runs Rust code in a forked
 //! child. The shell is started through the agent's reaper, which collects
 //! it and tells the console when it exited.
 //! When the host disconnects, the PTY master is closed and the kernel
@@ -90,10 +90,14 @@ fn spawn_on_terminal(
         .stderr(Stdio::from(tty))
         .env("TERM", "vt100");
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only setsid(2) and ioctl(2), both async-signal-safe; it allocates
-    // nothing and touches no lock. fd 0 is the terminal by then.
+    // only setsid(2), ioctl(2), signal(2) and sigprocmask(2), all
+    // async-signal-safe; it allocates nothing and touches no lock. fd 0 is
+    // the terminal by then.
     unsafe {
         cmd.pre_exec(move || {
+            // The shell must die of SIGHUP when the host leaves, even if
+            // the agent was started with it ignored.
+            rustjail::default_signals();
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

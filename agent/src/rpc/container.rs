@@ -119,13 +119,12 @@ impl AgentImpl {
                 format!("container {id:?}: update: no resources given"),
             )
         })?;
-        let resources: LinuxResources =
-            serde_json::from_value(oci::resources(res_pb)).map_err(|e| {
-                status(
-                    Code::INVALID_ARGUMENT,
-                    format!("container {id:?}: invalid resources: {e}"),
-                )
-            })?;
+        let resources: LinuxResources = oci::from_json(&oci::resources(res_pb)).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("container {id:?}: invalid resources: {e}"),
+            )
+        })?;
         blocking(move || lock(&ctr.jail).update(&resources))
             .await?
             .map_err(containers::Error::from)?;

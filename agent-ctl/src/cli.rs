@@ -320,7 +320,8 @@ Addresses:
                              (Firecracker, Cloud Hypervisor, vhost-device-vsock);
                              sends 'CONNECT PORT', expects 'OK ...'
   Connecting is retried (every 20 ms, growing to 200 ms) until the timeout,
-  as a shim does while the guest boots.
+  as a shim does while the guest boots; a hybrid vsock handshake that gets no
+  reply within 5 s is dropped and tried again on a new connection.
 
 Methods (METHOD may be Name, Service/Name or package.Service/Name):
 {methods}

@@ -19,6 +19,14 @@ const RETRY_FIRST: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_millis(200);
 /// A hybrid vsock reply line longer than this is not a reply.
 const MAX_REPLY: usize = 256;
+/// How long one hybrid vsock handshake may wait for its reply before the
+/// connection is dropped and tried again. A guest that is up answers at
+/// once (OK, or a refusal while nothing listens yet); a request that gets
+/// no reply at all was lost between the VMM's backend and the guest's
+/// vsock, where a retry on a new connection gets through (Kata's Go shim
+/// does the same, after 10 s). Without it, one lost request cost the whole
+/// `--timeout`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Linux `EAFNOSUPPORT`: no vsock transport in this kernel; retrying cannot help.
 const EAFNOSUPPORT: i32 = 97;
 
@@ -34,6 +42,16 @@ pub async fn connect(addr: &Address, timeout: Option<Duration>) -> Result<Client
 /// it works or `deadline` passes, pausing 20 ms, then up to 200 ms, between
 /// attempts. Errors that no wait can cure end the loop at once.
 pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Result<Socket> {
+    connect_with_retry_within(addr, deadline, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`connect_with_retry`], each hybrid vsock handshake bounded by
+/// `handshake`.
+async fn connect_with_retry_within(
+    addr: &Address,
+    deadline: Option<Instant>,
+    handshake: Duration,
+) -> Result<Socket> {
     let started = Instant::now();
     let mut pause = RETRY_FIRST;
     let mut attempts = 0u32;
@@ -41,7 +59,7 @@ pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Re
     loop {
         attempts += 1;
         let attempt = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, connect_once(addr)).await {
+            Some(d) => match tokio::time::timeout_at(d, connect_once(addr, handshake)).await {
                 Ok(result) => result,
                 // An attempt cut short by the deadline says less than the
                 // failure before it, if there was one.
@@ -49,7 +67,7 @@ pub async fn connect_with_retry(addr: &Address, deadline: Option<Instant>) -> Re
                     io::Error::new(io::ErrorKind::TimedOut, "no answer before the deadline")
                 })),
             },
-            None => connect_once(addr).await,
+            None => connect_once(addr, handshake).await,
         };
         let err = match attempt {
             Ok(socket) => return Ok(socket),
@@ -92,13 +110,13 @@ fn is_permanent(err: &io::Error) -> bool {
     ) || err.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
-async fn connect_once(addr: &Address) -> io::Result<Socket> {
+async fn connect_once(addr: &Address, handshake: Duration) -> io::Result<Socket> {
     match addr {
         Address::Unix(path) => Ok(Socket::new(UnixStream::connect(path).await?)),
         Address::UnixAbstract(name) => Ok(Socket::new(connect_abstract(name)?)),
         Address::Vsock { cid, port } => Socket::connect_vsock(format!("{cid}:{port}")).await,
         Address::HybridVsock { path, port } => {
-            let stream = connect_hybrid(path, *port).await?;
+            let stream = connect_hybrid_within(path, *port, handshake).await?;
             Ok(Socket::new(stream))
         }
     }
@@ -114,11 +132,25 @@ fn connect_abstract(name: &str) -> io::Result<UnixStream> {
     UnixStream::from_std(stream)
 }
 
-/// Connects to the VMM's Unix socket and asks it to forward to guest `port`.
-pub async fn connect_hybrid(path: &Path, port: u32) -> io::Result<UnixStream> {
+/// Connects to the VMM's Unix socket and asks it to forward to guest `port`,
+/// waiting at most `handshake` for the reply: past it, the error says so and
+/// the connection is dropped.
+async fn connect_hybrid_within(
+    path: &Path,
+    port: u32,
+    handshake: Duration,
+) -> io::Result<UnixStream> {
     let mut stream = UnixStream::connect(path).await?;
-    hybrid_handshake(&mut stream, port).await?;
-    Ok(stream)
+    match tokio::time::timeout(handshake, hybrid_handshake(&mut stream, port)).await {
+        Ok(reply) => reply.map(|_| stream),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "hybrid vsock handshake for port {port}: no reply within {}",
+                short(handshake)
+            ),
+        )),
+    }
 }
 
 /// Sends `CONNECT <port>\n` and reads one reply line; any line starting with
@@ -218,7 +250,9 @@ mod tests {
             s.write_all(b"OK 123\nping").await.unwrap();
             line
         });
-        let mut stream = connect_hybrid(&sock.0, 1024).await.unwrap();
+        let mut stream = connect_hybrid_within(&sock.0, 1024, HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap();
         let mut rest = [0u8; 4];
         stream.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"ping");
@@ -290,6 +324,51 @@ mod tests {
         assert!(socket.is_ok(), "{:?}", socket.err());
         let (line, _s) = server.await.unwrap();
         assert_eq!(line, "CONNECT 1024\n");
+    }
+
+    /// The first handshake is swallowed (accepted, never answered, held
+    /// open), as when the request is lost on its way into a booting guest;
+    /// the second is answered. The client drops the first after its
+    /// handshake bound and gets through on a new connection, well before
+    /// the deadline it would otherwise have waited for.
+    #[tokio::test]
+    async fn a_lost_handshake_is_retried_on_a_new_connection() {
+        let sock = TempSock::new("lost");
+        let listener = UnixListener::bind(&sock.0).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            read_connect(&mut first).await;
+            let (mut s, _) = listener.accept().await.unwrap();
+            let line = read_connect(&mut s).await;
+            s.write_all(b"OK 7\n").await.unwrap();
+            (line, first, s)
+        });
+        let addr = Address::HybridVsock {
+            path: sock.0.clone(),
+            port: 1024,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let socket =
+            connect_with_retry_within(&addr, Some(deadline), Duration::from_millis(200)).await;
+        assert!(socket.is_ok(), "{:?}", socket.err());
+        let (line, _first, _s) = server.await.unwrap();
+        assert_eq!(line, "CONNECT 1024\n");
+    }
+
+    /// A handshake with no reply within its bound is an error that says so
+    /// (and is retried: it is not permanent).
+    #[tokio::test]
+    async fn a_silent_handshake_times_out() {
+        let sock = TempSock::new("mute");
+        let listener = UnixListener::bind(&sock.0).unwrap();
+        let server = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let err = connect_hybrid_within(&sock.0, 1024, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("no reply within 100ms"), "{err}");
+        assert!(!is_permanent(&err));
+        drop(server.await.unwrap());
     }
 
     /// A VMM that accepts but never answers: the client gives up at the

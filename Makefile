@@ -19,6 +19,8 @@
 #                fails on a crash. `fuzz/run.sh <target> [libFuzzer args]` runs one longer
 #
 # Variables: CARGO (cargo), TARGET (x86_64-unknown-linux-gnu), the static agent's target;
+# AGENT_FEATURES, cargo's feature flags for the static agent (empty: the default
+# features; --no-default-features leaves out the policy engine, agent-policy);
 # PREFIX (/usr/local) and DESTDIR for install; UPSTREAM_AGENT and BENCH_ARGS for bench.
 
 CARGO ?= cargo
@@ -29,6 +31,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 # Upstream's agent, measured beside ours by `make bench` when it is there.
 UPSTREAM_AGENT ?= ../shared/upstream/kata-agent
+AGENT_FEATURES ?=
 
 .PHONY: all build agent-static agent-ctl-static run test test-deps lint unit bench readme-methods \
 	guest-deps demo vm-test dist install clean fuzz-build fuzz-smoke
@@ -43,7 +46,7 @@ agent-static:
 	@echo "agent-static: release build with LTO (a few minutes the first time) ..."
 	@start=$$(date +%s); \
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --locked --release --target $(TARGET) -p kata-agent \
-	    || exit 1; \
+	    $(AGENT_FEATURES) || exit 1; \
 	echo "agent-static: done in $$(( $$(date +%s) - start )) s"
 	@ls -l $(AGENT_STATIC)
 
@@ -72,12 +75,15 @@ fuzz-smoke: fuzz-build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@# The agent without its policy engine (cargo feature agent-policy off).
+	$(CARGO) clippy --locked -p kata-agent --no-default-features --all-targets -- -D warnings
 	@# fuzz/ is a workspace of its own that builds the agent: its lock file must
 	@# follow the agent's dependencies (checked without building anything).
 	$(CARGO) metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 
 test: lint build
 	$(CARGO) test --locked --workspace --no-fail-fast
+	$(CARGO) test --locked -p kata-agent --no-default-features --lib policy::
 
 test-deps:
 	apt-get update -qq

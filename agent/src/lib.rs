@@ -17,6 +17,10 @@ pub mod network;
 pub mod observe;
 pub mod peer;
 pub mod pid1;
+#[cfg(feature = "agent-policy")]
+pub mod policy;
+#[cfg(not(feature = "agent-policy"))]
+#[path = "policy/disabled.rs"]
 pub mod policy;
 pub mod reaper;
 pub mod rpc;

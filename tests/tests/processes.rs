@@ -278,3 +278,44 @@ fn stop_signals_as_the_kubelet_sends_them() {
         env.remove(c).unwrap();
     }
 }
+
+/// `SigIgn` and `SigBlk` of a `/proc/self/status` text, as numbers, without
+/// signals 32 and 33 (the C library's own, which signal(2) cannot reset).
+fn ignored_and_blocked(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        u64::from_str_radix(hex.trim(), 16).unwrap()
+    };
+    let libc_own = (1u64 << 31) | (1 << 32);
+    (field("SigIgn:") & !libc_own, field("SigBlk:") & !libc_own)
+}
+
+/// A container's init and an exec start with no signal ignored or blocked,
+/// whatever the agent ignores itself (SIGPIPE, as every Rust program; the
+/// container would otherwise get EPIPE where it expects to die of SIGPIPE).
+#[test]
+fn container_processes_start_with_default_signals() {
+    let Some(env) = Env::new() else { return };
+    // An init that prints its own status and exits.
+    let cid = unique("signals-init");
+    let s = env.spec(env.rootfs.path(), &cid, &["cat", "/proc/self/status"]);
+    env.create(&cid, s).unwrap();
+    env.start(&cid).unwrap();
+    let init = String::from_utf8(env.read_all(&cid, &cid, false, 64 * 1024)).unwrap();
+    assert_eq!(env.wait(&cid, &cid).unwrap(), 0);
+    assert_eq!(ignored_and_blocked(&init), (0, 0), "{init}");
+    env.remove(&cid).unwrap();
+    // An exec into a running container.
+    let cid = unique("signals-exec");
+    let s = env.spec(env.rootfs.path(), &cid, &["sleep", "100000"]);
+    env.create(&cid, s).unwrap();
+    env.start(&cid).unwrap();
+    let (code, out) = probe(&env, &cid, "status", &["cat", "/proc/self/status"]);
+    assert_eq!(code, 0);
+    let exec = String::from_utf8(out).unwrap();
+    assert_eq!(ignored_and_blocked(&exec), (0, 0), "{exec}");
+    env.remove(&cid).unwrap();
+}

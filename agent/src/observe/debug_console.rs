@@ -6,8 +6,8 @@
 //!
 //! The shell is started with `std::process::Command`; the only code run
 //! between fork and exec is `setsid`, `TIOCSCTTY` and the reset of signal
-//! dispositions (async-signal-safe syscalls), so the multi-threaded agent never runs Rust code in a forked
-//! child. The shell is started through the agent's reaper, which collects
+//! dispositions (async-signal-safe syscalls), so the multi-threaded agent
+//! never runs Rust code in a forked child. The shell is started through the agent's reaper, which collects
 //! it and tells the console when it exited.
 //! When the host disconnects, the PTY master is closed and the kernel
 //! hangs the shell's session up (SIGHUP).
